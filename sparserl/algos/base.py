@@ -1,0 +1,159 @@
+"""What DQN, TD3 and SAC share: networks by name, the optimisation seam and accounting.
+
+Every gradient step of every network goes through :meth:`Agent.optimize`, and every target
+update through :meth:`Agent.update_target`.  That is the one small interface through which
+sparse training (masks, topology updates) and structured pruning (penalty, neuron
+surgery) act on an algorithm: they are *plugins* attached to a network name, and the
+algorithm files never mention them.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..networks import MLP
+
+
+class NetworkPlugin(Protocol):
+    """Per-network hook (sparse masks, structured pruner...) driven by :meth:`Agent.optimize`."""
+
+    def penalty(self) -> torch.Tensor | float: ...            # added to the loss
+    def before_optimizer_step(self) -> bool: ...             # False: skip this optimizer step
+    def after_optimizer_step(self) -> bool: ...              # True: the network's shape/non-zeros changed
+    def after_target_update(self) -> None: ...               # keep target networks consistent
+    def extra_train_flops(self) -> float: ...                # FLOPs the plugin itself spent
+    def summary(self) -> dict: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Agent:
+    """Base class: subclasses build ``networks``, ``targets`` and ``optimizers`` and
+    implement ``act``/``update``.  ``networks`` maps a name (``actor``, ``critic``, ``q``)
+    to the module whose weights that name's optimizer trains."""
+
+    networks: dict[str, nn.Module]
+    targets: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+
+    def __init__(self):
+        self.plugins: dict[str, list[NetworkPlugin]] = {}
+        self.n_updates: dict[str, int] = {}
+        self.train_flops = 0.0
+        self.train_flops_dense = 0.0
+        self._flops_cache: dict[int, tuple[float, float]] = {}
+
+    # -- the optimisation seam ----------------------------------------------------------
+    def optimize(self, name: str, loss: torch.Tensor) -> None:
+        plugins = self.plugins.get(name, ())
+        for plugin in plugins:
+            loss = loss + plugin.penalty()
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        take_step = True
+        for plugin in plugins:
+            take_step = plugin.before_optimizer_step() and take_step
+        if take_step:
+            optimizer.step()
+        changed = False
+        for plugin in plugins:
+            changed = plugin.after_optimizer_step() or changed
+        if changed:
+            self._flops_cache.clear()
+        self.n_updates[name] = self.n_updates.get(name, 0) + 1
+
+    @torch.no_grad()
+    def update_target(self, name: str, tau: float) -> None:
+        """Polyak update (tau = 1: hard copy); plugins then re-impose masks / shapes."""
+        for p, tp in zip(self.networks[name].parameters(), self.targets[name].parameters()):
+            if tau >= 1.0:
+                tp.copy_(p)
+            else:
+                tp.lerp_(p, tau)
+        for plugin in self.plugins.get(name, ()):
+            plugin.after_target_update()
+
+    # -- accounting ---------------------------------------------------------------------
+    def count_flops(self, module: nn.Module, batch_size: int, passes: int) -> None:
+        """Add ``passes`` forward-equivalents of ``module`` on ``batch_size`` samples.
+
+        Convention (SPEC §1.4, RLx2 appendix): a forward pass costs F, a backward pass 2F
+        (input gradient + weight gradient), so forward+backward = 3 passes; F counts a
+        multiply-add as 2 FLOPs over non-zero weights only (dense: all weights).
+        """
+        key = id(module)
+        if key not in self._flops_cache:
+            from ..sparse.flops import forward_flops
+            self._flops_cache[key] = forward_flops(module)
+        dense, sparse = self._flops_cache[key]
+        self.train_flops += passes * batch_size * sparse
+        self.train_flops_dense += passes * batch_size * dense
+
+    @property
+    def gradient_steps(self) -> int:
+        """Critic (or Q-network) updates so far: the clock of schedules and throughput."""
+        return self.n_updates.get("critic", self.n_updates.get("q", 0))
+
+    def total_train_flops(self) -> float:
+        extra = sum(p.extra_train_flops() for ps in self.plugins.values() for p in ps)
+        return self.train_flops + extra
+
+    def inference_network(self) -> nn.Module:
+        """The module that runs once per action at deployment (actor or Q-network)."""
+        raise NotImplementedError
+
+    # -- architecture (structured pruning can shrink any MLP) --------------------------
+    def mlps(self) -> dict[str, MLP]:
+        """Every online MLP by dotted path, e.g. ``actor``, ``critic.q1``."""
+        out = {}
+        for name, net in self.networks.items():
+            for sub, module in net.named_modules():
+                if isinstance(module, MLP):
+                    out[f"{name}.{sub}" if sub else name] = module
+        return out
+
+    def architecture(self) -> dict[str, list[int]]:
+        return {path: mlp.hidden_sizes for path, mlp in self.mlps().items()}
+
+    # -- state --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "networks": {k: v.state_dict() for k, v in self.networks.items()},
+            "targets": {k: v.state_dict() for k, v in self.targets.items()},
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "plugins": {k: [p.state_dict() for p in ps] for k, ps in self.plugins.items()},
+            "n_updates": dict(self.n_updates),
+            "train_flops": self.train_flops, "train_flops_dense": self.train_flops_dense,
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict, with_training_state: bool = True) -> None:
+        for k, v in state["networks"].items():
+            self.networks[k].load_state_dict(v)
+        for k, v in state["targets"].items():
+            self.targets[k].load_state_dict(v)
+        if with_training_state:
+            for k, v in state["optimizers"].items():
+                self.optimizers[k].load_state_dict(v)
+            for k, ps in state["plugins"].items():
+                for plugin, ps_state in zip(self.plugins.get(k, ()), ps):
+                    plugin.load_state_dict(ps_state)
+            self.n_updates = dict(state["n_updates"])
+            self.train_flops = float(state["train_flops"])
+            self.train_flops_dense = float(state["train_flops_dense"])
+            self.load_extra_state(state["extra"])
+        self._flops_cache.clear()
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+
+def to_tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float32))

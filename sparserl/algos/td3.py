@@ -1,0 +1,126 @@
+"""TD3 (Fujimoto et al., 2018): twin critics, target policy smoothing, delayed actor updates.
+
+Read top to bottom: networks, acting, the critic target (n-step aware), the update.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..buffers import Batch
+from ..networks import MLP
+from .base import Agent, to_tensor
+
+
+class Actor(nn.Module):
+    """Deterministic policy: MLP -> tanh -> rescaled to the action box."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden, low: np.ndarray, high: np.ndarray):
+        super().__init__()
+        self.net = MLP(obs_dim, act_dim, hidden)
+        self.register_buffer("scale", torch.as_tensor((high - low) / 2.0, dtype=torch.float32))
+        self.register_buffer("bias", torch.as_tensor((high + low) / 2.0, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(obs)) * self.scale + self.bias
+
+
+class TwinQ(nn.Module):
+    """Two independent Q(s, a) MLPs (clipped double Q-learning)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden, hidden2=None):
+        super().__init__()
+        self.q1 = MLP(obs_dim + act_dim, 1, hidden)
+        self.q2 = MLP(obs_dim + act_dim, 1, hidden if hidden2 is None else hidden2)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([obs, act], dim=-1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+    def q1_value(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.q1(torch.cat([obs, act], dim=-1)).squeeze(-1)
+
+
+def widths_for(widths: dict | None, path: str, default) -> list[int]:
+    """Hidden widths of one MLP: a shrunk checkpoint's, else the configured ones."""
+    return list((widths or {}).get(path, default))
+
+
+class TD3(Agent):
+    def __init__(self, cfg, obs_space, act_space, widths: dict | None = None):
+        super().__init__()
+        self.cfg = cfg
+        obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
+        self.low, self.high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
+        self.max_action = torch.as_tensor((self.high - self.low) / 2.0)
+        self.actor = Actor(obs_dim, act_dim, widths_for(widths, "actor.net", cfg.hidden), self.low, self.high)
+        self.critic = TwinQ(obs_dim, act_dim, widths_for(widths, "critic.q1", cfg.hidden),
+                            widths_for(widths, "critic.q2", cfg.hidden))
+        self.networks = {"actor": self.actor, "critic": self.critic}
+        self.targets = {name: copy.deepcopy(net).requires_grad_(False) for name, net in self.networks.items()}
+        self.optimizers = {name: torch.optim.Adam(net.parameters(), lr=cfg.lr) for name, net in self.networks.items()}
+        self.n_critic_updates = 0
+
+    # -- acting -------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic action (evaluation, deployment)."""
+        return self.actor(to_tensor(obs)).numpy()
+
+    def explore(self, obs: np.ndarray, rng: np.random.Generator, progress: float) -> tuple[np.ndarray, np.ndarray]:
+        """Gaussian exploration around the deterministic action; returns (action, pre-noise mean)."""
+        mean = self.act(obs)
+        noise = rng.normal(0.0, self.cfg.exploration_noise * self.max_action.numpy(), size=mean.shape)
+        return np.clip(mean + noise, self.low, self.high).astype(np.float32), mean
+
+    @torch.no_grad()
+    def policy_batch(self, obs: np.ndarray) -> np.ndarray:
+        return self.act(obs)
+
+    def inference_network(self) -> nn.Module:
+        return self.actor
+
+    # -- learning -----------------------------------------------------------------------
+    @torch.no_grad()
+    def critic_target(self, batch: Batch) -> torch.Tensor:
+        """y = sum_{k<m} g^k r_{t+k} + g^m (1 - terminal) min_i Q'_i(s_{t+m}, pi'(s_{t+m}) + clipped noise)."""
+        gamma = self.cfg.gamma
+        noise = (torch.randn(batch.actions.shape) * self.cfg.policy_noise * self.max_action)
+        noise = torch.maximum(torch.minimum(noise, self.cfg.noise_clip * self.max_action),
+                              -self.cfg.noise_clip * self.max_action)
+        next_action = self.targets["actor"](batch.next_obs) + noise
+        next_action = torch.maximum(torch.minimum(next_action, torch.as_tensor(self.high)), torch.as_tensor(self.low))
+        q1, q2 = self.targets["critic"](batch.next_obs, next_action)
+        return batch.discounted_reward(gamma) + batch.bootstrap_discount(gamma) * torch.minimum(q1, q2)
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        b = batch.obs.shape[0]
+        target = self.critic_target(batch)
+        q1, q2 = self.critic(batch.obs, batch.actions)
+        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        self.optimize("critic", critic_loss)
+        self.count_flops(self.targets["actor"], b, 1)
+        self.count_flops(self.targets["critic"], b, 1)
+        self.count_flops(self.critic, b, 3)
+        self.n_critic_updates += 1
+        logs = {"losses/critic": critic_loss.item(), "values/q1": q1.mean().item()}
+
+        if self.n_critic_updates % self.cfg.policy_delay == 0:
+            actor_loss = -self.critic.q1_value(batch.obs, self.actor(batch.obs)).mean()
+            self.optimize("actor", actor_loss)
+            self.count_flops(self.actor, b, 3)
+            self.count_flops(self.critic.q1, b, 3)
+            self.update_target("actor", self.cfg.tau)
+            self.update_target("critic", self.cfg.tau)
+            logs["losses/actor"] = actor_loss.item()
+        return logs
+
+    def extra_state(self) -> dict:
+        return {"n_critic_updates": self.n_critic_updates}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.n_critic_updates = int(state["n_critic_updates"])

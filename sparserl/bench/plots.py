@@ -1,0 +1,126 @@
+"""Report plots (matplotlib, Agg backend): learning curves with CI bands, return vs sparsity."""
+from __future__ import annotations
+
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+
+
+def _plt():
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    return plt
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def read_curve(cell_dir: Path) -> pd.Series | None:
+    """``eval_return`` indexed by ``step`` from a run's metrics.csv (None if unusable)."""
+    path = cell_dir / "metrics.csv"
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.EmptyDataError):
+        return None
+    if "step" not in df.columns or "eval_return" not in df.columns:
+        print(f"warning: {path} lacks step/eval_return columns", file=sys.stderr)
+        return None
+    df = df[["step", "eval_return"]].apply(pd.to_numeric, errors="coerce").dropna()
+    if df.empty:
+        return None
+    return df.groupby("step")["eval_return"].last()
+
+
+def curve_band(curves: list[pd.Series], n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Mean and percentile-bootstrap 95 % CI over seeds at each step (seeds present there)."""
+    mat = pd.concat(curves, axis=1).sort_index()
+    rows = []
+    for step, vals in mat.iterrows():
+        v = vals.dropna().to_numpy(float)
+        lo, hi = stats.bootstrap_ci(v, "mean", n_boot=n_boot, seed=seed)
+        rows.append({"step": step, "mean": v.mean(), "low": lo, "high": hi, "n": v.size})
+    return pd.DataFrame(rows)
+
+
+def plot_learning_curves(data, out_dir: Path, n_boot: int = 2000) -> list[Path]:
+    """One figure per (algo, env): a line per method with its 95 % CI band over seeds."""
+    from .report import method_sort_key  # noqa: PLC0415
+
+    plt = _plt()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    runs = data.runs
+    for (algo, env), grp in runs.groupby(["algo", "env"], sort=True):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        drawn = False
+        for label in sorted(set(grp["label"]), key=method_sort_key):
+            curves = [c for c in (read_curve(data.run_dir / d)
+                                  for d in grp.loc[grp["label"] == label, "dir"]) if c is not None]
+            if not curves:
+                continue
+            band = curve_band(curves, n_boot=n_boot)
+            line, = ax.plot(band["step"], band["mean"], label=f"{label} (n={len(curves)})")
+            ax.fill_between(band["step"], band["low"], band["high"], color=line.get_color(),
+                            alpha=0.2, linewidth=0)
+            drawn = True
+        if not drawn:
+            plt.close(fig)
+            continue
+        ax.set_title(f"{algo.upper()} on {env}")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("evaluation return (mean, 95% CI)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        path = out_dir / f"learning_curves_{_safe(algo)}_{_safe(env)}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_return_vs_sparsity(data, out_dir: Path) -> list[Path]:
+    """One figure per algo: % of dense vs sparsity (1 - size ratio), a series per env."""
+    plt = _plt()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    t = data.table
+    for algo, ta in t.groupby("algo", sort=True):
+        ta = ta[np.isfinite(ta["pct_of_dense"].astype(float))
+                & np.isfinite(ta["size_ratio"].astype(float))]
+        if ta.empty:
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for env, te in ta.groupby("env", sort=True):
+            x = 1.0 - te["size_ratio"].to_numpy(float)
+            y = te["pct_of_dense"].to_numpy(float)
+            err = np.vstack([y - te["pct_ci_low"].to_numpy(float),
+                             te["pct_ci_high"].to_numpy(float) - y])
+            err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)
+            ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, label=env)
+            for xi, yi, lab in zip(x, y, te["label"]):
+                if math.isfinite(xi) and math.isfinite(yi):
+                    ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 4),
+                                fontsize=7)
+        ax.axhline(100.0, color="gray", linestyle="--", linewidth=1)
+        ax.set_title(f"{algo.upper()}: return vs sparsity")
+        ax.set_xlabel("sparsity = 1 - size ratio (nonzero / dense weights)")
+        ax.set_ylabel("final return, % of dense (95% CI)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        path = out_dir / f"return_vs_sparsity_{_safe(algo)}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,361 @@
+"""``sparserl report DIR``: aggregate a bench run directory into tables and plots.
+
+What is computed (per ``algo / env / method-label``, over seeds; see :mod:`.stats`):
+
+* ``return``: mean and 95 % percentile-bootstrap CI of ``final_eval_return``.
+* ``pct_of_dense``: each run's score as % of the dense baseline,
+  ``100 * (R - floor) / (mean_dense_R - floor)``; ``mean_dense_R`` is the mean final return of
+  the dense baseline over its seeds (its uncertainty is not propagated), ``floor`` is the suite's
+  ``score_floor[env]`` (default 0; give the random-policy return for envs with negative
+  returns, e.g. Pendulum).  NaN when ``mean_dense_R <= floor``.  The dense baseline of
+  ``method-tag`` is ``dense-tag`` if it exists, else ``dense``, of the same algo/env.
+* ``iqm_pct_of_dense`` (per algo, method-label): IQM over all runs (env x seed) of the %-of-dense
+  scores, with a stratified (per env) bootstrap 95 % CI.
+* ``size_ratio``: sum over networks of nonzero weights / sum of the dense baseline's total
+  weights (the run's own totals if there is no dense baseline).
+* ``train_flop_ratio`` / ``infer_flop_ratio``: ``flops.train_total`` / the dense baseline's
+  mean ``train_total`` (``infer_per_action`` likewise); without a dense baseline the run's own
+  ``train_dense_total`` / ``infer_dense_per_action``.
+* ``sparsity``: 1 - nonzero / total of the run's own networks; ``wall_time_s``, ``updates_per_s``.
+
+Outputs in DIR: ``report.md``, ``report.csv`` (one row per algo/env/method), ``report_iqm.csv``,
+``runs.csv`` (one row per run) and ``plots/*.png``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sparserl.errors import UserError
+
+from . import stats
+
+METHOD_ORDER = ["dense", "tiny", "static", "set", "rigl", "rlx2", "structured", "gmp"]
+_SEED_DIR = re.compile(r"^seed(\d+)$")
+
+
+@dataclass
+class ReportData:
+    run_dir: Path
+    manifest: dict
+    runs: pd.DataFrame                 # one row per finished run
+    table: pd.DataFrame                # one row per (algo, env, label)
+    iqm: pd.DataFrame                  # one row per (algo, label)
+    expected_cells: int | None = None
+    failures: list = field(default_factory=list)
+
+
+def method_sort_key(label: str) -> tuple:
+    method, _, tag = label.partition("-")
+    rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    return (rank, method, tag)
+
+
+def _num(x) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+    return v
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def collect_runs(run_dir: str | Path) -> pd.DataFrame:
+    """One row per finished run (``ALGO/ENV/LABEL/seedK/summary.json``) under ``run_dir``."""
+    root = Path(run_dir)
+    rows = []
+    for path in sorted(root.glob("*/*/*/seed*/summary.json")):
+        cell = path.parent
+        m = _SEED_DIR.match(cell.name)
+        if not m:
+            continue
+        summary = _read_json(path)
+        if summary is None:
+            print(f"warning: skipping unreadable {path}", file=sys.stderr)
+            continue
+        label = cell.parent.name
+        env = cell.parent.parent.name
+        algo = cell.parent.parent.parent.name
+        method = str(summary.get("method") or label.partition("-")[0])
+        tag = label[len(method) + 1:] if label.startswith(method + "-") else (
+            "" if label == method else label.partition("-")[2])
+        params = summary.get("params") or {}
+        nonzero = sum(_num(p.get("nonzero")) for p in params.values() if isinstance(p, dict))
+        total = sum(_num(p.get("total")) for p in params.values() if isinstance(p, dict))
+        flops = summary.get("flops") or {}
+        rows.append({
+            "algo": algo, "env": env, "label": label, "method": method, "tag": tag,
+            "seed": int(m.group(1)), "dir": str(cell.relative_to(root)),
+            "steps": _num(summary.get("steps")),
+            "final_eval_return": _num(summary.get("final_eval_return")),
+            "best_eval_return": _num(summary.get("best_eval_return")),
+            "wall_time_s": _num(summary.get("wall_time_s")),
+            "updates_per_s": _num(summary.get("updates_per_s")),
+            "nonzero": nonzero if params else float("nan"),
+            "total": total if params else float("nan"),
+            "train_total": _num(flops.get("train_total")),
+            "train_dense_total": _num(flops.get("train_dense_total")),
+            "infer_per_action": _num(flops.get("infer_per_action")),
+            "infer_dense_per_action": _num(flops.get("infer_dense_per_action")),
+        })
+    columns = ["algo", "env", "label", "method", "tag", "seed", "dir", "steps",
+               "final_eval_return", "best_eval_return", "wall_time_s", "updates_per_s",
+               "nonzero", "total", "train_total", "train_dense_total", "infer_per_action",
+               "infer_dense_per_action"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _baseline_label(labels: set[str], methods: dict[str, str], tag: str) -> str | None:
+    if tag and f"dense-{tag}" in labels:
+        return f"dense-{tag}"
+    if "dense" in labels:
+        return "dense"
+    dense = sorted(lab for lab in labels if methods.get(lab) == "dense")
+    return dense[0] if dense else None
+
+
+def _ratio(num: float, den: float) -> float:
+    if not (math.isfinite(num) and math.isfinite(den)) or den == 0:
+        return float("nan")
+    return num / den
+
+
+def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.DataFrame:
+    """Add ``baseline``, ``pct_of_dense``, ``size_ratio``, flop ratios and ``sparsity`` columns."""
+    runs = runs.copy()
+    floor_of = score_floor or {}
+    for col in ("baseline", "pct_of_dense", "size_ratio", "train_flop_ratio",
+                "infer_flop_ratio", "sparsity"):
+        runs[col] = np.nan if col != "baseline" else ""
+    for (algo, env), grp in runs.groupby(["algo", "env"], sort=False):
+        labels = set(grp["label"])
+        methods = dict(zip(grp["label"], grp["method"]))
+        floor = float(floor_of.get(env, 0.0))
+        for idx, row in grp.iterrows():
+            base = _baseline_label(labels, methods, row["tag"])
+            b = grp[grp["label"] == base] if base else grp.iloc[0:0]
+            dense_mean = b["final_eval_return"].mean() if len(b) else float("nan")
+            pct = (100.0 * (row["final_eval_return"] - floor) / (dense_mean - floor)
+                   if math.isfinite(dense_mean) and dense_mean - floor > 0 else float("nan"))
+            dense_total = b["total"].mean() if len(b) and b["total"].notna().any() else row["total"]
+            dense_train = (b["train_total"].mean() if len(b) and b["train_total"].notna().any()
+                           else row["train_dense_total"])
+            dense_infer = (b["infer_per_action"].mean()
+                           if len(b) and b["infer_per_action"].notna().any()
+                           else row["infer_dense_per_action"])
+            runs.loc[idx, "baseline"] = base or ""
+            runs.loc[idx, "pct_of_dense"] = pct
+            runs.loc[idx, "size_ratio"] = _ratio(row["nonzero"], dense_total)
+            runs.loc[idx, "train_flop_ratio"] = _ratio(row["train_total"], dense_train)
+            runs.loc[idx, "infer_flop_ratio"] = _ratio(row["infer_per_action"], dense_infer)
+            runs.loc[idx, "sparsity"] = 1.0 - _ratio(row["nonzero"], row["total"])
+    return runs
+
+
+def aggregate(runs: pd.DataFrame, n_boot: int = stats.DEFAULT_BOOT) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (algo, env, label) table and per (algo, label) IQM table."""
+    rows = []
+    for (algo, env, label), grp in runs.groupby(["algo", "env", "label"], sort=False):
+        ret, ret_lo, ret_hi = stats.mean_ci(grp["final_eval_return"], n_boot=n_boot)
+        pct, pct_lo, pct_hi = stats.mean_ci(grp["pct_of_dense"], n_boot=n_boot)
+        rows.append({
+            "algo": algo, "env": env, "label": label, "method": grp["method"].iloc[0],
+            "baseline": grp["baseline"].iloc[0], "n_seeds": len(grp),
+            "seeds": " ".join(str(s) for s in sorted(grp["seed"])),
+            "steps": grp["steps"].max(),
+            "return_mean": ret, "return_ci_low": ret_lo, "return_ci_high": ret_hi,
+            "best_return_mean": grp["best_eval_return"].mean(),
+            "pct_of_dense": pct, "pct_ci_low": pct_lo, "pct_ci_high": pct_hi,
+            "size_ratio": grp["size_ratio"].mean(),
+            "train_flop_ratio": grp["train_flop_ratio"].mean(),
+            "infer_flop_ratio": grp["infer_flop_ratio"].mean(),
+            "sparsity": grp["sparsity"].mean(),
+            "wall_time_s": grp["wall_time_s"].mean(),
+            "updates_per_s": grp["updates_per_s"].mean(),
+        })
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values(
+            ["algo", "env", "label"],
+            key=lambda s: s.map(method_sort_key) if s.name == "label" else s,
+        ).reset_index(drop=True)
+    iqm_rows = []
+    for (algo, label), grp in runs.groupby(["algo", "label"], sort=False):
+        finite = grp[np.isfinite(grp["pct_of_dense"].astype(float))]
+        by_env = {env: g["pct_of_dense"].to_numpy(float) for env, g in finite.groupby("env")}
+        scores = finite["pct_of_dense"].to_numpy(float)
+        lo, hi = stats.stratified_bootstrap_ci(by_env, "iqm", n_boot=n_boot)
+        iqm_rows.append({"algo": algo, "label": label, "method": grp["method"].iloc[0],
+                         "n_runs": len(scores), "n_envs": len(by_env),
+                         "iqm_pct_of_dense": stats.iqm(scores), "iqm_ci_low": lo, "iqm_ci_high": hi})
+    iqm = pd.DataFrame(iqm_rows)
+    if len(iqm):
+        iqm = iqm.sort_values(
+            ["algo", "label"], key=lambda s: s.map(method_sort_key) if s.name == "label" else s,
+        ).reset_index(drop=True)
+    return table, iqm
+
+
+def load_report_data(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT) -> ReportData:
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise UserError(f"run directory not found: {root}")
+    manifest = _read_json(root / "manifest.json") or {}
+    runs = collect_runs(root)
+    if runs.empty:
+        raise UserError(f"no finished runs (*/*/*/seed*/summary.json) under {root}")
+    runs = add_normalised(runs, manifest.get("score_floor"))
+    table, iqm = aggregate(runs, n_boot=n_boot)
+    failures = []
+    fpath = root / "failures.json"
+    if fpath.exists():
+        try:
+            failures = json.loads(fpath.read_text())
+        except ValueError:
+            failures = []
+    expected = len(manifest["cells"]) if isinstance(manifest.get("cells"), list) else None
+    return ReportData(root, manifest, runs, table, iqm, expected, failures)
+
+
+# --------------------------------------------------------------------------- Markdown
+
+def _fmt(x: float, digits: int = 1) -> str:
+    return "–" if x is None or not math.isfinite(float(x)) else f"{float(x):.{digits}f}"
+
+
+def _fmt_ci(m: float, lo: float, hi: float, digits: int = 1) -> str:
+    if not math.isfinite(float(m)):
+        return "–"
+    return f"{_fmt(m, digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def render_tables(data: ReportData) -> str:
+    """The Markdown tables of a report (shared by report.md and docs/RESULTS.md)."""
+    t, q = data.table, data.iqm
+    labels = sorted(set(t["label"]), key=method_sort_key)
+    non_dense = [lab for lab in labels if t.loc[t["label"] == lab, "method"].iloc[0] != "dense"]
+    out = []
+
+    out.append("**Final return as % of dense** — mean over seeds [95 % bootstrap CI]; "
+               "IQM rows: interquartile mean over all env × seed runs [stratified bootstrap CI].\n")
+    rows = []
+    for algo in sorted(set(t["algo"])):
+        ta = t[t["algo"] == algo]
+        for env in sorted(set(ta["env"])):
+            te = ta[ta["env"] == env].set_index("label")
+            cells = [_fmt_ci(te.loc[lab, "pct_of_dense"], te.loc[lab, "pct_ci_low"],
+                             te.loc[lab, "pct_ci_high"]) if lab in te.index else "" for lab in non_dense]
+            rows.append([algo.upper(), env, *cells])
+        qa = q[q["algo"] == algo].set_index("label")
+        cells = [f"**{_fmt_ci(qa.loc[lab, 'iqm_pct_of_dense'], qa.loc[lab, 'iqm_ci_low'], qa.loc[lab, 'iqm_ci_high'])}**"
+                 if lab in qa.index and qa.loc[lab, "n_runs"] else "" for lab in non_dense]
+        rows.append([f"**{algo.upper()}**", "**IQM**", *cells])
+    out.append(_md_table(["Algo", "Env", *non_dense], rows))
+
+    out.append("\n**Size and FLOP ratios vs dense** — size / training FLOPs / inference FLOPs "
+               "(size = nonzero weights of all networks / dense weights).\n")
+    rows = []
+    for (algo, env), te in t.groupby(["algo", "env"], sort=True):
+        te = te.set_index("label")
+        cells = [" / ".join(_fmt(te.loc[lab, c], 3) for c in
+                            ("size_ratio", "train_flop_ratio", "infer_flop_ratio"))
+                 if lab in te.index else "" for lab in non_dense]
+        rows.append([algo.upper(), env, *cells])
+    out.append(_md_table(["Algo", "Env", *non_dense], rows))
+
+    out.append("\n**Absolute final return and cost** — mean [95 % bootstrap CI] over seeds.\n")
+    rows = []
+    for _, r in t.iterrows():
+        rows.append([r["algo"].upper(), r["env"], r["label"], str(r["n_seeds"]), _fmt(r["steps"], 0),
+                     _fmt_ci(r["return_mean"], r["return_ci_low"], r["return_ci_high"]),
+                     _fmt(r["sparsity"], 3), _fmt(r["wall_time_s"], 0), _fmt(r["updates_per_s"], 0)])
+    out.append(_md_table(["Algo", "Env", "Method", "Seeds", "Steps", "Final return",
+                          "Sparsity", "Wall-clock (s)", "Updates/s"], rows))
+    return "\n".join(out) + "\n"
+
+
+def render_header(data: ReportData) -> str:
+    m = data.manifest
+    mach = m.get("machine") or {}
+    budgets = m.get("budgets") or {}
+    seeds = m.get("seeds") or sorted(set(data.runs["seed"]))
+    lines = []
+    if m.get("command"):
+        lines.append(f"- Command: `{m['command']}`")
+    if m.get("started_at"):
+        lines.append(f"- Date: {m.get('started_at')} → {m.get('finished_at') or 'unfinished'}")
+    if mach:
+        extra = f", torch {mach['torch']}" if mach.get("torch") else ""
+        lines.append(f"- Machine: {mach.get('platform')}, {mach.get('cpu_count')} CPUs "
+                     f"({mach.get('processor')}), Python {mach.get('python')}{extra}; backend "
+                     f"{m.get('backend')}, {m.get('workers') or 'auto'} workers"
+                     + (f", Ray {m['ray_address']} ({m.get('ray_nodes')} nodes, "
+                        f"{(m.get('ray_resources') or {}).get('CPU')} CPUs)"
+                        if m.get("backend") == "ray" and m.get("ray_address") else ""))
+    steps = budgets.get("steps") or sorted(set(data.runs["steps"].dropna().astype(int)))
+    lines.append(f"- Budgets: {', '.join(str(int(s)) for s in steps)} env steps per run"
+                 + (f"; evaluation every {', '.join(map(str, budgets['eval_every']))} steps, "
+                    f"{', '.join(map(str, budgets['eval_episodes']))} episodes"
+                    if budgets.get("eval_every") else ""))
+    lines.append(f"- Seeds: {', '.join(str(s) for s in seeds)}")
+    done = len(data.runs)
+    if data.expected_cells is not None:
+        lines.append(f"- Runs: {done} finished of {data.expected_cells}"
+                     + (f"; {len(data.failures)} failed or missing (see failures.json)"
+                        if data.failures else ""))
+    else:
+        lines.append(f"- Runs: {done} finished")
+    if m.get("score_floor"):
+        lines.append("- Score floors (0 % of dense): " + ", ".join(
+            f"{k} = {v:g}" for k, v in sorted(m["score_floor"].items())))
+    return "\n".join(lines) + "\n"
+
+
+def make_report(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT, plots: bool = True) -> dict:
+    """Write report.md, report.csv, report_iqm.csv, runs.csv and plots/ into ``run_dir``.
+
+    Returns ``{"md", "csv", "iqm_csv", "runs_csv", "plots": [...]}`` (paths).
+    """
+    data = load_report_data(run_dir, n_boot=n_boot)
+    root = data.run_dir
+    paths = {"md": root / "report.md", "csv": root / "report.csv",
+             "iqm_csv": root / "report_iqm.csv", "runs_csv": root / "runs.csv", "plots": []}
+    data.table.to_csv(paths["csv"], index=False)
+    data.iqm.to_csv(paths["iqm_csv"], index=False)
+    data.runs.to_csv(paths["runs_csv"], index=False)
+    if plots:
+        from .plots import plot_learning_curves, plot_return_vs_sparsity  # noqa: PLC0415
+
+        paths["plots"] = (plot_learning_curves(data, root / "plots", n_boot=min(n_boot, 2000))
+                          + plot_return_vs_sparsity(data, root / "plots"))
+    title = data.manifest.get("suite") or root.name
+    md = [f"# Benchmark report: {title}\n", render_header(data), render_tables(data)]
+    if paths["plots"]:
+        md.append("\n**Plots**\n")
+        md += [f"- [{p.name}]({p.relative_to(root).as_posix()})" for p in paths["plots"]]
+        md.append("")
+    md.append("\n<sub>Generated by `sparserl report`; conventions in "
+              "`sparserl/bench/README.md`.</sub>\n")
+    paths["md"].write_text("\n".join(md))
+    return paths

@@ -1,0 +1,64 @@
+"""Render docs/RESULTS.md sections from bench run directories (never typed by hand).
+
+Each run directory becomes one section between ``<!-- BEGIN sparserl-bench: ID -->`` and
+``<!-- END sparserl-bench: ID -->`` markers, ID = ``<suite>/<run dir name>``.  Updating the file
+replaces the sections with the same ID in place, appends new ones, and keeps all other text.
+Every section states the command, date, machine (platform, CPU count), budgets and seeds.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable
+
+from . import stats
+from .report import load_report_data, render_header, render_tables
+
+FILE_HEADER = """# Results
+
+Sections below are generated from benchmark run directories by
+`sparserl report DIR --results-md docs/RESULTS.md` (or
+`sparserl.bench.update_results_md([...])`); do not edit them by hand — re-run the command.
+Statistical conventions: `sparserl/bench/README.md`.
+"""
+
+
+def section_id(run_dir: str | Path, suite: str | None = None) -> str:
+    run_dir = Path(run_dir)
+    return f"{suite or 'suite'}/{run_dir.resolve().name}"
+
+
+def render_results_section(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT) -> tuple[str, str]:
+    """Return ``(id, markdown)`` for one run directory's RESULTS.md section."""
+    data = load_report_data(run_dir, n_boot=n_boot)
+    suite = data.manifest.get("suite") or data.run_dir.name
+    sid = section_id(data.run_dir, suite)
+    date = (data.manifest.get("finished_at") or data.manifest.get("started_at") or "")[:10]
+    body = [
+        f"<!-- BEGIN sparserl-bench: {sid} -->",
+        f"## Suite `{suite}`" + (f" — {date}" if date else ""),
+        "",
+        render_header(data),
+        render_tables(data),
+        f"<!-- END sparserl-bench: {sid} -->",
+    ]
+    return sid, "\n".join(body)
+
+
+def update_results_md(run_dirs: Iterable[str | Path], path: str | Path = "docs/RESULTS.md",
+                      n_boot: int = stats.DEFAULT_BOOT) -> Path:
+    """Insert or replace the sections of ``run_dirs`` in the Markdown file at ``path``."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else FILE_HEADER
+    for run_dir in run_dirs:
+        sid, section = render_results_section(run_dir, n_boot=n_boot)
+        pattern = re.compile(
+            rf"<!-- BEGIN sparserl-bench: {re.escape(sid)} -->.*?"
+            rf"<!-- END sparserl-bench: {re.escape(sid)} -->", re.S)
+        if pattern.search(text):
+            text = pattern.sub(lambda _m: section, text, count=1)
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text if text.endswith("\n") else text + "\n")
+    return path

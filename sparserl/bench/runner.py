@@ -1,0 +1,446 @@
+"""Run every cell of a suite as its own process, locally or on Ray; resumable; crash-tolerant.
+
+* A cell is done when its ``summary.json`` exists and parses; done cells are skipped, so a
+  killed ``sparserl bench`` resumes by running the same command again.  The directory of a
+  cell that was not done (killed, crashed) is wiped before the cell is run again.
+* Each cell is one process with one torch thread (``OMP_NUM_THREADS=MKL_NUM_THREADS=1``);
+  ``workers`` processes run at once.  stdout/stderr go to ``stdout.log``/``stderr.log`` in the
+  cell directory.
+* A cell that exits non-zero, times out, or exits without a ``summary.json`` never stops the
+  grid: its exit code and the tail of its stderr go to ``CELL/error.txt`` and
+  ``OUT/failures.json`` (rewritten after every failure and at the end; it lists exactly the cells
+  of the suite that are not done).
+* ``OUT/manifest.json`` records the suite, the command, dates and the machine;
+  ``OUT/suite.yaml`` is a copy of the suite.  Reports and docs/RESULTS.md are built from them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from sparserl.errors import UserError
+
+from .suite import Cell, Suite, default_command, load_suite
+
+BACKENDS = ("local", "ray")
+STDERR_TAIL_LINES = 40
+CommandBuilder = Callable[[Cell], Sequence[str]]
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+# --------------------------------------------------------------------------- one cell
+
+def is_done(cell_dir: str | Path) -> bool:
+    """A cell is done when its summary.json exists and is valid JSON."""
+    path = Path(cell_dir) / "summary.json"
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def child_env(base: dict | None = None) -> dict:
+    """Environment of a cell process: one BLAS/torch thread; this sparserl importable."""
+    env = dict(os.environ if base is None else base)
+    env["OMP_NUM_THREADS"] = "1"
+    env["MKL_NUM_THREADS"] = "1"
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if _PACKAGE_ROOT not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([_PACKAGE_ROOT, *paths])
+    return env
+
+
+def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 16_384))
+            data = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def execute_cell(command: Sequence[str], cell_dir: str, timeout: float | None = None,
+                 procs: set | None = None) -> dict:
+    """Run one cell process to completion and record its outcome in ``cell_dir``.
+
+    Returns ``{"ok", "returncode", "stderr_tail", "wall_s"}``.  Used by both backends (on Ray it
+    runs inside the task), so it depends only on the standard library.
+    """
+    cdir = Path(cell_dir)
+    if cdir.exists():  # leftovers of a killed or failed attempt
+        shutil.rmtree(cdir)
+    cdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    timed_out = False
+    with open(cdir / "stdout.log", "wb") as out, open(cdir / "stderr.log", "wb") as err:
+        try:
+            proc = subprocess.Popen(list(command), stdout=out, stderr=err,
+                                    stdin=subprocess.DEVNULL, env=child_env())
+        except OSError as exc:
+            err.write(f"cannot start cell process: {exc}\n".encode())
+            proc = None
+        if proc is not None:
+            if procs is not None:
+                procs.add(proc)
+            try:
+                returncode = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                proc.kill()
+                returncode = proc.wait()
+            finally:
+                if procs is not None:
+                    procs.discard(proc)
+        else:
+            returncode = 127
+    wall = time.time() - t0
+    ok = returncode == 0 and is_done(cdir)
+    result = {"ok": ok, "returncode": returncode, "wall_s": round(wall, 3), "stderr_tail": ""}
+    if not ok:
+        tail = _tail(cdir / "stderr.log")
+        if timed_out:
+            reason = f"killed after the cell timeout of {timeout:g} s"
+        elif returncode == 0:
+            reason = "exited with code 0 but wrote no valid summary.json"
+        else:
+            reason = f"exited with code {returncode}"
+        result.update(stderr_tail=tail, reason=reason)
+        (cdir / "error.txt").write_text(
+            f"{reason}\ncommand: {' '.join(map(str, command))}\nexit code: {returncode}\n"
+            f"wall time: {wall:.1f} s\n--- last {STDERR_TAIL_LINES} lines of stderr ---\n{tail}\n"
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- bookkeeping
+
+def machine_info() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "hostname": platform.node(),
+    }
+    try:  # torch is a dependency of sparserl, but the harness itself does not need it
+        import torch  # noqa: PLC0415
+
+        info["torch"] = torch.__version__
+    except Exception:  # pragma: no cover - torch missing or broken
+        pass
+    return info
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _cell_record(cell: Cell, run_dir: Path) -> dict:
+    return {"cell": cell.key, "algo": cell.algo, "env": cell.env, "method": cell.method,
+            "label": cell.label, "seed": cell.seed, "dir": str(cell.out_dir.relative_to(run_dir))}
+
+
+def _failures(suite: Suite, run_dir: Path, results: dict[str, dict]) -> list[dict]:
+    """Every cell of the suite that is not done, with its recorded error."""
+    out = []
+    for cell in suite.cells:
+        if is_done(cell.out_dir):
+            continue
+        rec = _cell_record(cell, run_dir)
+        res = results.get(cell.key)
+        if res is not None:
+            rec.update(returncode=res.get("returncode"), reason=res.get("reason", ""),
+                       stderr_tail=res.get("stderr_tail", ""))
+        else:
+            err = cell.out_dir / "error.txt"
+            rec.update(returncode=None, reason="not run yet" if not err.exists() else "see error.txt",
+                       stderr_tail=err.read_text()[-4000:] if err.exists() else "")
+        out.append(rec)
+    return out
+
+
+# --------------------------------------------------------------------------- backends
+
+def _progress(total: int, initial: int, desc: str):
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="cell", dynamic_ncols=True,
+                smoothing=0.0, file=sys.stderr)
+
+
+def _run_local(todo: list[tuple[Cell, list[str]]], workers: int, on_result) -> None:
+    procs: set = set()
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = {}
+        queue = list(todo)
+        try:
+            while queue or pending:
+                while queue and len(pending) < workers and not stop.is_set():
+                    cell, cmd = queue.pop(0)
+                    fut = pool.submit(execute_cell, cmd, str(cell.out_dir), cell.timeout, procs)
+                    pending[fut] = cell
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    on_result(pending.pop(fut), fut.result())
+        except BaseException:
+            stop.set()
+            for proc in list(procs):  # do not leave orphans behind on Ctrl-C / SIGTERM
+                try:
+                    proc.kill()
+                except OSError:
+                    pass
+            raise
+
+
+def _import_ray():
+    try:
+        import ray  # noqa: PLC0415
+    except ImportError:
+        raise UserError("the Ray backend needs Ray: pip install 'sparserl[ray]' "
+                        "(or pip install ray)") from None
+    return ray
+
+
+def _run_ray(todo: list[tuple[Cell, list[str]]], workers: int | None, ray_address: str | None,
+             on_result) -> dict:
+    """Submit cells as Ray tasks (1 CPU each); at most ``workers`` in flight if given.
+
+    With ``ray_address`` the cells run on that cluster: the run directory must be on a file
+    system shared by all nodes at the same path, and sparserl (same Python path) installed on
+    every node.  Without it a local Ray instance with ``workers`` CPUs is started and stopped.
+    """
+    ray = _import_ray()
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                      configure_logging=False)
+        if ray_address:
+            kwargs["address"] = ray_address
+        else:
+            kwargs.update(num_cpus=workers or os.cpu_count() or 1,
+                          object_store_memory=100 * 1024 * 1024)
+        env_vars = {"PYTHONPATH": child_env()["PYTHONPATH"]}
+        kwargs["runtime_env"] = {"env_vars": env_vars}
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"at {ray_address}" if ray_address else "locally"
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"cannot start/connect to Ray {where}: {msg}") from None
+        started = True
+    info = {"ray_address": ray_address or "local",
+            "ray_resources": {k: v for k, v in ray.cluster_resources().items()
+                              if k in ("CPU", "GPU", "memory")},
+            "ray_nodes": len([n for n in ray.nodes() if n.get("Alive")])}
+    task = ray.remote(num_cpus=1, max_retries=0)(execute_cell)
+    limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    queue = list(todo)
+    pending: dict = {}
+    try:
+        while queue or pending:
+            while queue and len(pending) < limit:
+                cell, cmd = queue.pop(0)
+                pending[task.remote(cmd, str(cell.out_dir), cell.timeout)] = cell
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                cell = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # the task itself died (node lost, worker killed)
+                    result = {"ok": False, "returncode": None, "reason": f"Ray task failed: "
+                              f"{type(exc).__name__}", "stderr_tail": str(exc)[-2000:]}
+                    try:
+                        cell.out_dir.mkdir(parents=True, exist_ok=True)
+                        (cell.out_dir / "error.txt").write_text(
+                            f"{result['reason']}\n{result['stderr_tail']}\n")
+                    except OSError:
+                        pass
+                on_result(cell, result)
+    except BaseException:
+        for ref in pending:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:
+                pass
+        raise
+    finally:
+        if started:
+            ray.shutdown()
+    return info
+
+
+# --------------------------------------------------------------------------- entry point
+
+def run_suite(suite_path: str | Path, out_dir: str | Path, workers: int | None = None,
+              backend: str = "local", ray_address: str | None = None,
+              command_builder: CommandBuilder | None = None, progress: bool = True,
+              command_line: str | None = None) -> dict:
+    """Run every cell of a suite that is not done yet; return a summary dict.
+
+    Args:
+        suite_path: the suite YAML file.
+        out_dir: the run directory (created; re-use it to resume).
+        workers: cells at once (default: CPU count; Ray default: the cluster's CPUs).
+        backend: ``"local"`` (processes on this machine) or ``"ray"``.
+        ray_address: address of a running Ray cluster (Ray backend only; default local).
+        command_builder: ``Cell -> argv``; default :func:`sparserl.bench.suite.default_command`.
+        progress: show a tqdm progress bar with ETA on stderr.
+        command_line: how the run was invoked, recorded in the manifest.
+
+    Returns ``{"out_dir", "total", "skipped", "ran", "completed", "failed", "failures",
+    "elapsed_s"}`` where ``failures`` is the content of ``OUT/failures.json``.
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    if ray_address and backend != "ray":
+        raise UserError("--ray-address needs --backend ray")
+    if backend == "ray":
+        _import_ray()  # fail fast, before anything is written
+    run_dir = Path(out_dir).resolve()
+    suite = load_suite(suite_path, run_dir)
+    build = command_builder or default_command
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output directory {run_dir}: {exc}") from None
+
+    prev_suite = run_dir / "suite.yaml"
+    new_text = Path(suite_path).read_text()
+    if prev_suite.exists() and prev_suite.read_text() != new_text:
+        # Resuming with an edited suite is allowed (done cells are kept); keep the old copy.
+        shutil.copyfile(prev_suite, run_dir / f"suite.{int(time.time())}.yaml")
+    prev_suite.write_text(new_text)
+
+    done = [c for c in suite.cells if is_done(c.out_dir)]
+    todo = [(c, list(map(str, build(c)))) for c in suite.cells if not is_done(c.out_dir)]
+    n_workers = int(workers) if workers else (None if backend == "ray" else (os.cpu_count() or 1))
+
+    manifest_path = run_dir / "manifest.json"
+    manifest = {}
+    if manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except ValueError:
+            manifest = {}
+    started_at = _now()
+    manifest.update({
+        "suite": suite.name,
+        "suite_file": str(Path(suite_path).resolve()),
+        "command": command_line or f"run_suite({str(suite_path)!r}, {str(out_dir)!r}, "
+                                   f"workers={workers}, backend={backend!r})",
+        "backend": backend,
+        "workers": n_workers,
+        "machine": machine_info(),
+        "budgets": {"steps": sorted({c.steps for c in suite.cells}),
+                    "eval_every": sorted({c.eval_every for c in suite.cells}),
+                    "eval_episodes": sorted({c.eval_episodes for c in suite.cells})},
+        "seeds": sorted({c.seed for c in suite.cells}),
+        "score_floor": suite.score_floor,
+        "cells": [_cell_record(c, run_dir) for c in suite.cells],
+        "example_command": list(map(str, build(suite.cells[0]))),
+        "started_at": manifest.get("started_at", started_at),
+        "last_started_at": started_at,
+        "finished_at": None,
+    })
+    manifest.setdefault("sessions", []).append(
+        {"started_at": started_at, "backend": backend, "workers": n_workers,
+         "skipped": len(done), "to_run": len(todo)})
+    _write_json(manifest_path, manifest)
+
+    results: dict[str, dict] = {}
+    lock = threading.Lock()
+    t0 = time.time()
+    bar = _progress(len(suite.cells), len(done), f"bench {suite.name}") if progress else None
+    counts = {"ok": 0, "failed": 0}
+
+    def on_result(cell: Cell, result: dict) -> None:
+        with lock:
+            results[cell.key] = result
+            counts["ok" if result.get("ok") else "failed"] += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(failed=counts["failed"], refresh=False)
+            if not result.get("ok"):
+                msg = (f"cell {cell.key} failed ({result.get('reason', '')}); "
+                       f"see {cell.out_dir / 'error.txt'}")
+                (bar.write if bar is not None else print)(msg, file=sys.stderr)
+                _write_json(run_dir / "failures.json", _failures(suite, run_dir, results))
+
+    # Turn SIGTERM into an exception so running cells are killed rather than orphaned.
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        def _sigterm(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+        old_handler = signal.signal(signal.SIGTERM, _sigterm)
+    extra: dict = {}
+    try:
+        if todo:
+            if backend == "ray":
+                extra = _run_ray(todo, n_workers, ray_address, on_result)
+            else:
+                _run_local(todo, n_workers, on_result)
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+        if bar is not None:
+            bar.close()
+        failures = _failures(suite, run_dir, results)
+        _write_json(run_dir / "failures.json", failures)
+
+    manifest.update(extra)
+    manifest["finished_at"] = _now()
+    manifest["sessions"][-1].update(finished_at=manifest["finished_at"],
+                                    completed=counts["ok"], failed=counts["failed"],
+                                    elapsed_s=round(time.time() - t0, 1))
+    _write_json(manifest_path, manifest)
+    return {
+        "out_dir": str(run_dir),
+        "total": len(suite.cells),
+        "skipped": len(done),
+        "ran": len(results),
+        "completed": counts["ok"],
+        "failed": len(failures),
+        "failures": failures,
+        "elapsed_s": round(time.time() - t0, 2),
+    }
+
+
+def dump_suite_cells(suite_path: str | Path, out_dir: str | Path,
+                     command_builder: CommandBuilder | None = None) -> list[dict]:
+    """The expanded grid with each cell's command and status (for ``--dry-run``)."""
+    suite = load_suite(suite_path, Path(out_dir).resolve())
+    build = command_builder or default_command
+    return [{"cell": c.key, "done": is_done(c.out_dir), "command": list(map(str, build(c)))}
+            for c in suite.cells]
+
+
+__all__ = ["run_suite", "execute_cell", "is_done", "child_env", "machine_info",
+           "dump_suite_cells", "BACKENDS"]

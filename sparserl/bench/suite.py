@@ -1,0 +1,293 @@
+"""Benchmark suites: the YAML format, its validation, and its expansion into cells.
+
+A suite is a YAML mapping::
+
+    name: smoke                 # used in reports and docs/RESULTS.md section titles
+    description: ...            # optional, free text
+    steps: 600                  # default env steps per cell
+    seeds: [0, 1]               # default seeds (a list of ints, or an int n meaning 0..n-1)
+    eval_every: 300             # default evaluation period (env steps)
+    eval_episodes: 2            # default episodes per evaluation
+    timeout: 3600               # optional: seconds before a cell is killed and counted as failed
+    overrides: {}               # optional: extra train options for every cell (not in dir names)
+    score_floor: {Pendulum-v1: -1600}   # optional, per env: the "0 %" score of % of dense
+    cells:                      # groups; each expands over its lists (cartesian product)
+      - algo: [td3]             # a string or a list of strings
+        env: [Pendulum-v1]
+        method: [dense, static, rigl]
+        overrides: {learning_starts: 200}   # fixed extra options; NOT part of the dir name
+        sweep: {sparsity: [0.5, 0.9]}       # varied options (cartesian); part of the dir name
+        tag: ""                 # optional explicit dir-name tag (replaces the sweep-derived one)
+        steps / seeds / eval_every / eval_episodes / timeout: per-group overrides of the defaults
+
+Each cell runs in ``OUT/<algo>/<env>/<method>[-<tag>]/seed<k>/``.  The tag is the explicit
+``tag`` if given, else ``key=value`` pairs of the group's ``sweep`` joined by ``,``.  Options in
+``overrides`` are deliberately kept out of the directory name: they are settings, not
+experimental factors, so a suite-wide ``learning_starts`` does not rename every method column.
+Two groups that produce the same cell directory with different settings are an error.
+
+Override values become command-line options: ``learning_starts: 200`` ->
+``--learning-starts 200``; ``true/false`` -> ``true/false``; a list -> comma-joined values
+(write ``[[256, 256]]`` inside ``sweep`` to sweep over list values).
+"""
+from __future__ import annotations
+
+import itertools
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from sparserl.errors import UserError
+
+SUITE_KEYS = {
+    "name", "description", "steps", "seeds", "eval_every", "eval_episodes", "timeout",
+    "overrides", "score_floor", "cells",
+}
+GROUP_KEYS = {
+    "algo", "env", "method", "overrides", "sweep", "tag", "steps", "seeds", "eval_every",
+    "eval_episodes", "timeout",
+}
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]*$")
+_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+_TAG_BAD = re.compile(r"[^A-Za-z0-9_.=,+-]")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid: everything the command builder needs."""
+
+    algo: str
+    env: str
+    method: str
+    seed: int
+    steps: int
+    eval_every: int
+    eval_episodes: int
+    out_dir: Path
+    tag: str = ""
+    overrides: tuple[tuple[str, Any], ...] = ()
+    timeout: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The method column name: ``method`` or ``method-tag``."""
+        return f"{self.method}-{self.tag}" if self.tag else self.method
+
+    @property
+    def key(self) -> str:
+        """``algo/env/label/seedK`` -- the cell directory relative to the run directory."""
+        return f"{self.algo}/{self.env}/{self.label}/seed{self.seed}"
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path | None
+    raw: dict
+    cells: list[Cell] = field(default_factory=list)
+    score_floor: dict[str, float] = field(default_factory=dict)
+
+
+def format_option_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(format_option_value(v) for v in value)
+    return str(value)
+
+
+def train_args(cell: Cell) -> list[str]:
+    """The arguments after ``sparserl train`` for one cell (see :func:`default_command`)."""
+    args = [
+        "--algo", cell.algo, "--method", cell.method, "--env", cell.env,
+        "--seed", str(cell.seed), "--steps", str(cell.steps), "--out", str(cell.out_dir),
+        "--eval-every", str(cell.eval_every), "--eval-episodes", str(cell.eval_episodes),
+    ]
+    for key, value in cell.overrides:
+        if value is None:
+            continue
+        args += ["--" + key.replace("_", "-"), format_option_value(value)]
+    return args
+
+
+def default_command(cell: Cell) -> list[str]:
+    """The command line of one cell: ``python -m sparserl train ...``.
+
+    This is the single place that maps a cell to a process; pass another callable with the
+    same signature as ``command_builder`` to :func:`sparserl.bench.run_suite` to change it.
+    """
+    return [sys.executable, "-m", "sparserl", "train", *train_args(cell)]
+
+
+def prefix_command_builder(prefix: Sequence[str]) -> Callable[[Cell], list[str]]:
+    """A command builder that runs ``PREFIX <train args>`` instead of ``python -m sparserl train``."""
+    prefix = list(prefix)
+
+    def build(cell: Cell) -> list[str]:
+        return [*prefix, *train_args(cell)]
+
+    return build
+
+
+# --------------------------------------------------------------------------- loading
+
+def _as_str_list(value: Any, what: str, where: str) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise UserError(f"{where}: '{what}' is an empty list")
+    out = []
+    for item in items:
+        if not isinstance(item, str) or not _NAME_RE.match(item):
+            raise UserError(f"{where}: '{what}' must be a name or a list of names, got {item!r}")
+        out.append(item)
+    return out
+
+
+def _as_seeds(value: Any, where: str) -> list[int]:
+    if isinstance(value, bool):
+        raise UserError(f"{where}: 'seeds' must be a list of integers or a count, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise UserError(f"{where}: 'seeds' count must be >= 1, got {value}")
+        return list(range(value))
+    if isinstance(value, list) and value and all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value
+    ):
+        if len(set(value)) != len(value):
+            raise UserError(f"{where}: 'seeds' has duplicates: {value}")
+        return list(value)
+    raise UserError(f"{where}: 'seeds' must be a list of non-negative integers or a count, got {value!r}")
+
+
+def _as_pos_int(value: Any, what: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{where}: '{what}' must be a positive integer, got {value!r}")
+    return value
+
+
+def _as_options(value: Any, what: str, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: '{what}' must be a mapping of option: value")
+    for key, val in value.items():
+        if not isinstance(key, str) or not _KEY_RE.match(key):
+            raise UserError(f"{where}: bad option name {key!r} in '{what}'")
+        if isinstance(val, dict):
+            raise UserError(f"{where}: option {key!r} in '{what}' cannot be a mapping")
+    return dict(value)
+
+
+def _tag_from_sweep(point: dict) -> str:
+    parts = [f"{k}={format_option_value(v)}" for k, v in sorted(point.items())]
+    return _TAG_BAD.sub("-", ",".join(parts))
+
+
+def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
+                path: Path | None = None) -> Suite:
+    """Validate a loaded suite mapping and expand it into cells under ``out_dir``."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: a suite must be a YAML mapping with a 'cells' list")
+    unknown = sorted(set(raw) - SUITE_KEYS)
+    if unknown:
+        raise UserError(f"{source}: unknown key(s) {', '.join(map(str, unknown))}; "
+                        f"allowed: {', '.join(sorted(SUITE_KEYS))}")
+    name = raw.get("name") or (path.stem if path else "suite")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise UserError(f"{source}: 'name' must be a simple name, got {name!r}")
+    defaults = {
+        "steps": _as_pos_int(raw.get("steps", 100_000), "steps", source),
+        "seeds": _as_seeds(raw.get("seeds", [0]), source),
+        "eval_every": _as_pos_int(raw.get("eval_every", 5_000), "eval_every", source),
+        "eval_episodes": _as_pos_int(raw.get("eval_episodes", 10), "eval_episodes", source),
+        "timeout": raw.get("timeout"),
+    }
+    global_overrides = _as_options(raw.get("overrides"), "overrides", source)
+    score_floor = raw.get("score_floor") or {}
+    if not isinstance(score_floor, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in score_floor.values()
+    ):
+        raise UserError(f"{source}: 'score_floor' must map env names to numbers")
+    groups = raw.get("cells")
+    if not isinstance(groups, list) or not groups:
+        raise UserError(f"{source}: 'cells' must be a non-empty list of groups")
+
+    out_dir = Path(out_dir)
+    cells: dict[str, Cell] = {}
+    for gi, group in enumerate(groups):
+        where = f"{source}: cells[{gi}]"
+        if not isinstance(group, dict):
+            raise UserError(f"{where} must be a mapping with algo, env and method")
+        unknown = sorted(set(group) - GROUP_KEYS)
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; "
+                            f"allowed: {', '.join(sorted(GROUP_KEYS))}")
+        for req in ("algo", "env", "method"):
+            if req not in group:
+                raise UserError(f"{where}: missing '{req}'")
+        algos = _as_str_list(group["algo"], "algo", where)
+        envs = _as_str_list(group["env"], "env", where)
+        methods = _as_str_list(group["method"], "method", where)
+        seeds = _as_seeds(group["seeds"], where) if "seeds" in group else defaults["seeds"]
+        steps = _as_pos_int(group.get("steps", defaults["steps"]), "steps", where)
+        eval_every = _as_pos_int(group.get("eval_every", defaults["eval_every"]), "eval_every", where)
+        eval_episodes = _as_pos_int(group.get("eval_episodes", defaults["eval_episodes"]),
+                                    "eval_episodes", where)
+        timeout = group.get("timeout", defaults["timeout"])
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or timeout <= 0):
+            raise UserError(f"{where}: 'timeout' must be a positive number of seconds")
+        overrides = {**global_overrides, **_as_options(group.get("overrides"), "overrides", where)}
+        sweep = _as_options(group.get("sweep"), "sweep", where)
+        sweep_axes = {k: (v if isinstance(v, list) else [v]) for k, v in sweep.items()}
+        if any(not axis for axis in sweep_axes.values()):
+            raise UserError(f"{where}: a 'sweep' option has an empty list")
+        tag_explicit = group.get("tag")
+        if tag_explicit is not None and (not isinstance(tag_explicit, str)
+                                         or _TAG_BAD.search(tag_explicit)):
+            raise UserError(f"{where}: 'tag' must be a string of [A-Za-z0-9_.=,+-]")
+        keys = list(sweep_axes)
+        points = [dict(zip(keys, combo)) for combo in itertools.product(*sweep_axes.values())]
+        for algo, env, method, point, seed in itertools.product(algos, envs, methods, points, seeds):
+            opts = {**overrides, **point}
+            if tag_explicit is not None:
+                tag = tag_explicit if len(points) == 1 else "_".join(
+                    t for t in (tag_explicit, _tag_from_sweep(point)) if t)
+            else:
+                tag = _tag_from_sweep(point)
+            label = f"{method}-{tag}" if tag else method
+            cell = Cell(
+                algo=algo, env=env, method=method, seed=seed, steps=steps,
+                eval_every=eval_every, eval_episodes=eval_episodes,
+                out_dir=out_dir / algo / env / label / f"seed{seed}", tag=tag,
+                overrides=tuple(sorted(opts.items())), timeout=timeout,
+            )
+            previous = cells.get(cell.key)
+            if previous is not None and previous != cell:
+                raise UserError(f"{where}: cell {cell.key} is defined twice with different "
+                                "settings; give one group a 'tag' or move the option to 'sweep'")
+            cells[cell.key] = cell
+    # Seed-major order: a partial (or killed) grid covers every configuration early.
+    ordered = sorted(cells.values(), key=lambda c: c.seed)
+    return Suite(name=name, path=path, raw=raw, cells=ordered,
+                 score_floor={str(k): float(v) for k, v in score_floor.items()})
+
+
+def load_suite(suite_path: str | Path, out_dir: str | Path) -> Suite:
+    """Read and validate a suite YAML file (raises ``UserError`` with a one-line message)."""
+    path = Path(suite_path)
+    if not path.is_file():
+        raise UserError(f"suite file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        pos = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise UserError(f"{path}: invalid YAML{pos}: {getattr(exc, 'problem', exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read suite file {path}: {exc}") from None
+    return parse_suite(raw, out_dir, source=str(path), path=path)

@@ -1,0 +1,275 @@
+"""Replay buffer with n-step windows, a movable capacity and behaviour-action means.
+
+The buffer is one preallocated ring of ``max_size`` slots read through a *logical* window
+``[start, start + size)``: logical offset 0 is the oldest transition, ``size - 1`` the
+newest (the write head follows it).  Keeping the valid data contiguous in logical order
+makes three things simple and exact:
+
+* n-step windows: a window starting at offset j may use offsets j..j+n-1 only while they
+  are ``< size`` (never past the write head) and stop after the first transition that
+  ended its episode (terminated *or* truncated);
+* evicting the oldest data (dynamic capacity, RLx2 §1.3) is ``start += k``;
+* a changing capacity is just a bound on ``size``.
+
+``terminated`` and ``truncated`` are stored apart: a time-limit truncation is not a
+terminal, so targets bootstrap through it from the stored real ``next_obs``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    """A minibatch of n-step windows (n = 1 gives ordinary transitions).
+
+    ``rewards[:, k]`` is r_{t+k} for k < m and 0 beyond the window, ``step_mask[:, k]`` is 1
+    for k < m, ``next_obs`` is s_{t+m} (the real next state of the window's last
+    transition), ``terminated`` says whether that last transition was terminal, ``n_steps``
+    is m and ``mid_obs[:, k-1]`` is s_{t+k} for 1 <= k < n (zeros outside the window; SAC's
+    soft n-step return needs them).
+    """
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    step_mask: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+    n_steps: torch.Tensor
+    mid_obs: Optional[torch.Tensor] = None
+    behaviour: Optional[torch.Tensor] = None
+
+    def discounted_reward(self, gamma: float) -> torch.Tensor:
+        """sum_{k<m} gamma^k r_{t+k}, shape (B,)."""
+        n = self.rewards.shape[1]
+        powers = gamma ** torch.arange(n, dtype=self.rewards.dtype)
+        return (self.rewards * powers).sum(dim=1)
+
+    def bootstrap_discount(self, gamma: float) -> torch.Tensor:
+        """gamma^m * (1 - terminated), shape (B,): the weight of the bootstrapped value."""
+        return (gamma ** self.n_steps.to(self.rewards.dtype)) * (1.0 - self.terminated)
+
+
+class ReplayBuffer:
+    """Preallocated numpy ring buffer; see the module docstring for the layout."""
+
+    def __init__(self, obs_shape: tuple, action_shape: tuple, action_dtype, max_size: int,
+                 seed: int = 0, store_behaviour: bool = False):
+        if max_size <= 0:
+            raise ValueError(f"buffer max_size must be positive, got {max_size}")
+        self.max_size = int(max_size)
+        self.capacity = int(max_size)
+        self.obs = np.zeros((max_size, *obs_shape), dtype=np.float32)
+        self.next_obs = np.zeros((max_size, *obs_shape), dtype=np.float32)
+        self.actions = np.zeros((max_size, *action_shape), dtype=action_dtype)
+        self.rewards = np.zeros(max_size, dtype=np.float32)
+        self.terminated = np.zeros(max_size, dtype=bool)
+        self.truncated = np.zeros(max_size, dtype=bool)
+        # Pre-noise mean of the behaviour policy (continuous control): the dynamic buffer
+        # compares it with the current policy to decide whether old data is still useful.
+        self.behaviour = np.zeros((max_size, *action_shape), dtype=np.float32) if store_behaviour else None
+        self.start = 0
+        self.size = 0
+        self.total_added = 0
+        self.rng = np.random.default_rng(seed)
+
+    # -- writing ------------------------------------------------------------------------
+    def add(self, obs, action, reward, next_obs, terminated: bool, truncated: bool, behaviour=None) -> None:
+        i = (self.start + self.size) % self.max_size
+        self.obs[i] = obs
+        self.next_obs[i] = next_obs
+        self.actions[i] = action
+        self.rewards[i] = reward
+        self.terminated[i] = terminated
+        self.truncated[i] = truncated
+        if self.behaviour is not None:
+            self.behaviour[i] = action if behaviour is None else behaviour
+        if self.size < self.capacity:
+            self.size += 1
+        else:  # full at the current capacity: the oldest transition makes room
+            self.start = (self.start + 1) % self.max_size
+        self.total_added += 1
+
+    def evict_oldest(self, count: int) -> int:
+        """Drop the ``count`` oldest transitions; returns how many were dropped."""
+        count = int(max(0, min(count, self.size)))
+        self.start = (self.start + count) % self.max_size
+        self.size -= count
+        return count
+
+    def set_capacity(self, capacity: int) -> None:
+        """Bound the number of stored transitions; evicts the oldest beyond it."""
+        if not 1 <= capacity <= self.max_size:
+            raise ValueError(f"capacity must be in [1, {self.max_size}], got {capacity}")
+        self.capacity = int(capacity)
+        if self.size > self.capacity:
+            self.evict_oldest(self.size - self.capacity)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def physical(self, offsets: np.ndarray) -> np.ndarray:
+        """Ring indices of logical offsets (0 = oldest)."""
+        return (self.start + offsets) % self.max_size
+
+    # -- reading ------------------------------------------------------------------------
+    def oldest(self, count: int) -> dict[str, np.ndarray]:
+        idx = self.physical(np.arange(min(count, self.size)))
+        out = {"obs": self.obs[idx], "actions": self.actions[idx]}
+        if self.behaviour is not None:
+            out["behaviour"] = self.behaviour[idx]
+        return out
+
+    def sample(self, batch_size: int, n: int = 1) -> Batch:
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        offsets = self.rng.integers(0, self.size, size=batch_size)
+        return self.window(offsets, n)
+
+    def window(self, offsets: np.ndarray, n: int = 1) -> Batch:
+        """n-step windows starting at the given logical offsets (deterministic; used by tests)."""
+        offsets = np.asarray(offsets, dtype=np.int64)
+        b = len(offsets)
+        first = self.physical(offsets)
+        valid = np.zeros((b, n), dtype=bool)
+        valid[:, 0] = True
+        last = first.copy()
+        for k in range(1, n):
+            prev = self.physical(offsets + k - 1)
+            ended = self.terminated[prev] | self.truncated[prev]
+            valid[:, k] = valid[:, k - 1] & ~ended & (offsets + k < self.size)
+            last = np.where(valid[:, k], self.physical(offsets + k), last)
+        rewards = np.zeros((b, n), dtype=np.float32)
+        mid_obs = np.zeros((b, n - 1, *self.obs.shape[1:]), dtype=np.float32) if n > 1 else None
+        for k in range(n):
+            idx = self.physical(np.minimum(offsets + k, self.size - 1))
+            rewards[:, k] = np.where(valid[:, k], self.rewards[idx], 0.0)
+            if k >= 1:
+                mid_obs[:, k - 1] = self.obs[idx] * valid[:, k].reshape(b, *([1] * (self.obs.ndim - 1)))
+        as_t = torch.from_numpy
+        return Batch(
+            obs=as_t(self.obs[first]),
+            actions=as_t(self.actions[first]),
+            rewards=as_t(rewards),
+            step_mask=as_t(valid.astype(np.float32)),
+            next_obs=as_t(self.next_obs[last]),
+            terminated=as_t(self.terminated[last].astype(np.float32)),
+            n_steps=as_t(valid.sum(axis=1).astype(np.int64)),
+            mid_obs=None if mid_obs is None else as_t(mid_obs),
+            behaviour=None if self.behaviour is None else as_t(self.behaviour[first]),
+        )
+
+    # -- checkpointing --------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Only the valid part, in logical order (tensors, so ``weights_only`` loading works)."""
+        idx = self.physical(np.arange(self.size))
+        state = {
+            "obs": torch.from_numpy(self.obs[idx]), "next_obs": torch.from_numpy(self.next_obs[idx]),
+            "actions": torch.from_numpy(self.actions[idx]), "rewards": torch.from_numpy(self.rewards[idx]),
+            "terminated": torch.from_numpy(self.terminated[idx]), "truncated": torch.from_numpy(self.truncated[idx]),
+            "capacity": self.capacity, "total_added": self.total_added,
+            "rng": _rng_to_tensor_state(self.rng),
+        }
+        if self.behaviour is not None:
+            state["behaviour"] = torch.from_numpy(self.behaviour[idx])
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        n = int(state["obs"].shape[0])
+        self.start, self.size = 0, n
+        for name in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated", "behaviour"):
+            if name in state and getattr(self, name) is not None:
+                getattr(self, name)[:n] = state[name].numpy()
+        self.capacity = int(state["capacity"])
+        self.total_added = int(state["total_added"])
+        self.rng = _rng_from_tensor_state(state["rng"])
+
+
+def _rng_to_tensor_state(rng: np.random.Generator) -> dict:
+    s = rng.bit_generator.state
+    return {"state": str(s["state"]["state"]), "inc": str(s["state"]["inc"]),
+            "has_uint32": int(s["has_uint32"]), "uinteger": int(s["uinteger"])}
+
+
+def _rng_from_tensor_state(d: dict) -> np.random.Generator:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = {"bit_generator": "PCG64",
+                               "state": {"state": int(d["state"]), "inc": int(d["inc"])},
+                               "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}
+    return rng
+
+
+class DynamicCapacity:
+    """RLx2's dynamic-capacity control (SPEC §1.3).
+
+    Every ``check_every`` env steps the policy distance is measured on the oldest
+    ``window`` transitions: the current deterministic policy action against the stored
+    pre-noise behaviour action, both divided by the action bound.
+
+    * ``metric="l2"`` (the paper, Eq. 6): mean over samples of the Euclidean distance;
+    * ``metric="mse"`` (the reference code): mean over samples and dims of (diff^2)/2.
+
+    If the distance exceeds ``threshold`` and the buffer holds more than ``min_size``, old
+    data is evicted: ``shrink="to-threshold"`` (paper) evicts the oldest ``window``-sized
+    chunks until the distance of the new oldest window is at most the threshold (or
+    ``min_size`` is reached); ``shrink="fraction"`` (reference) evicts 10% of the current
+    size once.  The capacity is then set to the remaining size, so the buffer works as a
+    smaller FIFO.  When the distance is within the threshold the capacity grows back to
+    ``max_size`` and the buffer fills up again with new data.
+    """
+
+    def __init__(self, buffer: ReplayBuffer, min_size: int, max_size: int, threshold: float = 0.2,
+                 check_every: int = 10_000, metric: str = "l2", shrink: str = "to-threshold",
+                 window: int = 2048, fraction: float = 0.1):
+        if metric not in ("l2", "mse"):
+            raise ValueError(f"policy distance must be 'l2' or 'mse', got {metric!r}")
+        if shrink not in ("to-threshold", "fraction"):
+            raise ValueError(f"buffer shrink must be 'to-threshold' or 'fraction', got {shrink!r}")
+        if not 1 <= min_size <= max_size <= buffer.max_size:
+            raise ValueError(f"need 1 <= buffer_min ({min_size}) <= buffer_max ({max_size}) <= {buffer.max_size}")
+        self.buffer, self.min_size, self.max_size = buffer, int(min_size), int(max_size)
+        self.threshold, self.check_every, self.metric = threshold, int(check_every), metric
+        self.shrink, self.window, self.fraction = shrink, int(window), fraction
+        self.buffer.set_capacity(self.max_size)
+        self.last_distance = float("nan")
+
+    def distance(self, policy: Callable[[np.ndarray], np.ndarray], action_scale: np.ndarray) -> float:
+        old = self.buffer.oldest(self.window)
+        diff = (policy(old["obs"]) - old["behaviour"]) / action_scale
+        if self.metric == "l2":
+            return float(np.linalg.norm(diff, axis=-1).mean())
+        return float((diff ** 2).mean() / 2.0)
+
+    def maybe_update(self, env_step: int, policy: Callable[[np.ndarray], np.ndarray],
+                     action_scale: np.ndarray) -> Optional[dict]:
+        """Run a check if one is due at this env step; returns a log record if it ran."""
+        if env_step % self.check_every != 0 or self.buffer.size == 0:
+            return None
+        dist = self.distance(policy, action_scale)
+        evicted = 0
+        if dist > self.threshold and self.buffer.size > self.min_size:
+            if self.shrink == "fraction":
+                evicted += self.buffer.evict_oldest(min(int(self.fraction * self.buffer.size),
+                                                        self.buffer.size - self.min_size))
+            else:
+                d = dist
+                while d > self.threshold and self.buffer.size > self.min_size:
+                    evicted += self.buffer.evict_oldest(min(self.window, self.buffer.size - self.min_size))
+                    d = self.distance(policy, action_scale)
+            self.buffer.set_capacity(max(self.buffer.size, self.min_size))
+        elif dist <= self.threshold:
+            self.buffer.set_capacity(self.max_size)
+        self.last_distance = dist
+        return {"policy_distance": dist, "buffer_capacity": self.buffer.capacity,
+                "buffer_size": self.buffer.size, "evicted": evicted}
+
+    def state_dict(self) -> dict:
+        return {"last_distance": self.last_distance}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.last_distance = float(state["last_distance"])

@@ -1,0 +1,52 @@
+"""Atomic checkpoint writes and safe (``weights_only``) loads.
+
+A checkpoint is written to a temporary file in the same directory and renamed over the
+old one, so a kill at any moment leaves either the previous or the new checkpoint, never
+a broken one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+
+def atomic_write_bytes_via(path: str | Path, writer) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save(obj: Any, path: str | Path) -> None:
+    atomic_write_bytes_via(path, lambda fh: torch.save(obj, fh))
+
+
+def save_json(obj: Any, path: str | Path) -> None:
+    atomic_write_bytes_via(path, lambda fh: fh.write((json.dumps(obj, indent=2, default=float) + "\n").encode()))
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupted, truncated or not a torch file
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot read checkpoint {path}: {first[:200]}") from None

@@ -1,0 +1,182 @@
+"""Typed run configuration.
+
+One flat dataclass holds every knob of a run so that the CLI, YAML files, presets and
+checkpoints all speak the same names (``--batch-size`` on the command line is
+``batch_size`` in YAML).  Fields left as ``None`` take the algorithm's default from
+``ALGO_DEFAULTS`` when the config is resolved, and the *resolved* config is what a run
+writes to ``config.yaml``, so that file re-runs the same experiment.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import UserError
+
+ALGOS = ("dqn", "td3", "sac")
+METHODS = ("dense", "tiny", "static", "set", "rigl", "rlx2", "structured", "gmp", "neuron-magnitude")
+ALLOCATIONS = ("erk", "uniform")
+
+
+def _f(default: Any, help: str, choices: tuple | None = None):
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class TrainConfig:
+    # --- what to run -------------------------------------------------------------------
+    algo: str = _f("td3", "algorithm", ALGOS)
+    env: str = _f("Pendulum-v1", "Gymnasium id or module.path:ClassName")
+    steps: int = _f(10_000, "environment steps")
+    seed: int = _f(0, "random seed (torch, numpy, env)")
+    out: str = _f("runs/default", "output directory")
+    method: str = _f("dense", "sparse/pruning method", METHODS)
+    preset: Optional[str] = _f(None, "per-env settings from the paper ('paper')", ("paper",))
+    # --- evaluation, logging, checkpoints -----------------------------------------------
+    eval_every: int = _f(5_000, "env steps between deterministic evaluations")
+    eval_episodes: int = _f(10, "episodes per evaluation")
+    checkpoint_every: int = _f(10_000, "env steps between resumable checkpoints (0: only at the end)")
+    progress: bool = _f(True, "show a progress bar")
+    tensorboard: bool = _f(True, "write TensorBoard events")
+    torch_threads: int = _f(1, "torch intra-op threads (1 is fastest for these small MLPs)")
+    # --- common hyper-parameters (None: the algorithm's default) -------------------------
+    hidden: Optional[list[int]] = _f(None, "hidden layer widths, e.g. 256 256")
+    lr: Optional[float] = _f(None, "Adam learning rate")
+    batch_size: Optional[int] = _f(None, "minibatch size")
+    gamma: float = _f(0.99, "discount factor")
+    tau: Optional[float] = _f(None, "soft target update rate (1.0 = hard copy)")
+    buffer_size: Optional[int] = _f(None, "replay capacity (maximum)")
+    learning_starts: Optional[int] = _f(None, "random warm-up env steps before updates")
+    train_freq: Optional[int] = _f(None, "env steps between update rounds")
+    gradient_steps: Optional[int] = _f(None, "gradient updates per round")
+    # --- TD3 -----------------------------------------------------------------------------
+    exploration_noise: float = _f(0.1, "TD3 Gaussian exploration noise (x max action)")
+    policy_noise: float = _f(0.2, "TD3 target policy smoothing noise (x max action)")
+    noise_clip: float = _f(0.5, "TD3 target noise clip (x max action)")
+    policy_delay: Optional[int] = _f(None, "TD3/SAC: critic updates per actor (and TD3 target) update")
+    # --- SAC -----------------------------------------------------------------------------
+    alpha: float = _f(0.2, "SAC initial entropy coefficient")
+    autotune: bool = _f(True, "SAC automatic entropy tuning (target entropy = -|A|)")
+    # --- DQN -----------------------------------------------------------------------------
+    eps_start: float = _f(1.0, "DQN initial epsilon")
+    eps_end: float = _f(0.05, "DQN final epsilon")
+    eps_fraction: float = _f(0.5, "DQN fraction of the run over which epsilon decays")
+    target_update_every: Optional[int] = _f(None, "DQN env steps between target updates")
+    double_q: bool = _f(True, "DQN: Double-DQN target")
+    # --- sparse training (static, set, rigl, rlx2, tiny) ---------------------------------
+    actor_sparsity: float = _f(0.9, "actor weight sparsity")
+    critic_sparsity: float = _f(0.9, "critic weight sparsity (both critics)")
+    q_sparsity: float = _f(0.9, "DQN Q-network weight sparsity")
+    allocation: str = _f("erk", "layer-wise sparsity allocation", ALLOCATIONS)
+    mask_init: str = _f("magnitude", "initial mask", ("magnitude", "random"))
+    topology_delta: int = _f(10_000, "gradient updates of a network between topology updates")
+    drop_fraction: float = _f(0.5, "initial drop fraction zeta0 (cosine-annealed)")
+    topology_stop: Optional[float] = _f(None, "stop topology updates after this fraction of updates")
+    grow: Optional[str] = _f(None, "growth criterion (default: by method)", ("gradient", "random"))
+    grad_accumulation: int = _f(1, "minibatches the RigL dense gradient is accumulated over")
+    reset_adam: bool = _f(True, "reset Adam moments of dropped and grown weights")
+    skip_step_on_update: bool = _f(True, "skip the optimizer step on topology-update steps (reference)")
+    # --- RLx2: multi-step target and dynamic buffer --------------------------------------
+    nstep: int = _f(1, "multi-step TD target length n (rlx2 default: 3)")
+    nstep_delay: Optional[int] = _f(None, "updates with n=1 before switching to n (rlx2 default: 10%)")
+    dynamic_buffer: bool = _f(False, "dynamic-capacity replay buffer (rlx2 default: on)")
+    buffer_min: int = _f(100_000, "dynamic buffer: minimum capacity")
+    buffer_max: Optional[int] = _f(None, "dynamic buffer: maximum capacity (default buffer_size)")
+    buffer_threshold: float = _f(0.2, "dynamic buffer: policy-distance threshold")
+    buffer_check_every: int = _f(10_000, "dynamic buffer: env steps between checks")
+    policy_distance: str = _f("l2", "dynamic buffer: distance metric", ("l2", "mse"))
+    buffer_shrink: str = _f("to-threshold", "dynamic buffer: eviction rule", ("to-threshold", "fraction"))
+    # --- structured pruning (structured, neuron-magnitude) and GMP ----------------------
+    importance: str = _f("activation", "neuron importance estimator", ("activation", "taylor", "magnitude"))
+    regularizer: str = _f("importance", "group penalty", ("importance", "group-lasso", "none"))
+    reg_lambda: float = _f(1e-4, "group-sparse regulariser strength")
+    prune_every: int = _f(1_000, "updates between prune events")
+    prune_start: float = _f(0.1, "fraction of updates when pruning starts")
+    prune_end: float = _f(0.8, "fraction of updates when pruning ends")
+    min_width: int = _f(4, "minimum neurons kept per hidden layer")
+    target_neuron_fraction: float = _f(0.93, "structured: fraction of hidden neurons to remove by prune_end")
+    prune_guard: Optional[float] = _f(None, "pause pruning while eval return is this fraction below its best")
+    gmp_sparsity: float = _f(0.95, "GMP final weight sparsity")
+
+    # --------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; see `sparserl train --help`")
+        return cls(**data)
+
+
+ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
+    # SPEC: MLP 2x256, Adam 3e-4, batch 256, gamma 0.99, tau 0.005, 25k random warm-up.
+    "td3": dict(hidden=[256, 256], lr=3e-4, batch_size=256, tau=0.005, buffer_size=1_000_000,
+                learning_starts=25_000, train_freq=1, gradient_steps=1, policy_delay=2),
+    "sac": dict(hidden=[256, 256], lr=3e-4, batch_size=256, tau=0.005, buffer_size=1_000_000,
+                learning_starts=25_000, train_freq=1, gradient_steps=1, policy_delay=1),
+    # DQN: CleanRL / SB3-style discrete-control defaults with the SPEC's 2x256 MLP.
+    "dqn": dict(hidden=[256, 256], lr=2.5e-4, batch_size=128, tau=1.0, buffer_size=100_000,
+                learning_starts=1_000, train_freq=4, gradient_steps=1, target_update_every=500,
+                policy_delay=1),
+}
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Fill algorithm defaults, apply method defaults and validate.  Returns a new config."""
+    if cfg.algo not in ALGOS:
+        raise UserError(f"unknown --algo {cfg.algo!r}; allowed: {', '.join(ALGOS)}")
+    if cfg.method not in METHODS:
+        raise UserError(f"unknown --method {cfg.method!r}; allowed: {', '.join(METHODS)}")
+    if cfg.allocation not in ALLOCATIONS:
+        raise UserError(f"unknown --allocation {cfg.allocation!r}; allowed: {', '.join(ALLOCATIONS)}")
+    data = cfg.to_dict()
+    for key, value in ALGO_DEFAULTS[cfg.algo].items():
+        if data.get(key) is None:
+            data[key] = value
+    out = TrainConfig(**data)
+    for name in ("steps", "batch_size", "buffer_size", "eval_episodes", "train_freq", "gradient_steps",
+                 "topology_delta", "prune_every", "buffer_check_every", "nstep", "policy_delay"):
+        value = getattr(out, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
+    if out.eval_every < 0 or out.checkpoint_every < 0 or out.learning_starts < 0:
+        raise UserError("--eval-every, --checkpoint-every and --learning-starts must be >= 0")
+    for name in ("actor_sparsity", "critic_sparsity", "q_sparsity", "gmp_sparsity"):
+        value = getattr(out, name)
+        if not 0.0 <= value < 1.0:
+            raise UserError(f"--{name.replace('_', '-')} must be in [0, 1), got {value!r}")
+    if not 0.0 <= out.drop_fraction <= 1.0:
+        raise UserError(f"--drop-fraction must be in [0, 1], got {out.drop_fraction!r}")
+    if not 0.0 <= out.prune_start < out.prune_end <= 1.0:
+        raise UserError(f"need 0 <= --prune-start < --prune-end <= 1, got {out.prune_start!r}, {out.prune_end!r}")
+    if not out.hidden or any(int(h) <= 0 for h in out.hidden):
+        raise UserError(f"--hidden must be positive widths, got {out.hidden!r}")
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping of config keys; one-line errors for unreadable files."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {p}") from None
+    except (OSError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot read config {p}: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config {p} must be a YAML mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def save_yaml(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

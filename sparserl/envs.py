@@ -1,0 +1,54 @@
+"""Environment creation with one-line errors for bad ids and algorithm/action-space mismatches."""
+from __future__ import annotations
+
+import importlib
+
+import gymnasium as gym
+import numpy as np
+
+from .errors import UserError
+
+CONTINUOUS_ALGOS = ("td3", "sac")
+DISCRETE_ALGOS = ("dqn",)
+
+
+def make_env(env_id: str, seed: int | None = None) -> gym.Env:
+    """A registered Gymnasium id (``Hopper-v5``) or ``module.path:ClassName``."""
+    try:
+        if ":" in env_id and env_id not in gym.registry:
+            module_name, _, class_name = env_id.partition(":")
+            env_cls = getattr(importlib.import_module(module_name), class_name)
+            env = gym.wrappers.TimeLimit(env_cls(), 1000) if not hasattr(env_cls, "spec") or env_cls.spec is None else env_cls()
+        else:
+            env = gym.make(env_id)
+    except (gym.error.Error, ImportError, AttributeError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"unknown or unusable --env {env_id!r} ({msg}); use a registered Gymnasium id "
+                        f"such as Hopper-v5 or module.path:ClassName") from None
+    if seed is not None:
+        env.action_space.seed(seed)
+    return env
+
+
+def check_compatible(algo: str, env: gym.Env, env_id: str) -> None:
+    space = env.action_space
+    if algo in CONTINUOUS_ALGOS and not isinstance(space, gym.spaces.Box):
+        raise UserError(f"--algo {algo} needs a continuous (Box) action space, but {env_id} has {space}; "
+                        f"use --algo dqn for discrete actions")
+    if algo in DISCRETE_ALGOS and not isinstance(space, gym.spaces.Discrete):
+        raise UserError(f"--algo {algo} needs a discrete action space, but {env_id} has {space}; "
+                        f"use --algo td3 or sac for continuous actions")
+    if isinstance(space, gym.spaces.Box) and not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+        raise UserError(f"{env_id}: continuous actions must be bounded, got low={space.low} high={space.high}")
+    if not isinstance(env.observation_space, gym.spaces.Box):
+        raise UserError(f"{env_id}: only Box (vector) observations are supported, got {env.observation_space}")
+
+
+def get_rng_state(env: gym.Env) -> dict:
+    return env.unwrapped.np_random.bit_generator.state
+
+
+def set_rng_state(env: gym.Env, state: dict) -> None:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    env.unwrapped.np_random = rng

@@ -1,0 +1,20 @@
+"""Dynamic structured (neuron-level) pruning of MLP chains; imports nothing from RL code.
+
+Parts: ``importance`` (activation / Taylor / magnitude neuron importance, EMA),
+``regularizer`` (neuron-importance group-sparse penalty), ``threshold`` (dynamic threshold rule
+and schedule), ``surgery`` (physical shrinking with mirrors and optimizer state, masking) and
+``pruner`` (the :class:`StructuredPruner` facade algorithms use).
+"""
+from .importance import IMPORTANCE_METHODS, NeuronImportance, normalize_importance
+from .pruner import StructuredPruner
+from .regularizer import REGULARIZERS, group_norms, group_sparse_penalty, importance_coefficients
+from .surgery import apply_neuron_masks, hidden_widths, resolve_chain, shrink
+from .threshold import THRESHOLD_RULES, PruneSchedule, neurons_to_prune
+
+__all__ = [
+    "StructuredPruner",
+    "NeuronImportance", "IMPORTANCE_METHODS", "normalize_importance",
+    "group_norms", "group_sparse_penalty", "importance_coefficients", "REGULARIZERS",
+    "PruneSchedule", "neurons_to_prune", "THRESHOLD_RULES",
+    "shrink", "apply_neuron_masks", "resolve_chain", "hidden_widths",
+]

@@ -1,0 +1,233 @@
+"""StructuredPruner: the one small interface algorithms use for dynamic neuron pruning.
+
+Per update of the network it prunes::
+
+    loss = td_loss + pruner.penalty()      # neuron-importance group-sparse regulariser
+    optimizer.zero_grad(); loss.backward(); optimizer.step()
+    changed = pruner.after_optimizer_step() # counts the update; prunes on schedule
+
+Importance is recorded by hooks during grad-enabled forward passes of the pruned network
+(wrap passes that must not count, e.g. a critic evaluated inside the actor loss, in
+``with pruner.no_recording(): ...``). On a prune event the per-layer threshold rule of
+:mod:`.threshold` marks neurons dead; with ``shrink=True`` they are physically removed at once
+(mirrors such as target networks and the optimizer state follow), otherwise they are masked
+(zeroed, re-applied after every step) until :meth:`shrink_now`.
+
+``alive`` is indexed by the *original* neurons; :meth:`architecture` gives the current physical
+widths, so a checkpointed shrunk network is rebuilt with ``MLP(in, out, hidden=architecture())``
+and this pruner resumed with :meth:`load_state_dict`.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .importance import IMPORTANCE_METHODS, NeuronImportance
+from .regularizer import REGULARIZERS, group_sparse_penalty, importance_coefficients
+from .surgery import apply_neuron_masks, resolve_chain, shrink
+from .threshold import PruneSchedule
+
+__all__ = ["StructuredPruner"]
+
+
+class StructuredPruner:
+    """Dynamic structured (neuron-level) pruning of one MLP chain.
+
+    Args:
+        chain_owner: a module with ``linear_layers()`` (e.g. ``sparserl.networks.MLP``) or a
+            list of ``nn.Linear``.
+        optimizer: the optimizer(s) over the chain's parameters (or None); kept consistent.
+        total_updates: number of updates of this network in the run (for fractional times).
+        importance: "activation" | "taylor" | "magnitude".
+        regularizer: "importance" | "group-lasso" | "none".
+        reg_lambda: regulariser strength lambda (>= 0).
+        prune_every, prune_start, prune_end, max_ratio, target_fraction, rule: see
+            :class:`~.threshold.PruneSchedule`.
+        min_width: neurons every hidden layer keeps at least.
+        ema: EMA decay of the importance statistics.
+        eps: epsilon of the importance coefficients ``1 / (I/mean(I) + eps)``.
+        shrink: remove pruned neurons physically at each prune event (else mask them).
+        mirrors: networks with the same architecture that follow every shrink/mask (target
+            networks); an entry may be ``(owner, optimizer)``.
+    """
+
+    def __init__(self, chain_owner, optimizer=None, *, total_updates: int | None = None,
+                 importance: str = "activation", regularizer: str = "importance",
+                 reg_lambda: float = 1e-4, prune_every: int = 1000,
+                 prune_start: float | int = 0.1, prune_end: float | int = 0.8,
+                 min_width: int = 4, ema: float = 0.99, shrink: bool = True,
+                 mirrors: Sequence = (), max_ratio: float = 1.0,
+                 target_fraction: float | None = None, rule: str = "ramp", eps: float = 0.1):
+        if importance not in IMPORTANCE_METHODS:
+            raise ValueError(f"importance={importance!r}; allowed: {', '.join(IMPORTANCE_METHODS)}")
+        if regularizer not in REGULARIZERS:
+            raise ValueError(f"regularizer={regularizer!r}; allowed: {', '.join(REGULARIZERS)}")
+        if not float(reg_lambda) >= 0:
+            raise ValueError(f"reg_lambda={reg_lambda}; allowed: >= 0")
+        if isinstance(min_width, bool) or int(min_width) < 1:
+            raise ValueError(f"min_width={min_width}; allowed: int >= 1")
+        if not float(eps) > 0:
+            raise ValueError(f"eps={eps}; allowed: > 0")
+        self.owner = chain_owner
+        self.chain = resolve_chain(chain_owner)
+        self.optimizer = optimizer
+        self.mirrors = list(mirrors)
+        for m in self.mirrors:
+            mc = resolve_chain(m[0] if isinstance(m, tuple) else m)
+            if [l.weight.shape for l in mc] != [l.weight.shape for l in self.chain]:
+                raise ValueError("mirror architecture differs; allowed: same layer shapes as the chain")
+        self.schedule = PruneSchedule(total_updates, prune_start=prune_start, prune_end=prune_end,
+                                      prune_every=prune_every, max_ratio=max_ratio,
+                                      target_fraction=target_fraction, rule=rule)
+        self.importance = NeuronImportance(self.chain, importance, ema=ema)
+        self.regularizer = regularizer
+        self.reg_lambda = float(reg_lambda)
+        self.min_width = int(min_width)
+        self.eps = float(eps)
+        self.shrink_enabled = bool(shrink)
+        self.paused = False
+        self.step = 0
+        self.prune_events = 0
+        widths = [layer.out_features for layer in self.chain[:-1]]
+        self.original_widths = list(widths)
+        self.in_features = self.chain[0].in_features
+        self.out_features = self.chain[-1].out_features
+        # alive: original indexing; positions[l]: original index of each physical neuron.
+        self.alive = [torch.ones(w, dtype=torch.bool) for w in widths]
+        self.positions = [torch.arange(w) for w in widths]
+
+    # -- training-loop interface -----------------------------------------------------------
+    def penalty(self) -> torch.Tensor:
+        """The regulariser value (differentiable scalar) to add to this network's loss."""
+        if self.regularizer == "none" or self.reg_lambda == 0:
+            return torch.zeros((), device=self.chain[0].weight.device)
+        alive = self._physical_alive()
+        coeffs = None
+        if self.regularizer == "importance":
+            scores = self.importance.scores()
+            coeffs = [None if s is None else importance_coefficients(s, alive[i], self.eps)
+                      for i, s in enumerate(scores)]
+        return group_sparse_penalty(self.chain, self.reg_lambda, coeffs, alive)
+
+    def after_optimizer_step(self) -> bool:
+        """Count one update; prune on schedule. Returns True if the architecture/masks changed."""
+        self.step += 1
+        if not self.shrink_enabled and self.num_masked() > 0:
+            self._apply_masks()
+        if self.paused or not self.schedule.is_prune_step(self.step):
+            return False
+        if not self.importance.ready():
+            return False
+        return self.prune_now()
+
+    def set_paused(self, paused: bool) -> None:
+        """Guard: while paused, prune events are skipped (updates are still counted)."""
+        self.paused = bool(paused)
+
+    def no_recording(self):
+        """Context manager: forward/backward passes inside do not update importance."""
+        return self.importance.recording(False)
+
+    def recording(self, enabled: bool = True):
+        return self.importance.recording(enabled)
+
+    # -- pruning -----------------------------------------------------------------------------
+    def prune_now(self, t: int | None = None) -> bool:
+        """Run one prune event at time ``t`` (default: the current update count)."""
+        t = self.step if t is None else int(t)
+        scores = self.importance.scores()
+        phys_alive = self._physical_alive()
+        changed = False
+        for layer, score in enumerate(scores):
+            if score is None:
+                continue
+            alive = phys_alive[layer]
+            new_alive = self.schedule.layer_step(t, score.cpu(), alive,
+                                                 self.original_widths[layer], self.min_width)
+            if bool((new_alive != alive).any()):
+                self.alive[layer][self.positions[layer][~new_alive]] = False
+                changed = True
+        if changed:
+            self.prune_events += 1
+            if self.shrink_enabled:
+                self.shrink_now()
+            else:
+                self._apply_masks()
+        return changed
+
+    @torch.no_grad()
+    def shrink_now(self) -> bool:
+        """Physically remove every pruned-but-present neuron. Returns True if anything changed."""
+        changed = False
+        for layer in range(len(self.chain) - 1):
+            keep = self.alive[layer][self.positions[layer]]
+            if bool(keep.all()):
+                continue
+            idx = shrink(self.chain, layer, keep, optimizer=self.optimizer, mirrors=self.mirrors)
+            self.importance.slice(layer, idx)
+            self.positions[layer] = self.positions[layer][idx]
+            changed = True
+        return changed
+
+    def _physical_alive(self) -> list[torch.Tensor]:
+        return [a[p] for a, p in zip(self.alive, self.positions)]
+
+    def _apply_masks(self) -> None:
+        masks = self._physical_alive()
+        apply_neuron_masks(self.chain, masks)
+        for m in self.mirrors:
+            apply_neuron_masks(m[0] if isinstance(m, tuple) else m, masks)
+
+    # -- reporting -----------------------------------------------------------------------------
+    def num_masked(self) -> int:
+        return sum(int((~a).sum()) for a in self._physical_alive())
+
+    def neuron_counts(self) -> list[tuple[int, int]]:
+        """(alive, original total) per hidden layer."""
+        return [(int(a.sum()), int(a.numel())) for a in self.alive]
+
+    def architecture(self) -> list[int]:
+        """Current physical hidden widths (pass as ``hidden=`` to rebuild the network)."""
+        return [layer.out_features for layer in self.chain[:-1]]
+
+    def summary(self) -> dict:
+        """Neurons and weights (``(n_in + 1) * n_out`` per layer) alive vs original."""
+        alive = [c[0] for c in self.neuron_counts()]
+        dims_now = [self.in_features, *alive, self.out_features]
+        dims_orig = [self.in_features, *self.original_widths, self.out_features]
+
+        def weights(d):
+            return sum((a + 1) * b for a, b in zip(d[:-1], d[1:]))
+        n_alive, n_total = sum(alive), sum(self.original_widths)
+        w_now, w_orig = weights(dims_now), weights(dims_orig)
+        return {"neurons_alive": n_alive, "neurons_total": n_total,
+                "neurons_removed_frac": 1.0 - n_alive / n_total,
+                "weights_alive": w_now, "weights_total": w_orig,
+                "weights_removed_frac": 1.0 - w_now / w_orig,
+                "architecture": self.architecture(), "prune_events": self.prune_events}
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"step": self.step, "paused": self.paused, "prune_events": self.prune_events,
+                "alive": [a.clone() for a in self.alive],
+                "positions": [p.clone() for p in self.positions],
+                "original_widths": list(self.original_widths),
+                "architecture": self.architecture(),
+                "importance": self.importance.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume; the chain must already have the checkpoint's ``architecture`` widths."""
+        arch = [len(p) for p in state["positions"]]
+        if arch != self.architecture():
+            raise ValueError(f"checkpoint architecture {arch} differs from the network's "
+                             f"{self.architecture()}; allowed: rebuild with hidden={arch}")
+        self.step = int(state["step"])
+        self.paused = bool(state["paused"])
+        self.prune_events = int(state.get("prune_events", 0))
+        self.alive = [a.clone().to(torch.bool) for a in state["alive"]]
+        self.positions = [p.clone().long() for p in state["positions"]]
+        self.original_widths = list(state["original_widths"])
+        self.importance.load_state_dict(state["importance"])

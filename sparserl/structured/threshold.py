@@ -1,0 +1,164 @@
+"""Dynamic threshold rule and pruning schedule.
+
+Time ``t`` counts optimizer updates of the network being pruned (1 after the first update).
+
+Schedule. ``prune_start``/``prune_end`` are either ``float`` fractions of ``total_updates`` in
+[0, 1] or ``int`` update counts (``start = round(prune_start * total_updates)`` for floats).
+A *prune event* happens at every ``t`` with ``start <= t <= end``, ``t >= 1`` and
+``(t - start) % prune_every == 0``, and additionally at ``t == end``.
+Progress ``p(t) = clip((t - start) / (end - start), 0, 1)`` (``1`` once ``t >= start`` if
+``end == start``).
+
+Rule (``rule="ramp"``, default). At an event, for each hidden layer with normalised importance
+``I`` (mean over alive neurons = 1) the threshold is
+
+    tau_t = ramp(t) * mean_{alive}(I),    ramp(t) = max_ratio * p(t)
+
+and every alive neuron with ``I_j < tau_t`` is pruned. If ``target_fraction`` is given, the
+number of removed neurons of a layer (counted from its original width ``n``) is additionally
+capped at ``floor(s_t * n)`` with the cubic ramp of Zhu & Gupta (2017)
+``s_t = target_fraction * (1 - (1 - p(t))^3)``; within the cap the least important go first.
+
+``rule="cubic"``: no importance threshold; exactly the least important neurons are removed
+until the cubic target ``floor(s_t * n)`` is met (gradual pruning on neuron importance;
+requires ``target_fraction``).
+
+In both rules pruned neurons are never revived and a layer keeps at least ``min_width``
+neurons (the most important ones): see :func:`neurons_to_prune`.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["THRESHOLD_RULES", "neurons_to_prune", "PruneSchedule"]
+
+THRESHOLD_RULES = ("ramp", "cubic")
+
+
+def neurons_to_prune(importance: torch.Tensor, alive: torch.Tensor, threshold: float,
+                     min_width: int, max_pruned: int | None = None) -> torch.Tensor:
+    """Return the new alive mask after one threshold step.
+
+    Alive neurons with ``importance < threshold`` are pruned, least important first, but
+    at most ``max_pruned`` of them (if given) and never so many that fewer than
+    ``min(min_width, alive.sum())`` stay alive. ``new_alive`` is always a subset of ``alive``.
+    Ties are broken by index (lower index pruned first), so the result is deterministic.
+    """
+    if importance.shape != alive.shape:
+        raise ValueError(f"importance shape {tuple(importance.shape)} differs from alive shape "
+                         f"{tuple(alive.shape)}; allowed: equal 1-D shapes")
+    if min_width < 1:
+        raise ValueError(f"min_width={min_width}; allowed: >= 1")
+    alive = alive.to(torch.bool)
+    imp = importance.detach().float().to(alive.device)
+    new_alive = alive.clone()
+    n_alive = int(alive.sum())
+    budget = n_alive - min(int(min_width), n_alive)
+    if max_pruned is not None:
+        budget = min(budget, max(0, int(max_pruned)))
+    if budget <= 0:
+        return new_alive
+    candidates = torch.nonzero(alive & (imp < float(threshold)), as_tuple=False).flatten()
+    if candidates.numel() == 0:
+        return new_alive
+    order = torch.argsort(imp[candidates], stable=True)
+    new_alive[candidates[order[:budget]]] = False
+    return new_alive
+
+
+def _resolve_time(value, total_updates, name: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{name}={value!r}; allowed: float fraction in [0, 1] or int update count")
+    if isinstance(value, float):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name}={value}; allowed: float fraction in [0, 1] or int update count")
+        if total_updates is None:
+            raise ValueError(f"{name}={value} is a fraction but total_updates=None; "
+                             "allowed: give total_updates or an int update count")
+        return int(round(value * total_updates))
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{name}={value}; allowed: int update count >= 0")
+        return value
+    raise ValueError(f"{name}={value!r}; allowed: float fraction in [0, 1] or int update count")
+
+
+class PruneSchedule:
+    """When to prune and which threshold / cap to use (see the module docstring)."""
+
+    def __init__(self, total_updates: int | None = None, *, prune_start: float | int = 0.1,
+                 prune_end: float | int = 0.8, prune_every: int = 1000, max_ratio: float = 1.0,
+                 target_fraction: float | None = None, rule: str = "ramp"):
+        if total_updates is not None and (isinstance(total_updates, bool) or int(total_updates) < 1):
+            raise ValueError(f"total_updates={total_updates}; allowed: int >= 1 or None")
+        if isinstance(prune_every, bool) or int(prune_every) < 1:
+            raise ValueError(f"prune_every={prune_every}; allowed: int >= 1")
+        if rule not in THRESHOLD_RULES:
+            raise ValueError(f"rule={rule!r}; allowed: {', '.join(THRESHOLD_RULES)}")
+        if not float(max_ratio) > 0:
+            raise ValueError(f"max_ratio={max_ratio}; allowed: > 0")
+        if target_fraction is not None and not 0.0 < float(target_fraction) < 1.0:
+            raise ValueError(f"target_fraction={target_fraction}; allowed: 0 < x < 1 or None")
+        if rule == "cubic" and target_fraction is None:
+            raise ValueError("rule='cubic' needs target_fraction; allowed: 0 < target_fraction < 1")
+        self.total_updates = None if total_updates is None else int(total_updates)
+        self.start = _resolve_time(prune_start, self.total_updates, "prune_start")
+        self.end = _resolve_time(prune_end, self.total_updates, "prune_end")
+        if self.end < self.start:
+            raise ValueError(f"prune_end={prune_end} (update {self.end}) is before prune_start="
+                             f"{prune_start} (update {self.start}); allowed: prune_end >= prune_start")
+        self.every = int(prune_every)
+        self.max_ratio = float(max_ratio)
+        self.target_fraction = None if target_fraction is None else float(target_fraction)
+        self.rule = rule
+
+    def is_prune_step(self, t: int) -> bool:
+        if t < 1 or t < self.start or t > self.end:
+            return False
+        return (t - self.start) % self.every == 0 or t == self.end
+
+    def progress(self, t: int) -> float:
+        if t < self.start:
+            return 0.0
+        if self.end == self.start:
+            return 1.0
+        return min(1.0, (t - self.start) / (self.end - self.start))
+
+    def ramp(self, t: int) -> float:
+        """Threshold multiple of the mean alive importance at time ``t`` (0 for rule='cubic')."""
+        return self.max_ratio * self.progress(t) if self.rule == "ramp" else 0.0
+
+    def target(self, t: int) -> float | None:
+        """Cubic target fraction of removed neurons at time ``t`` (None without target_fraction)."""
+        if self.target_fraction is None:
+            return None
+        return self.target_fraction * (1.0 - (1.0 - self.progress(t)) ** 3)
+
+    def layer_step(self, t: int, importance: torch.Tensor, alive: torch.Tensor,
+                   original_width: int, min_width: int) -> torch.Tensor:
+        """Apply the rule at time ``t`` to one layer; returns the new alive mask.
+
+        ``importance``/``alive`` are over the same neurons; ``original_width`` is the layer's
+        width before any pruning (for the cubic cap).
+        """
+        alive = alive.to(torch.bool)
+        n_alive = int(alive.sum())
+        cap = None
+        s = self.target(t)
+        if s is not None:
+            already = int(original_width) - n_alive
+            cap = max(0, int(math.floor(s * original_width + 1e-9)) - already)
+        if self.rule == "cubic":
+            threshold = math.inf
+        else:
+            ref = importance[alive]
+            mean = float(ref.mean()) if ref.numel() else 0.0
+            threshold = self.ramp(t) * mean
+        return neurons_to_prune(importance, alive, threshold, min_width, max_pruned=cap)
+
+    def state_dict(self) -> dict:
+        return {"start": self.start, "end": self.end, "every": self.every,
+                "max_ratio": self.max_ratio, "target_fraction": self.target_fraction,
+                "rule": self.rule, "total_updates": self.total_updates}
