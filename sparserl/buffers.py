@@ -136,6 +136,15 @@ class ReplayBuffer:
         offsets = np.asarray(offsets, dtype=np.int64)
         b = len(offsets)
         first = self.physical(offsets)
+        as_t = torch.from_numpy
+        if n == 1:  # hot path of every 1-step update: no window bookkeeping
+            return Batch(
+                obs=as_t(self.obs[first]), actions=as_t(self.actions[first]),
+                rewards=as_t(self.rewards[first]).unsqueeze(1), step_mask=torch.ones(b, 1),
+                next_obs=as_t(self.next_obs[first]),
+                terminated=as_t(self.terminated[first].astype(np.float32)),
+                n_steps=torch.ones(b, dtype=torch.int64), mid_obs=None,
+                behaviour=None if self.behaviour is None else as_t(self.behaviour[first]))
         valid = np.zeros((b, n), dtype=bool)
         valid[:, 0] = True
         last = first.copy()
@@ -151,7 +160,6 @@ class ReplayBuffer:
             rewards[:, k] = np.where(valid[:, k], self.rewards[idx], 0.0)
             if k >= 1:
                 mid_obs[:, k - 1] = self.obs[idx] * valid[:, k].reshape(b, *([1] * (self.obs.ndim - 1)))
-        as_t = torch.from_numpy
         return Batch(
             obs=as_t(self.obs[first]),
             actions=as_t(self.actions[first]),

@@ -156,9 +156,16 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"--drop-fraction must be in [0, 1], got {out.drop_fraction!r}")
     if not 0.0 <= out.prune_start < out.prune_end <= 1.0:
         raise UserError(f"need 0 <= --prune-start < --prune-end <= 1, got {out.prune_start!r}, {out.prune_end!r}")
+    if out.nstep_delay is None:  # RLx2: n = 1 for the first ~10% of updates (SPEC §1.2)
+        out.nstep_delay = int(0.1 * planned_updates(out)) if out.method == "rlx2" else 0
     if not out.hidden or any(int(h) <= 0 for h in out.hidden):
         raise UserError(f"--hidden must be positive widths, got {out.hidden!r}")
     return out
+
+
+def planned_updates(cfg: TrainConfig) -> int:
+    """Gradient updates of the critic / Q-network over the whole run (schedules count these)."""
+    return max(1, (max(cfg.steps - cfg.learning_starts, 0) // cfg.train_freq) * cfg.gradient_steps)
 
 
 def load_yaml(path: str | Path) -> dict:

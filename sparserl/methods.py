@@ -298,7 +298,7 @@ def method_summary(agent, compact: bool = False) -> dict:
             if isinstance(plugin, PrunerPlugin):
                 if compact:
                     for path, ps in s.items():
-                        out[f"alive_{path}"] = ps.get("alive_total", ps.get("alive"))
+                        out[f"alive_{path}"] = ps["neurons_alive"]
                 else:
                     out.setdefault("neurons", {}).update(s)
             elif compact:

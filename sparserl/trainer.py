@@ -24,7 +24,7 @@ import torch
 from . import checkpoint
 from .algos import make_agent
 from .buffers import DynamicCapacity, ReplayBuffer
-from .config import TrainConfig, save_yaml
+from .config import TrainConfig, planned_updates, save_yaml
 from .envs import check_compatible, get_rng_state, make_env, set_rng_state
 from .errors import UserError
 from .methods import attach_method, method_summary
@@ -95,7 +95,7 @@ class Trainer:
         self.eval_env.reset(seed=cfg.seed + 10_000)
         widths = resume_state["architecture"] if resume_state else None
         self.agent = make_agent(cfg, self.env.observation_space, self.env.action_space, widths)
-        self.total_updates = self.planned_updates()
+        self.total_updates = planned_updates(cfg)
         attach_method(self.agent, cfg, self.total_updates)
         continuous = cfg.algo != "dqn"
         act_space = self.env.action_space
@@ -130,14 +130,9 @@ class Trainer:
             self._load_resume(resume_state)
 
     # ------------------------------------------------------------------------------------
-    def planned_updates(self) -> int:
-        """Gradient updates of the critic / Q-network over the whole run (schedules count these)."""
-        c = self.cfg
-        return max(1, (max(c.steps - c.learning_starts, 0) // c.train_freq) * c.gradient_steps)
-
     def nstep_now(self) -> int:
         """Delayed multi-step target: n = 1 for the first ``nstep_delay`` updates."""
-        return 1 if self.agent.gradient_steps < (self.cfg.nstep_delay or 0) else self.cfg.nstep
+        return 1 if self.agent.gradient_steps < self.cfg.nstep_delay else self.cfg.nstep
 
     def _env_rng_before_reset(self, seed=None) -> dict | None:
         if seed is not None:
@@ -268,7 +263,8 @@ class Trainer:
     def write_summary(self, wall: float) -> dict:
         cfg, agent = self.cfg, self.agent
         updates = agent.gradient_steps
-        infer_dense, infer_sparse = forward_flops(agent.inference_network())
+        policy = agent.inference_network()
+        infer_sparse, infer_dense = forward_flops(policy)[1], agent.dense_reference_flops(policy)
         params = {name: count_parameters(net) for name, net in agent.networks.items()}
         summary = {
             "algo": cfg.algo, "method": cfg.method, "env": cfg.env, "seed": cfg.seed, "steps": cfg.steps,

@@ -45,6 +45,7 @@ class Agent:
         self.train_flops = 0.0
         self.train_flops_dense = 0.0
         self._flops_cache: dict[int, tuple[float, float]] = {}
+        self._dense_flops: dict[int, float] = {}
 
     # -- the optimisation seam ----------------------------------------------------------
     def optimize(self, name: str, loss: torch.Tensor) -> None:
@@ -89,7 +90,10 @@ class Agent:
         if key not in self._flops_cache:
             from ..sparse.flops import forward_flops
             self._flops_cache[key] = forward_flops(module)
-        dense, sparse = self._flops_cache[key]
+        if key not in self._dense_flops:
+            self._dense_flops[key] = self.dense_reference_flops(module)
+        sparse = self._flops_cache[key][1]
+        dense = self._dense_flops[key]
         self.train_flops += passes * batch_size * sparse
         self.train_flops_dense += passes * batch_size * dense
 
@@ -97,6 +101,22 @@ class Agent:
     def gradient_steps(self) -> int:
         """Critic (or Q-network) updates so far: the clock of schedules and throughput."""
         return self.n_updates.get("critic", self.n_updates.get("q", 0))
+
+    def dense_reference_flops(self, module: nn.Module) -> float:
+        """Forward FLOPs of ``module`` in the dense network of the configured widths.
+
+        'Dense' must keep meaning the full-width unpruned network even after structured
+        pruning shrank the module (also after a resume) or for the narrowed 'tiny'
+        baseline, so it is read off a freshly built reference agent."""
+        from ..sparse.flops import forward_flops
+        if not hasattr(self, "_reference"):
+            self._reference = type(self)(self.cfg, *self.spaces)
+        for name, root in (*self.networks.items(), *self.targets.items()):
+            for sub, m in root.named_modules():
+                if m is module:
+                    ref = self._reference.networks[name]
+                    return forward_flops(ref.get_submodule(sub) if sub else ref)[0]
+        raise ValueError("count_flops: module is not part of this agent")
 
     def total_train_flops(self) -> float:
         extra = sum(p.extra_train_flops() for ps in self.plugins.values() for p in ps)

@@ -21,7 +21,7 @@ from .td3 import widths_for
 class DQN(Agent):
     def __init__(self, cfg, obs_space, act_space, widths: dict | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.spaces = cfg, (obs_space, act_space)
         self.n_actions = int(act_space.n)
         self.q = MLP(int(np.prod(obs_space.shape)), self.n_actions, widths_for(widths, "q", cfg.hidden))
         self.networks = {"q": self.q}

@@ -55,7 +55,7 @@ class GaussianActor(nn.Module):
 class SAC(Agent):
     def __init__(self, cfg, obs_space, act_space, widths: dict | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.spaces = cfg, (obs_space, act_space)
         obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
         low, high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
         self.actor = GaussianActor(obs_dim, act_dim, widths_for(widths, "actor.net", cfg.hidden), low, high)

@@ -53,7 +53,7 @@ def widths_for(widths: dict | None, path: str, default) -> list[int]:
 class TD3(Agent):
     def __init__(self, cfg, obs_space, act_space, widths: dict | None = None):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.spaces = cfg, (obs_space, act_space)
         obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
         self.low, self.high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
         self.max_action = torch.as_tensor((self.high - self.low) / 2.0)

@@ -29,6 +29,11 @@ from .runner import BACKENDS, dump_suite_cells, run_suite
 from .suite import prefix_command_builder
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise UserError(f"{self.prog}: {message}")
+
+
 def configure_bench_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("suite", help="suite YAML file (see benchmarks/suites/)")
     p.add_argument("--out", required=True, help="run directory; run again with the same one to resume")
@@ -127,14 +132,14 @@ def add_bench_args(subparsers) -> None:
 def bench_main(argv: Sequence[str] | None = None) -> int:
     """``sparserl bench SUITE --out DIR [...]`` given the arguments after ``bench``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = configure_bench_parser(argparse.ArgumentParser(prog="sparserl bench"))
+    parser = configure_bench_parser(_Parser(prog="sparserl bench"))
     return run_bench(parser.parse_args(argv), argv)
 
 
 def report_main(argv: Sequence[str] | None = None) -> int:
     """``sparserl report DIR [...]`` given the arguments after ``report``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = configure_report_parser(argparse.ArgumentParser(prog="sparserl report"))
+    parser = configure_report_parser(_Parser(prog="sparserl report"))
     return run_report(parser.parse_args(argv))
 
 

@@ -243,9 +243,9 @@ def _fmt_ci(m: float, lo: float, hi: float, digits: int = 1) -> str:
     return f"{_fmt(m, digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
+def _md_table(header: list[str], rows: list[list[str]], n_left: int = 2) -> str:
     lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+             "|" + "|".join(["---"] * n_left + ["---:"] * (len(header) - n_left)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -269,7 +269,7 @@ def render_tables(data: ReportData) -> str:
             rows.append([algo.upper(), env, *cells])
         qa = q[q["algo"] == algo].set_index("label")
         cells = [f"**{_fmt_ci(qa.loc[lab, 'iqm_pct_of_dense'], qa.loc[lab, 'iqm_ci_low'], qa.loc[lab, 'iqm_ci_high'])}**"
-                 if lab in qa.index and qa.loc[lab, "n_runs"] else "" for lab in non_dense]
+                 if lab in qa.index and qa.loc[lab, "n_runs"] else "–" for lab in non_dense]
         rows.append([f"**{algo.upper()}**", "**IQM**", *cells])
     out.append(_md_table(["Algo", "Env", *non_dense], rows))
 
@@ -291,7 +291,7 @@ def render_tables(data: ReportData) -> str:
                      _fmt_ci(r["return_mean"], r["return_ci_low"], r["return_ci_high"]),
                      _fmt(r["sparsity"], 3), _fmt(r["wall_time_s"], 0), _fmt(r["updates_per_s"], 0)])
     out.append(_md_table(["Algo", "Env", "Method", "Seeds", "Steps", "Final return",
-                          "Sparsity", "Wall-clock (s)", "Updates/s"], rows))
+                          "Sparsity", "Wall-clock (s)", "Updates/s"], rows, n_left=3))
     return "\n".join(out) + "\n"
 
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 from sparserl.errors import UserError
 
-from .suite import Cell, Suite, default_command, load_suite
+from .suite import Cell, Suite, default_command, default_resume_command, load_suite
 
 BACKENDS = ("local", "ray")
 STDERR_TAIL_LINES = 40
@@ -78,19 +78,26 @@ def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
 
 
 def execute_cell(command: Sequence[str], cell_dir: str, timeout: float | None = None,
-                 procs: set | None = None) -> dict:
+                 procs: set | None = None, resume_command: Sequence[str] | None = None) -> dict:
     """Run one cell process to completion and record its outcome in ``cell_dir``.
 
-    Returns ``{"ok", "returncode", "stderr_tail", "wall_s"}``.  Used by both backends (on Ray it
-    runs inside the task), so it depends only on the standard library.
+    If ``resume_command`` is given and the cell directory holds a ``resume.pt`` from an
+    interrupted attempt, that command continues it; otherwise leftovers of an earlier attempt
+    are deleted and ``command`` starts afresh.  Returns ``{"ok", "returncode", "stderr_tail",
+    "wall_s", "resumed"}``.  Used by both backends (on Ray it runs inside the task).
     """
     cdir = Path(cell_dir)
-    if cdir.exists():  # leftovers of a killed or failed attempt
+    resumed = bool(resume_command) and (cdir / "resume.pt").is_file()
+    if resumed:
+        command = list(resume_command)
+        (cdir / "error.txt").unlink(missing_ok=True)
+    elif cdir.exists():  # leftovers of a killed or failed attempt
         shutil.rmtree(cdir)
     cdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     timed_out = False
-    with open(cdir / "stdout.log", "wb") as out, open(cdir / "stderr.log", "wb") as err:
+    mode = "ab" if resumed else "wb"
+    with open(cdir / "stdout.log", mode) as out, open(cdir / "stderr.log", mode) as err:
         try:
             proc = subprocess.Popen(list(command), stdout=out, stderr=err,
                                     stdin=subprocess.DEVNULL, env=child_env())
@@ -113,7 +120,8 @@ def execute_cell(command: Sequence[str], cell_dir: str, timeout: float | None = 
             returncode = 127
     wall = time.time() - t0
     ok = returncode == 0 and is_done(cdir)
-    result = {"ok": ok, "returncode": returncode, "wall_s": round(wall, 3), "stderr_tail": ""}
+    result = {"ok": ok, "returncode": returncode, "wall_s": round(wall, 3), "stderr_tail": "",
+              "resumed": resumed}
     if not ok:
         tail = _tail(cdir / "stderr.log")
         if timed_out:
@@ -193,7 +201,10 @@ def _progress(total: int, initial: int, desc: str):
                 smoothing=0.0, file=sys.stderr)
 
 
-def _run_local(todo: list[tuple[Cell, list[str]]], workers: int, on_result) -> None:
+Todo = list[tuple[Cell, list[str], "list[str] | None"]]
+
+
+def _run_local(todo: Todo, workers: int, on_result) -> None:
     procs: set = set()
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -202,8 +213,9 @@ def _run_local(todo: list[tuple[Cell, list[str]]], workers: int, on_result) -> N
         try:
             while queue or pending:
                 while queue and len(pending) < workers and not stop.is_set():
-                    cell, cmd = queue.pop(0)
-                    fut = pool.submit(execute_cell, cmd, str(cell.out_dir), cell.timeout, procs)
+                    cell, cmd, resume = queue.pop(0)
+                    fut = pool.submit(execute_cell, cmd, str(cell.out_dir), cell.timeout, procs,
+                                      resume)
                     pending[fut] = cell
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -227,7 +239,7 @@ def _import_ray():
     return ray
 
 
-def _run_ray(todo: list[tuple[Cell, list[str]]], workers: int | None, ray_address: str | None,
+def _run_ray(todo: Todo, workers: int | None, ray_address: str | None,
              on_result) -> dict:
     """Submit cells as Ray tasks (1 CPU each); at most ``workers`` in flight if given.
 
@@ -265,8 +277,8 @@ def _run_ray(todo: list[tuple[Cell, list[str]]], workers: int | None, ray_addres
     try:
         while queue or pending:
             while queue and len(pending) < limit:
-                cell, cmd = queue.pop(0)
-                pending[task.remote(cmd, str(cell.out_dir), cell.timeout)] = cell
+                cell, cmd, resume = queue.pop(0)
+                pending[task.remote(cmd, str(cell.out_dir), cell.timeout, None, resume)] = cell
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 cell = pending.pop(ref)
@@ -300,7 +312,8 @@ def _run_ray(todo: list[tuple[Cell, list[str]]], workers: int | None, ray_addres
 def run_suite(suite_path: str | Path, out_dir: str | Path, workers: int | None = None,
               backend: str = "local", ray_address: str | None = None,
               command_builder: CommandBuilder | None = None, progress: bool = True,
-              command_line: str | None = None) -> dict:
+              command_line: str | None = None,
+              resume_builder: CommandBuilder | None = None) -> dict:
     """Run every cell of a suite that is not done yet; return a summary dict.
 
     Args:
@@ -310,6 +323,9 @@ def run_suite(suite_path: str | Path, out_dir: str | Path, workers: int | None =
         backend: ``"local"`` (processes on this machine) or ``"ray"``.
         ray_address: address of a running Ray cluster (Ray backend only; default local).
         command_builder: ``Cell -> argv``; default :func:`sparserl.bench.suite.default_command`.
+        resume_builder: ``Cell -> argv`` continuing a cell whose directory has ``resume.pt``;
+            default :func:`~sparserl.bench.suite.default_resume_command` when
+            ``command_builder`` is not given, else none (interrupted cells restart afresh).
         progress: show a tqdm progress bar with ETA on stderr.
         command_line: how the run was invoked, recorded in the manifest.
 
@@ -327,6 +343,7 @@ def run_suite(suite_path: str | Path, out_dir: str | Path, workers: int | None =
     run_dir = Path(out_dir).resolve()
     suite = load_suite(suite_path, run_dir)
     build = command_builder or default_command
+    resume_build = resume_builder or (default_resume_command if command_builder is None else None)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -340,7 +357,9 @@ def run_suite(suite_path: str | Path, out_dir: str | Path, workers: int | None =
     prev_suite.write_text(new_text)
 
     done = [c for c in suite.cells if is_done(c.out_dir)]
-    todo = [(c, list(map(str, build(c)))) for c in suite.cells if not is_done(c.out_dir)]
+    todo = [(c, list(map(str, build(c))),
+             list(map(str, resume_build(c))) if resume_build else None)
+            for c in suite.cells if not is_done(c.out_dir)]
     n_workers = int(workers) if workers else (None if backend == "ray" else (os.cpu_count() or 1))
 
     manifest_path = run_dir / "manifest.json"

@@ -26,9 +26,10 @@ Each cell runs in ``OUT/<algo>/<env>/<method>[-<tag>]/seed<k>/``.  The tag is th
 experimental factors, so a suite-wide ``learning_starts`` does not rename every method column.
 Two groups that produce the same cell directory with different settings are an error.
 
-Override values become command-line options: ``learning_starts: 200`` ->
-``--learning-starts 200``; ``true/false`` -> ``true/false``; a list -> comma-joined values
-(write ``[[256, 256]]`` inside ``sweep`` to sweep over list values).
+Override values become command-line options (see :func:`option_args`):
+``learning_starts: 200`` -> ``--learning-starts 200``; ``tensorboard: false`` ->
+``--no-tensorboard``; ``hidden: [64, 64]`` -> ``--hidden 64 64`` (write ``[[64, 64], [256, 256]]``
+inside ``sweep`` to sweep over list values; in tags lists are comma-joined).
 """
 from __future__ import annotations
 
@@ -93,6 +94,7 @@ class Suite:
 
 
 def format_option_value(value: Any) -> str:
+    """A scalar (or a list, comma-joined) as it appears in a directory tag."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (list, tuple)):
@@ -100,17 +102,37 @@ def format_option_value(value: Any) -> str:
     return str(value)
 
 
+def option_args(key: str, value: Any) -> list[str]:
+    """One override as command-line arguments, matching ``sparserl train``'s parser:
+    ``batch_size: 32`` -> ``--batch-size 32``; ``tensorboard: false`` -> ``--no-tensorboard``
+    (booleans are ``--flag/--no-flag``); ``hidden: [64, 64]`` -> ``--hidden 64 64``;
+    ``None`` -> nothing."""
+    flag = "--" + key.replace("_", "-")
+    if value is None:
+        return []
+    if isinstance(value, bool):
+        return [flag] if value else ["--no-" + key.replace("_", "-")]
+    if isinstance(value, (list, tuple)):
+        return [flag, *(format_option_value(v) for v in value)]
+    return [flag, str(value)]
+
+
 def train_args(cell: Cell) -> list[str]:
-    """The arguments after ``sparserl train`` for one cell (see :func:`default_command`)."""
+    """The arguments after ``sparserl train`` for one cell (see :func:`default_command`).
+
+    ``--no-progress`` keeps per-step progress bars out of the cell's stderr.log (whose tail is
+    the error report); an override ``progress: true`` turns them back on.
+    """
     args = [
         "--algo", cell.algo, "--method", cell.method, "--env", cell.env,
         "--seed", str(cell.seed), "--steps", str(cell.steps), "--out", str(cell.out_dir),
         "--eval-every", str(cell.eval_every), "--eval-episodes", str(cell.eval_episodes),
     ]
+    opts = dict(cell.overrides)
+    if "progress" not in opts:
+        args.append("--no-progress")
     for key, value in cell.overrides:
-        if value is None:
-            continue
-        args += ["--" + key.replace("_", "-"), format_option_value(value)]
+        args += option_args(key, value)
     return args
 
 
@@ -121,6 +143,12 @@ def default_command(cell: Cell) -> list[str]:
     same signature as ``command_builder`` to :func:`sparserl.bench.run_suite` to change it.
     """
     return [sys.executable, "-m", "sparserl", "train", *train_args(cell)]
+
+
+def default_resume_command(cell: Cell) -> list[str]:
+    """Continue an interrupted cell from its ``resume.pt``: ``sparserl train --resume DIR``."""
+    return [sys.executable, "-m", "sparserl", "train", "--resume", str(cell.out_dir),
+            "--steps", str(cell.steps)]
 
 
 def prefix_command_builder(prefix: Sequence[str]) -> Callable[[Cell], list[str]]:

@@ -19,15 +19,13 @@ and this pruner resumed with :meth:`load_state_dict`.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import torch
-from torch import nn
 
 from .importance import IMPORTANCE_METHODS, NeuronImportance
 from .regularizer import REGULARIZERS, group_sparse_penalty, importance_coefficients
-from .surgery import apply_neuron_masks, resolve_chain, shrink
+from .surgery import apply_neuron_masks, resolve_chain, shrink, split_mirror
 from .threshold import PruneSchedule
 
 __all__ = ["StructuredPruner"]
@@ -76,7 +74,7 @@ class StructuredPruner:
         self.optimizer = optimizer
         self.mirrors = list(mirrors)
         for m in self.mirrors:
-            mc = resolve_chain(m[0] if isinstance(m, tuple) else m)
+            mc, _ = split_mirror(m)
             if [l.weight.shape for l in mc] != [l.weight.shape for l in self.chain]:
                 raise ValueError("mirror architecture differs; allowed: same layer shapes as the chain")
         self.schedule = PruneSchedule(total_updates, prune_start=prune_start, prune_end=prune_end,
@@ -179,7 +177,7 @@ class StructuredPruner:
         masks = self._physical_alive()
         apply_neuron_masks(self.chain, masks)
         for m in self.mirrors:
-            apply_neuron_masks(m[0] if isinstance(m, tuple) else m, masks)
+            apply_neuron_masks(split_mirror(m)[0], masks)
 
     # -- reporting -----------------------------------------------------------------------------
     def num_masked(self) -> int:

@@ -29,7 +29,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["resolve_chain", "shrink", "apply_neuron_masks", "hidden_widths", "as_index"]
+__all__ = ["resolve_chain", "shrink", "apply_neuron_masks", "hidden_widths", "as_index", "split_mirror"]
 
 
 def resolve_chain(owner) -> list[nn.Linear]:
@@ -73,6 +73,13 @@ def as_index(keep: torch.Tensor, width: int) -> torch.Tensor:
         raise ValueError(f"keep index out of range [{int(idx.min())}, {int(idx.max())}]; "
                          f"allowed: 0..{width - 1}")
     return idx
+
+
+def split_mirror(mirror):
+    """A mirror is an owner/chain or ``(owner, optimizer)``; return ``(chain, [optimizers])``."""
+    if (isinstance(mirror, tuple) and len(mirror) == 2 and not isinstance(mirror[0], nn.Linear)):
+        return resolve_chain(mirror[0]), _as_optimizers(mirror[1])
+    return resolve_chain(mirror), []
 
 
 def _as_optimizers(optimizer) -> list[torch.optim.Optimizer]:
@@ -139,12 +146,7 @@ def shrink(chain, layer: int, keep, optimizer=None, mirrors: Sequence = ()) -> t
     idx = as_index(keep, width)
     if idx.numel() == 0:
         raise ValueError("keep selects no neuron; allowed: at least 1 neuron per hidden layer")
-    targets = [(chain, _as_optimizers(optimizer))]
-    for mirror in mirrors:
-        if isinstance(mirror, tuple) and len(mirror) == 2 and not isinstance(mirror[0], nn.Linear):
-            targets.append((resolve_chain(mirror[0]), _as_optimizers(mirror[1])))
-        else:
-            targets.append((resolve_chain(mirror), []))
+    targets = [(chain, _as_optimizers(optimizer))] + [split_mirror(m) for m in mirrors]
     for c, _ in targets[1:]:
         if len(c) != len(chain) or c[layer].out_features != width:
             raise ValueError(f"mirror width {c[layer].out_features} at layer {layer} differs; "

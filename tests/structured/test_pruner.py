@@ -1,4 +1,5 @@
 import copy
+import io
 
 import pytest
 import torch
@@ -47,15 +48,16 @@ def test_end_to_end_prunes_stays_accurate_and_round_trips(importance):
     pruner = StructuredPruner(net, opt, total_updates=steps, importance=importance,
                               regularizer="importance", reg_lambda=1e-3, prune_every=100,
                               prune_start=0.1, prune_end=0.7, min_width=4, ema=0.9,
-                              max_ratio=0.5, mirrors=[target])
+                              max_ratio=0.75, mirrors=[target])
     changes = _train(net, opt, pruner, X, y, steps, target=target)
     with torch.no_grad():
         mse = F.mse_loss(net(X), y).item()
     summary = pruner.summary()
     assert changes >= 2
-    assert summary["neurons_removed_frac"] >= 0.5
-    assert mse < 0.1 * y.var().item()  # still fits (dense reaches ~0.5% of the variance)
-    assert sum(p.numel() for p in net.parameters()) < 0.3 * n_params  # physically smaller
+    assert summary["weights_removed_frac"] > 0.8
+    assert summary["neurons_removed_frac"] >= 0.6  # ~0.7-0.8 observed
+    assert mse < 0.1 * y.var().item()  # still fits: ~3-4% of the variance (dense ~0.5%)
+    assert sum(p.numel() for p in net.parameters()) < 0.2 * n_params  # physically smaller
     assert pruner.architecture() == net.hidden_sizes == target.hidden_sizes
     assert [a for a, _ in pruner.neuron_counts()] == pruner.architecture()
     # every optimizer param is a live network parameter
@@ -63,7 +65,10 @@ def test_end_to_end_prunes_stays_accurate_and_round_trips(importance):
     assert all(id(p) in live for g in opt.param_groups for p in g["params"])
     # checkpoint round trip into a freshly built MLP
     sd = copy.deepcopy(net.state_dict())
-    psd = copy.deepcopy(pruner.state_dict())
+    buf = io.BytesIO()
+    torch.save(pruner.state_dict(), buf)
+    buf.seek(0)
+    psd = torch.load(buf, weights_only=True)  # checkpoint-safe types only
     rebuilt = MLP(6, 1, hidden=pruner.architecture())
     rebuilt.load_state_dict(sd)
     with torch.no_grad():  # evaluation must not feed the importance EMA
@@ -151,3 +156,23 @@ def test_load_state_dict_requires_matching_architecture():
     other = StructuredPruner(MLP(6, 1, hidden=(8, 16)), None, total_updates=100)
     with pytest.raises(ValueError, match="hidden="):
         other.load_state_dict(pruner.state_dict())
+
+
+def test_plain_linear_list_and_mirror_with_own_optimizer():
+    torch.manual_seed(4)
+    layers = [torch.nn.Linear(3, 10), torch.nn.Linear(10, 2)]
+    twin = [copy.deepcopy(l) for l in layers]
+    opt = torch.optim.Adam([p for l in layers for p in l.parameters()], lr=1e-2)
+    twin_opt = torch.optim.Adam([p for l in twin for p in l.parameters()], lr=1e-2)
+    for ls, o in ((layers, opt), (twin, twin_opt)):  # create optimizer state
+        o.zero_grad()
+        ls[1](torch.relu(ls[0](torch.randn(4, 3)))).sum().backward()
+        o.step()
+    pruner = StructuredPruner(layers, opt, total_updates=10, importance="magnitude",
+                              regularizer="group-lasso", prune_every=1, prune_start=1,
+                              prune_end=1, target_fraction=0.5, rule="cubic",
+                              mirrors=[(twin, twin_opt)])
+    assert pruner.after_optimizer_step()
+    assert layers[0].out_features == twin[0].out_features == 5 == layers[1].in_features
+    assert twin_opt.state[twin[0].weight]["exp_avg"].shape == (5, 3)
+    assert opt.state[layers[1].weight]["exp_avg"].shape == (2, 5)

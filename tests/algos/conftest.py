@@ -1,0 +1,11 @@
+"""Algorithm tests: keep the global torch thread count as it was."""
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """The Trainer sets torch's thread count; keep other tests' environment unchanged."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

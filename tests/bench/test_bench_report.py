@@ -1,0 +1,109 @@
+"""Report numbers against a hand computation from the runs' summary.json; RESULTS.md sections."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sparserl.bench import make_report, run_suite, update_results_md
+from sparserl.bench.stats import iqm
+from sparserl.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    import os
+    import sys
+
+    from sparserl.bench.suite import prefix_command_builder
+
+    here = Path(__file__).resolve().parent
+    tmp = tmp_path_factory.mktemp("report")
+    suite = tmp / "suite.yaml"
+    suite.write_text(
+        "name: two-envs\nsteps: 90\nseeds: [0, 1, 2]\neval_every: 30\neval_episodes: 1\n"
+        "score_floor: {EnvB-v0: -500}\n"
+        "cells:\n  - {algo: td3, env: [EnvA-v0, EnvB-v0], method: [dense, tiny, rigl]}\n")
+    os.environ["FAKE_TRAINER_SLEEP"] = "0"
+    try:
+        summary = run_suite(suite, tmp / "run", workers=2, progress=False,
+                            command_builder=prefix_command_builder(
+                                [sys.executable, str(here / "fake_trainer.py")]))
+    finally:
+        os.environ.pop("FAKE_TRAINER_SLEEP", None)
+    assert summary["completed"] == 18
+    return tmp / "run"
+
+
+def _summaries(run_dir):
+    out = {}
+    for p in run_dir.glob("*/*/*/seed*/summary.json"):
+        s = json.loads(p.read_text())
+        out[(s["env"], s["method"], s["seed"])] = s
+    return out
+
+
+def test_report_matches_hand_computation(run_dir):
+    paths = make_report(run_dir, n_boot=1000)
+    for key in ("md", "csv", "iqm_csv", "runs_csv"):
+        assert paths[key].exists()
+    assert {p.name for p in paths["plots"]} == {
+        "learning_curves_td3_EnvA-v0.png", "learning_curves_td3_EnvB-v0.png",
+        "return_vs_sparsity_td3.png"}
+    table = pd.read_csv(paths["csv"]).set_index(["env", "label"])
+    s = _summaries(run_dir)
+    floors = {"EnvA-v0": 0.0, "EnvB-v0": -500.0}
+    pct_runs = {}
+    for env in ("EnvA-v0", "EnvB-v0"):
+        dense = np.mean([s[(env, "dense", k)]["final_eval_return"] for k in range(3)])
+        dense_total = np.mean([sum(p["total"] for p in s[(env, "dense", k)]["params"].values())
+                               for k in range(3)])
+        for method in ("dense", "tiny", "rigl"):
+            runs = [s[(env, method, k)] for k in range(3)]
+            ret = [r["final_eval_return"] for r in runs]
+            pct = [100 * (r - floors[env]) / (dense - floors[env]) for r in ret]
+            pct_runs.setdefault(method, []).extend(pct)
+            row = table.loc[(env, method)]
+            assert row["n_seeds"] == 3
+            assert row["return_mean"] == pytest.approx(np.mean(ret))
+            assert row["return_ci_low"] <= np.mean(ret) <= row["return_ci_high"]
+            assert row["pct_of_dense"] == pytest.approx(np.mean(pct))
+            size = np.mean([sum(p["nonzero"] for p in r["params"].values()) / dense_total for r in runs])
+            assert row["size_ratio"] == pytest.approx(size)
+            dense_train = np.mean([s[(env, "dense", k)]["flops"]["train_total"] for k in range(3)])
+            assert row["train_flop_ratio"] == pytest.approx(
+                np.mean([r["flops"]["train_total"] for r in runs]) / dense_train)
+    # tiny: dense network with fewer weights -> size ratio < 1 although its own sparsity is 0
+    assert table.loc[("EnvA-v0", "tiny"), "size_ratio"] == pytest.approx(0.3, rel=1e-3)
+    assert table.loc[("EnvA-v0", "tiny"), "sparsity"] == pytest.approx(0.0)
+    assert table.loc[("EnvA-v0", "dense"), "pct_of_dense"] == pytest.approx(100.0)
+    q = pd.read_csv(paths["iqm_csv"]).set_index("label")
+    for method, pct in pct_runs.items():
+        assert q.loc[method, "n_runs"] == 6 and q.loc[method, "n_envs"] == 2
+        assert q.loc[method, "iqm_pct_of_dense"] == pytest.approx(iqm(pct))
+        assert q.loc[method, "iqm_ci_low"] <= iqm(pct) <= q.loc[method, "iqm_ci_high"]
+    md = paths["md"].read_text()
+    assert "| Algo | Env | tiny | rigl |" in md and "**IQM**" in md
+    assert "Seeds: 0, 1, 2" in md and "Runs: 18 finished of 18" in md
+
+
+def test_results_md_sections_are_generated_and_replaced(run_dir, tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# Results\n\nHand-written intro stays.\n")
+    update_results_md([run_dir], doc, n_boot=200)
+    first = doc.read_text()
+    assert "Hand-written intro stays." in first
+    assert first.count("<!-- BEGIN sparserl-bench: two-envs/run -->") == 1
+    for needle in ("Command: `", "Machine: ", "CPUs", "Budgets: 90 env steps", "Seeds: 0, 1, 2",
+                   "Date: ", "| Algo | Env | tiny | rigl |"):
+        assert needle in first, needle
+    update_results_md([run_dir], doc, n_boot=200)  # idempotent: replaced, not appended
+    assert doc.read_text().count("<!-- BEGIN sparserl-bench:") == 1
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        make_report(tmp_path / "nope")
+    with pytest.raises(UserError, match="no finished runs"):
+        make_report(tmp_path)
