@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from sparserl.errors import UserError
 
@@ -218,7 +219,15 @@ def load_report_data(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT) -> R
     runs = collect_runs(root)
     if runs.empty:
         raise UserError(f"no finished runs (*/*/*/seed*/summary.json) under {root}")
-    runs = add_normalised(runs, manifest.get("score_floor"))
+    floors = manifest.get("score_floor")
+    try:  # the suite copy in DIR is the latest word (a floor may be edited after the run)
+        raw = yaml.safe_load((root / "suite.yaml").read_text())
+        if isinstance(raw, dict) and isinstance(raw.get("score_floor"), dict):
+            floors = raw["score_floor"]
+            manifest["score_floor"] = floors
+    except (OSError, ValueError, yaml.YAMLError):
+        pass
+    runs = add_normalised(runs, floors)
     table, iqm = aggregate(runs, n_boot=n_boot)
     failures = []
     fpath = root / "failures.json"

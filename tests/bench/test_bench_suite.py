@@ -3,7 +3,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sparserl.bench.suite import default_command, load_suite, option_args, parse_suite
 from sparserl.errors import UserError
