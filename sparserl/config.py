@@ -158,6 +158,16 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"need 0 <= --prune-start < --prune-end <= 1, got {out.prune_start!r}, {out.prune_end!r}")
     if out.nstep_delay is None:  # RLx2: n = 1 for the first ~10% of updates (SPEC §1.2)
         out.nstep_delay = int(0.1 * planned_updates(out)) if out.method == "rlx2" else 0
+    if out.nstep_delay < 0:
+        raise UserError(f"--nstep-delay must be >= 0, got {out.nstep_delay!r}")
+    if out.buffer_min < 1:
+        raise UserError(f"--buffer-min must be a positive integer, got {out.buffer_min!r}")
+    if out.buffer_max is not None and out.buffer_max < 1:
+        raise UserError(f"--buffer-max must be a positive integer, got {out.buffer_max!r}")
+    if out.buffer_max is not None and out.buffer_min > out.buffer_max:
+        raise UserError(f"--buffer-min ({out.buffer_min}) must not exceed --buffer-max ({out.buffer_max})")
+    if out.buffer_threshold < 0:
+        raise UserError(f"--buffer-threshold must be >= 0, got {out.buffer_threshold!r}")
     if not out.hidden or any(int(h) <= 0 for h in out.hidden):
         raise UserError(f"--hidden must be positive widths, got {out.hidden!r}")
     return out

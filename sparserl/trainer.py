@@ -107,7 +107,7 @@ class Trainer:
         if cfg.dynamic_buffer:
             if not continuous:
                 raise UserError("--dynamic-buffer needs a continuous-action algorithm (td3, sac)")
-            cap_max = min(cfg.buffer_max or cfg.buffer_size, self.buffer.max_size)
+            cap_max = min(cfg.buffer_size if cfg.buffer_max is None else cfg.buffer_max, self.buffer.max_size)
             self.dynamic = DynamicCapacity(self.buffer, min(cfg.buffer_min, cap_max), cap_max, cfg.buffer_threshold,
                                            cfg.buffer_check_every, cfg.policy_distance, cfg.buffer_shrink)
             self.action_scale = ((act_space.high - act_space.low) / 2.0).astype(np.float32)

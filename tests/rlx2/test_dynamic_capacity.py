@@ -147,7 +147,8 @@ def test_sampling_never_returns_evicted_data(shrink):
     dyn.maybe_update(1, far_before(3_000), SCALE)
     first = oldest_tag(buf)
     assert first > 0  # something was evicted
-    # to-threshold: offsets 0, 2048 all far -> evict 4096; fraction: 600
+    # to-threshold: offset 0 window all far -> evict; offset 2048 window 952/2048 far ->
+    # 0.33 > 0.2 -> evict; offset 4096 none far -> stop: 4096 evicted.  fraction: 10% of 6000.
     assert first == (4_096 if shrink == "to-threshold" else 600)
     for i in range(6_000, 6_300):  # keep writing (wraps the ring) and sampling
         add(buf, i)
@@ -160,3 +161,24 @@ def test_sampling_never_returns_evicted_data(shrink):
         assert valid_mid.min() >= first + 300 and valid_mid.max() <= newest
         assert batch.next_obs[:, 0].min() >= first + 300.5
         assert (batch.behaviour == 0).all()
+
+
+def test_shrunk_buffer_survives_a_checkpoint_roundtrip():
+    # what resume does: build a fresh ring + DynamicCapacity (capacity = max), then load state
+    buf = filled(6_000, 6_000)
+    dyn = DynamicCapacity(buf, 500, 6_000, check_every=1)
+    dyn.maybe_update(1, far_before(3_000), SCALE)          # evicts 4096 (see the test above)
+    fresh = filled(0, 6_000)
+    dyn2 = DynamicCapacity(fresh, 500, 6_000, check_every=1)
+    fresh.load_state_dict(buf.state_dict())
+    dyn2.load_state_dict(dyn.state_dict())
+    assert (fresh.size, fresh.capacity, oldest_tag(fresh)) == (1_904, 1_904, 4_096)
+    assert dyn2.last_distance == pytest.approx(L2_FAR, rel=1e-6)
+    a, b = buf.window(np.arange(1_904), 3), fresh.window(np.arange(1_904), 3)
+    assert torch_equal(a.obs, b.obs) and torch_equal(a.rewards, b.rewards) and torch_equal(a.next_obs, b.next_obs)
+    add(fresh, 6_000)                                      # FIFO at the restored capacity
+    assert fresh.size == 1_904 and oldest_tag(fresh) == 4_097
+
+
+def torch_equal(x, y):
+    return bool((x == y).all())

@@ -1,0 +1,140 @@
+"""Methods wired into the algorithms: sparse masks, topology updates, tiny, GMP, structured.
+
+Tiny budgets: these check invariants inside real agents, not learning.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sparserl.config import TrainConfig, resolve
+from sparserl.methods import apply_method_defaults
+from sparserl.sparse import layer_nonzero_counts
+from sparserl.structured import StructuredPruner
+from sparserl.trainer import Trainer
+
+
+def make_cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(algo="td3", env="Pendulum-v1", steps=500, learning_starts=100, eval_every=0, eval_episodes=1,
+                checkpoint_every=0, out=str(tmp_path), progress=False, tensorboard=False, hidden=[32, 32],
+                batch_size=32, topology_delta=50)
+    base.update(kw)
+    return resolve(TrainConfig(**apply_method_defaults(base)))
+
+
+def linear_weights(module):
+    return {f"{n}.weight": m.weight for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+@pytest.mark.parametrize("algo,env,method", [("td3", "Pendulum-v1", "rigl"), ("sac", "Pendulum-v1", "set"),
+                                             ("dqn", "CartPole-v1", "static"), ("td3", "Pendulum-v1", "rlx2")])
+def test_sparse_invariants_inside_agents(tmp_path, algo, env, method):
+    cfg = make_cfg(tmp_path, algo=algo, env=env, method=method, actor_sparsity=0.8, critic_sparsity=0.7,
+                   q_sparsity=0.75, buffer_min=200, buffer_check_every=100)
+    trainer = Trainer(cfg)
+    summary = trainer.train()
+    agent = trainer.agent
+    for name, net in agent.networks.items():
+        (plugin,) = agent.plugins[name]
+        sparse = plugin.sparse
+        shapes = {n: tuple(w.shape) for n, w in linear_weights(net).items()}
+        expected = layer_nonzero_counts(shapes, {"actor": 0.8, "critic": 0.7, "q": 0.75}[name], "erk")
+        weights = linear_weights(net)
+        for layer, count in expected.items():
+            # the mask holds exactly the allocation; every weight outside it is exactly zero
+            # (a just-grown weight may still be 0 inside it: grown weights start at 0)
+            assert int(sparse.masks[layer].sum()) == count
+            assert torch.all(weights[layer][~sparse.masks[layer]] == 0)
+            assert int((weights[layer] != 0).sum()) >= count - sparse.n_topology_updates * count
+        if name in agent.targets:  # the target network has the same zero pattern
+            target_weights = linear_weights(agent.targets[name])
+            for layer in expected:
+                assert torch.equal(target_weights[layer] != 0, weights[layer] != 0)
+        if method != "static":
+            assert sparse.n_topology_updates >= 1
+    flops = summary["flops"]
+    assert flops["train_total"] < flops["train_dense_total"]
+    assert flops["infer_per_action"] < flops["infer_dense_per_action"]
+
+
+def test_tiny_matches_sparse_weight_count(tmp_path):
+    sparse = Trainer(make_cfg(tmp_path / "s", method="static", actor_sparsity=0.9, critic_sparsity=0.9, hidden=[256, 256]))
+    tiny = Trainer(make_cfg(tmp_path / "t", method="tiny", actor_sparsity=0.9, critic_sparsity=0.9, hidden=[256, 256]))
+    for name in ("actor", "critic"):
+        n_sparse = sum(int((w != 0).sum()) for w in linear_weights(sparse.agent.networks[name]).values())
+        n_tiny = sum(w.numel() for w in linear_weights(tiny.agent.networks[name]).values())
+        # one hidden width per MLP is chosen: the counts agree to within one width step (~2h+in+out)
+        assert abs(n_tiny - n_sparse) / n_sparse < 0.05
+        assert all(w.count(w[0]) == len(w) for w in tiny.agent.architecture().values())
+
+
+def test_gmp_reaches_final_sparsity(tmp_path):
+    cfg = make_cfg(tmp_path, algo="dqn", env="CartPole-v1", method="gmp", gmp_sparsity=0.9, steps=600,
+                   learning_starts=100, train_freq=1, prune_every=20, prune_start=0.1, prune_end=0.6)
+    trainer = Trainer(cfg)
+    summary = trainer.train()
+    assert summary["sparsity"]["q"] == pytest.approx(0.9, abs=0.01)
+    q_w = linear_weights(trainer.agent.q)
+    t_w = linear_weights(trainer.agent.targets["q"])
+    for layer in q_w:  # the target follows the online pruning pattern
+        assert torch.all(t_w[layer][q_w[layer] == 0] == 0)
+
+
+@pytest.mark.parametrize("algo,env", [("dqn", "CartPole-v1"), ("td3", "Pendulum-v1")])
+def test_structured_end_to_end(tmp_path, algo, env):
+    cfg = make_cfg(tmp_path, algo=algo, env=env, method="structured", steps=700, learning_starts=100,
+                   train_freq=1, hidden=[64, 64], prune_every=25, prune_start=0.1, prune_end=0.6, min_width=2,
+                   target_neuron_fraction=0.9)
+    trainer = Trainer(cfg)
+    summary = trainer.train()
+    agent = trainer.agent
+    arch = summary["architecture"]
+    assert all(sum(widths) < 128 for widths in arch.values())  # every MLP lost neurons
+    for path, block in summary["neurons"].items():
+        assert block["neurons_alive"] < block["neurons_total"]
+        assert block["architecture"] == arch[path]
+    # physically smaller: parameter tensors match the reported widths, targets too
+    for path, mlp in agent.mlps().items():
+        assert mlp.hidden_sizes == arch[path]
+    for name, target in agent.targets.items():
+        assert [p.shape for p in target.parameters()] == [p.shape for p in agent.networks[name].parameters()]
+    # the optimizer holds exactly the live parameters
+    for name, opt in agent.optimizers.items():
+        live = {id(p) for p in agent.networks[name].parameters()}
+        assert {id(p) for g in opt.param_groups for p in g["params"]} == live
+    # the final checkpoint loads without the original architecture and acts identically
+    from sparserl.cli import load_agent
+    _, loaded, _ = load_agent(tmp_path)
+    obs = torch.randn(16, agent.spaces[0].shape[0]).numpy()
+    assert np.allclose(loaded.act(obs), agent.act(obs), atol=1e-6)
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert saved["flops"]["infer_per_action"] < saved["flops"]["infer_dense_per_action"]
+
+
+def test_shrunk_agent_networks_equal_masked_originals(tmp_path):
+    """Actor, critic and Q-net (with targets): masking neurons then shrinking keeps outputs."""
+    torch.manual_seed(0)
+    for algo, env in (("td3", "Pendulum-v1"), ("dqn", "CartPole-v1")):
+        trainer = Trainer(make_cfg(tmp_path / algo, algo=algo, env=env, hidden=[32, 32]))
+        agent = trainer.agent
+        for path, mlp in agent.mlps().items():
+            name, _, sub = path.partition(".")
+            target = agent.targets.get(name)
+            mirror = None if target is None else (target.get_submodule(sub) if sub else target)
+            pruner = StructuredPruner(mlp, agent.optimizers[name], total_updates=100, shrink=False,
+                                      mirrors=[mirror] if mirror is not None else [])
+            x = torch.randn(64, mlp.layers[0].in_features)
+            alive = [torch.rand(32) > 0.5 for _ in range(2)]
+            for layer, a in zip(pruner.alive, alive):
+                layer &= a
+            pruner._apply_masks()
+            before, before_t = mlp(x), (mirror(x) if mirror is not None else None)
+            assert pruner.shrink_now()
+            assert mlp.hidden_sizes == [int(a.sum()) for a in alive]
+            assert torch.allclose(mlp(x), before, atol=1e-6)
+            if mirror is not None:
+                assert mirror.hidden_sizes == mlp.hidden_sizes
+                assert torch.allclose(mirror(x), before_t, atol=1e-6)
