@@ -7,7 +7,7 @@ Both sides: one torch thread, MLP 2x256, batch 256, Adam, 1 gradient step per en
 (DQN: the same train_freq / target interval), no evaluation, no logging.  Reported per
 run: wall time of the whole run, gradient updates/s and env steps/s; then our/SB3 ratios.
 Runs alternate (ours, SB3, ours, SB3, ...) so machine noise hits both alike; the median
-over ``--repeats`` is reported.  Writes a Markdown table (``--out``) for docs/RESULTS.md.
+over ``--repeats`` is reported.  Writes its table into the ``throughput`` section of docs/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--learning-starts", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="benchmarks/results/throughput.md")
+    parser.add_argument("--results-md", default="docs/RESULTS.md",
+                        help="Markdown file whose 'throughput' section is (re)written ('' to skip)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
@@ -89,6 +90,8 @@ def main() -> None:
     import stable_baselines3
     cmd = "python benchmarks/throughput.py " + " ".join(sys.argv[1:])
     lines = [
+        "## Throughput: dense agents vs Stable-Baselines3 (issue: foundation benchmark)",
+        "",
         f"Command: `{cmd}`  ",
         f"Date: {datetime.date.today()}  ",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} (1 thread), "
@@ -100,10 +103,11 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['algo']} | {r['env']} | {r['steps']} | {r['ours_ups']:.1f} | {r['sb3_ups']:.1f} | "
                      f"{r['ratio_ups']:.2f}x | {r['ours_sps']:.1f} | {r['sb3_sps']:.1f} | {r['ratio_sps']:.2f}x |")
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    print("\n".join(lines))
+    if args.results_md:
+        from sparserl.bench.results_md import upsert_section
+        upsert_section(args.results_md, "throughput", "\n".join(lines))
+        print(f"updated the throughput section of {args.results_md}")
 
 
 if __name__ == "__main__":

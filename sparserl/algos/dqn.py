@@ -14,7 +14,7 @@ from torch import nn
 
 from ..buffers import Batch
 from ..networks import MLP
-from .base import Agent, to_tensor
+from .base import Agent, adam, to_tensor
 from .td3 import widths_for
 
 
@@ -26,7 +26,7 @@ class DQN(Agent):
         self.q = MLP(int(np.prod(obs_space.shape)), self.n_actions, widths_for(widths, "q", cfg.hidden))
         self.networks = {"q": self.q}
         self.targets = {"q": copy.deepcopy(self.q).requires_grad_(False)}
-        self.optimizers = {"q": torch.optim.Adam(self.q.parameters(), lr=cfg.lr)}
+        self.optimizers = {"q": adam(self.q.parameters(), cfg.lr)}
 
     def epsilon(self, progress: float) -> float:
         """Linear decay from eps_start to eps_end over the first eps_fraction of the run."""

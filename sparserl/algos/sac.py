@@ -17,7 +17,7 @@ from torch import nn
 
 from ..buffers import Batch
 from ..networks import MLP
-from .base import Agent, to_tensor
+from .base import Agent, adam, frozen, to_tensor
 from .td3 import TwinQ, widths_for
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -64,7 +64,7 @@ class SAC(Agent):
         self.networks = {"actor": self.actor, "critic": self.critic}
         # Only the critic has a target network in SAC.
         self.targets = {"critic": copy.deepcopy(self.critic).requires_grad_(False)}
-        self.optimizers = {name: torch.optim.Adam(net.parameters(), lr=cfg.lr) for name, net in self.networks.items()}
+        self.optimizers = {name: adam(net.parameters(), cfg.lr) for name, net in self.networks.items()}
         self.target_entropy = -float(act_dim)
         self.log_alpha = torch.tensor(math.log(cfg.alpha), requires_grad=cfg.autotune)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.lr) if cfg.autotune else None
@@ -121,11 +121,12 @@ class SAC(Agent):
 
         if self.n_critic_updates % self.cfg.policy_delay == 0:
             action, log_prob = self.actor.sample(batch.obs)
-            q1_pi, q2_pi = self.critic(batch.obs, action)
+            with frozen(self.critic):
+                q1_pi, q2_pi = self.critic(batch.obs, action)
             actor_loss = (self.alpha * log_prob - torch.minimum(q1_pi, q2_pi)).mean()
             self.optimize("actor", actor_loss)
             self.count_flops(self.actor, b, 3)
-            self.count_flops(self.critic, b, 3)
+            self.count_flops(self.critic, b, 2)  # forward + input gradient (critic frozen)
             logs["losses/actor"] = actor_loss.item()
             if self.alpha_optimizer is not None:
                 alpha_loss = -(self.log_alpha.exp() * (log_prob.detach() + self.target_entropy)).mean()

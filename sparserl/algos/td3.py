@@ -13,7 +13,7 @@ from torch import nn
 
 from ..buffers import Batch
 from ..networks import MLP
-from .base import Agent, to_tensor
+from .base import Agent, adam, frozen, to_tensor
 
 
 class Actor(nn.Module):
@@ -62,7 +62,7 @@ class TD3(Agent):
                             widths_for(widths, "critic.q2", cfg.hidden))
         self.networks = {"actor": self.actor, "critic": self.critic}
         self.targets = {name: copy.deepcopy(net).requires_grad_(False) for name, net in self.networks.items()}
-        self.optimizers = {name: torch.optim.Adam(net.parameters(), lr=cfg.lr) for name, net in self.networks.items()}
+        self.optimizers = {name: adam(net.parameters(), cfg.lr) for name, net in self.networks.items()}
         self.n_critic_updates = 0
 
     # -- acting -------------------------------------------------------------------------
@@ -110,10 +110,11 @@ class TD3(Agent):
         logs = {"losses/critic": critic_loss.item(), "values/q1": q1.mean().item()}
 
         if self.n_critic_updates % self.cfg.policy_delay == 0:
-            actor_loss = -self.critic.q1_value(batch.obs, self.actor(batch.obs)).mean()
+            with frozen(self.critic):
+                actor_loss = -self.critic.q1_value(batch.obs, self.actor(batch.obs)).mean()
             self.optimize("actor", actor_loss)
             self.count_flops(self.actor, b, 3)
-            self.count_flops(self.critic.q1, b, 3)
+            self.count_flops(self.critic.q1, b, 2)  # forward + input gradient (critic frozen)
             self.update_target("actor", self.cfg.tau)
             self.update_target("critic", self.cfg.tau)
             logs["losses/actor"] = actor_loss.item()

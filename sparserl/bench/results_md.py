@@ -45,20 +45,31 @@ def render_results_section(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT
     return sid, "\n".join(body)
 
 
+def upsert_section(path: str | Path, sid: str, body: str) -> Path:
+    """Insert or replace the section ``sid`` (between BEGIN/END markers) in a Markdown file,
+    keeping every other line; ``body`` is the section's text without the markers."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else FILE_HEADER
+    begin, end = f"<!-- BEGIN sparserl-bench: {sid} -->", f"<!-- END sparserl-bench: {sid} -->"
+    if body.startswith(begin):  # already wrapped (render_results_section output)
+        section = body
+    else:
+        section = f"{begin}\n{body.rstrip()}\n{end}"
+    pattern = re.compile(rf"{re.escape(begin)}.*?{re.escape(end)}", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text if text.endswith("\n") else text + "\n")
+    return path
+
+
 def update_results_md(run_dirs: Iterable[str | Path], path: str | Path = "docs/RESULTS.md",
                       n_boot: int = stats.DEFAULT_BOOT) -> Path:
     """Insert or replace the sections of ``run_dirs`` in the Markdown file at ``path``."""
     path = Path(path)
-    text = path.read_text() if path.exists() else FILE_HEADER
     for run_dir in run_dirs:
         sid, section = render_results_section(run_dir, n_boot=n_boot)
-        pattern = re.compile(
-            rf"<!-- BEGIN sparserl-bench: {re.escape(sid)} -->.*?"
-            rf"<!-- END sparserl-bench: {re.escape(sid)} -->", re.S)
-        if pattern.search(text):
-            text = pattern.sub(lambda _m: section, text, count=1)
-        else:
-            text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text if text.endswith("\n") else text + "\n")
+        upsert_section(path, sid, section)
     return path
