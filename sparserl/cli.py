@@ -31,7 +31,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         kind = hints[f.name]
         args = typing.get_args(kind)
         base = next((a for a in args if a is not type(None)), kind) if args else kind
-        help_ = f.metadata.get("help", "")
+        help_ = f.metadata.get("help", "").replace("%", "%%")
         choices = f.metadata.get("choices")
         default_txt = f" (default: {f.default})"
         common = dict(dest=f.name, default=argparse.SUPPRESS, help=help_ + default_txt)

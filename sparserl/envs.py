@@ -18,10 +18,12 @@ def make_env(env_id: str, seed: int | None = None) -> gym.Env:
         if ":" in env_id and env_id not in gym.registry:
             module_name, _, class_name = env_id.partition(":")
             env_cls = getattr(importlib.import_module(module_name), class_name)
+            if not (isinstance(env_cls, type) and issubclass(env_cls, gym.Env)):
+                raise TypeError(f"{class_name} is not a gymnasium.Env subclass")
             env = gym.wrappers.TimeLimit(env_cls(), 1000) if not hasattr(env_cls, "spec") or env_cls.spec is None else env_cls()
         else:
             env = gym.make(env_id)
-    except (gym.error.Error, ImportError, AttributeError, ValueError) as exc:
+    except (gym.error.Error, ImportError, AttributeError, ValueError, TypeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"unknown or unusable --env {env_id!r} ({msg}); use a registered Gymnasium id "
                         f"such as Hopper-v5 or module.path:ClassName") from None

@@ -111,7 +111,8 @@ class Agent:
         baseline, so it is read off a freshly built reference agent."""
         from ..sparse.flops import forward_flops
         if not hasattr(self, "_reference"):
-            self._reference = type(self)(self.cfg, *self.spaces)
+            with torch.random.fork_rng(devices=[]):  # building it must not shift the run's RNG
+                self._reference = type(self)(self.cfg, *self.spaces)
         for name, root in (*self.networks.items(), *self.targets.items()):
             for sub, m in root.named_modules():
                 if m is module:

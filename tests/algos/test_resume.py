@@ -77,9 +77,9 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(algo, tmp_path, monkey
         if self.step == CHECKPOINT_EVERY:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(Trainer, "save_resume", save_then_interrupt)
-    assert main(_train_args(algo, part)) == 130
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "save_resume", save_then_interrupt)
+        assert main(_train_args(algo, part)) == 130
     assert not (part / "checkpoint.pt").exists(), "the interrupted run must not have finished"
     state = checkpoint.load(part / "resume.pt")
     assert state["step"] == CHECKPOINT_EVERY
@@ -162,10 +162,10 @@ def test_checkpoint_save_is_atomic(tmp_path, monkeypatch, failure):
         fh.write(b"PK\x03\x04 half a checkpoint")
         raise failure
 
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(type(failure)):
-        checkpoint.save({"w": torch.zeros(5), "step": 2}, path)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "save", broken_save)
+        with pytest.raises(type(failure)):
+            checkpoint.save({"w": torch.zeros(5), "step": 2}, path)
     assert path.read_bytes() == before
     loaded = checkpoint.load(path)
     assert torch.equal(loaded["w"], torch.arange(5.0)) and loaded["step"] == 1
