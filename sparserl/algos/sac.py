@@ -12,13 +12,12 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..buffers import Batch
 from ..networks import MLP
 from .base import Agent, adam, frozen, to_tensor
-from .td3 import TwinQ, widths_for
+from .td3 import TwinQ, twin_q_step, widths_for
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -108,16 +107,12 @@ class SAC(Agent):
 
     def update(self, batch: Batch) -> dict[str, float]:
         b = batch.obs.shape[0]
-        target = self.critic_target(batch)
-        q1, q2 = self.critic(batch.obs, batch.actions)
-        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-        self.optimize("critic", critic_loss)
+        logs = twin_q_step(self, batch, self.critic_target(batch))
         self.count_flops(self.actor, b, 1)
         self.count_flops(self.targets["critic"], b, 1)
-        self.count_flops(self.critic, b, 3)
         self.update_target("critic", self.cfg.tau)
         self.n_critic_updates += 1
-        logs = {"losses/critic": critic_loss.item(), "values/q1": q1.mean().item(), "losses/alpha": self.alpha}
+        logs["losses/alpha"] = self.alpha
 
         if self.n_critic_updates % self.cfg.policy_delay == 0:
             action, log_prob = self.actor.sample(batch.obs)

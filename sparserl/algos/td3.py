@@ -45,6 +45,15 @@ class TwinQ(nn.Module):
         return self.q1(torch.cat([obs, act], dim=-1)).squeeze(-1)
 
 
+def twin_q_step(agent: Agent, batch: Batch, target: torch.Tensor) -> dict[str, float]:
+    """One clipped-double-Q critic update toward ``target`` (shared by TD3 and SAC)."""
+    q1, q2 = agent.critic(batch.obs, batch.actions)
+    critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+    agent.optimize("critic", critic_loss)
+    agent.count_flops(agent.critic, batch.obs.shape[0], 3)
+    return {"losses/critic": critic_loss.item(), "values/q1": q1.mean().item()}
+
+
 def widths_for(widths: dict | None, path: str, default) -> list[int]:
     """Hidden widths of one MLP: a shrunk checkpoint's, else the configured ones."""
     return list((widths or {}).get(path, default))
@@ -99,15 +108,10 @@ class TD3(Agent):
 
     def update(self, batch: Batch) -> dict[str, float]:
         b = batch.obs.shape[0]
-        target = self.critic_target(batch)
-        q1, q2 = self.critic(batch.obs, batch.actions)
-        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
-        self.optimize("critic", critic_loss)
+        logs = twin_q_step(self, batch, self.critic_target(batch))
         self.count_flops(self.targets["actor"], b, 1)
         self.count_flops(self.targets["critic"], b, 1)
-        self.count_flops(self.critic, b, 3)
         self.n_critic_updates += 1
-        logs = {"losses/critic": critic_loss.item(), "values/q1": q1.mean().item()}
 
         if self.n_critic_updates % self.cfg.policy_delay == 0:
             with frozen(self.critic):
