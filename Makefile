@@ -17,8 +17,8 @@ setup: $(BIN)/.installed
 # A short RLx2 run (TD3, Pendulum-v1, 90% sparse actor and critic): a few minutes on 2 cores.
 demo: setup
 	$(BIN)/sparserl train --algo td3 --method rlx2 --env Pendulum-v1 --steps 12000 --seed 0 \
-	    --learning-starts 1000 --eval-every 2000 --eval-episodes 5 --topology-delta 1000 \
-	    --buffer-min 4000 --buffer-check-every 2000 --out runs/demo
+	    --learning-starts 1000 --eval-every 2000 --eval-episodes 10 --topology-delta 1000 \
+	    --buffer-min 8000 --buffer-check-every 2000 --out runs/demo
 
 test: setup
 	$(BIN)/python -m pytest -q tests

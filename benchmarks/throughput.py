@@ -30,10 +30,14 @@ def run_ours(algo: str, env: str, steps: int, learning_starts: int, seed: int) -
     from sparserl.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as out:
+        extra = dict(train_freq=1)
+        if algo == "dqn":  # SB3's DQN: vanilla (not double) target, same schedule as run_sb3
+            extra = dict(train_freq=4, lr=2.5e-4, target_update_every=500, tau=1.0, eps_fraction=0.5,
+                         eps_end=0.05, double_q=False)
         cfg = resolve(TrainConfig(algo=algo, env=env, steps=steps, seed=seed, out=out, learning_starts=learning_starts,
                                   eval_every=0, eval_episodes=1, checkpoint_every=0, progress=False,
-                                  tensorboard=False, batch_size=256, train_freq=1, gradient_steps=1,
-                                  buffer_size=steps))
+                                  tensorboard=False, batch_size=256, gradient_steps=1, buffer_size=steps,
+                                  hidden=[256, 256], **extra))
         trainer = Trainer(cfg)
         t0 = time.perf_counter()
         trainer.train()

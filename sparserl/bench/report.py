@@ -98,6 +98,12 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
         nonzero = sum(_num(p.get("nonzero")) for p in params.values() if isinstance(p, dict))
         total = sum(_num(p.get("total")) for p in params.values() if isinstance(p, dict))
         flops = summary.get("flops") or {}
+        neurons = [b for b in (summary.get("neurons") or {}).values() if isinstance(b, dict)]
+
+        def removed(kind: str) -> float:  # structured pruning: fraction removed over all MLPs
+            total = sum(_num(b.get(f"{kind}_total")) for b in neurons)
+            return 1.0 - sum(_num(b.get(f"{kind}_alive")) for b in neurons) / total if neurons and total else float("nan")
+
         rows.append({
             "algo": algo, "env": env, "label": label, "method": method, "tag": tag,
             "seed": int(m.group(1)), "dir": str(cell.relative_to(root)),
@@ -112,11 +118,12 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
             "train_dense_total": _num(flops.get("train_dense_total")),
             "infer_per_action": _num(flops.get("infer_per_action")),
             "infer_dense_per_action": _num(flops.get("infer_dense_per_action")),
+            "neurons_removed": removed("neurons"), "weights_removed": removed("weights"),
         })
     columns = ["algo", "env", "label", "method", "tag", "seed", "dir", "steps",
                "final_eval_return", "best_eval_return", "wall_time_s", "updates_per_s",
                "nonzero", "total", "train_total", "train_dense_total", "infer_per_action",
-               "infer_dense_per_action"]
+               "infer_dense_per_action", "neurons_removed", "weights_removed"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -185,6 +192,8 @@ def aggregate(runs: pd.DataFrame, n_boot: int = stats.DEFAULT_BOOT) -> tuple[pd.
             "train_flop_ratio": grp["train_flop_ratio"].mean(),
             "infer_flop_ratio": grp["infer_flop_ratio"].mean(),
             "sparsity": grp["sparsity"].mean(),
+            "neurons_removed": grp["neurons_removed"].mean(),
+            "weights_removed": grp["weights_removed"].mean(),
             "wall_time_s": grp["wall_time_s"].mean(),
             "updates_per_s": grp["updates_per_s"].mean(),
         })
@@ -246,6 +255,10 @@ def _fmt(x: float, digits: int = 1) -> str:
     return "–" if x is None or not math.isfinite(float(x)) else f"{float(x):.{digits}f}"
 
 
+def _pct(x: float) -> str:
+    return "" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.1f} %"
+
+
 def _fmt_ci(m: float, lo: float, hi: float, digits: int = 1) -> str:
     if not math.isfinite(float(m)):
         return "–"
@@ -294,13 +307,19 @@ def render_tables(data: ReportData) -> str:
     out.append(_md_table(["Algo", "Env", *non_dense], rows))
 
     out.append("\n**Absolute final return and cost** — mean [95 % bootstrap CI] over seeds.\n")
+    structured = bool(t["neurons_removed"].notna().any()) if "neurons_removed" in t else False
     rows = []
     for _, r in t.iterrows():
+        pruned = ([_pct(r["neurons_removed"]), _pct(r["weights_removed"])] if structured else [])
         rows.append([r["algo"].upper(), r["env"], r["label"], str(r["n_seeds"]), _fmt(r["steps"], 0),
                      _fmt_ci(r["return_mean"], r["return_ci_low"], r["return_ci_high"]),
-                     _fmt(r["sparsity"], 3), _fmt(r["wall_time_s"], 0), _fmt(r["updates_per_s"], 0)])
+                     _fmt(r["sparsity"], 3), *pruned, _fmt(r["wall_time_s"], 0), _fmt(r["updates_per_s"], 0)])
+    pruned_cols = ["Neurons removed", "Weights removed"] if structured else []
     out.append(_md_table(["Algo", "Env", "Method", "Seeds", "Steps", "Final return",
-                          "Sparsity", "Wall-clock (s)", "Updates/s"], rows, n_left=3))
+                          "Sparsity", *pruned_cols, "Wall-clock (s)", "Updates/s"], rows, n_left=3))
+    if structured:
+        out.append("\nSparsity: zero weights inside the run's own networks (a physically shrunk network "
+                   "is dense); Neurons/Weights removed: structured pruning, weights counted (n_in+1)·n_out.")
     return "\n".join(out) + "\n"
 
 
