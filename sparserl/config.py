@@ -91,7 +91,7 @@ class TrainConfig:
     policy_distance: str = _f("l2", "dynamic buffer: distance metric", ("l2", "mse"))
     buffer_shrink: str = _f("to-threshold", "dynamic buffer: eviction rule", ("to-threshold", "fraction"))
     # --- structured pruning (structured, neuron-magnitude) and GMP ----------------------
-    importance: str = _f("activation", "neuron importance estimator", ("activation", "taylor", "magnitude"))
+    importance: str = _f("fluctuation", "neuron importance estimator", ("activation", "fluctuation", "taylor", "magnitude"))
     regularizer: str = _f("importance", "group penalty", ("importance", "group-lasso", "none"))
     reg_lambda: float = _f(1e-4, "group-sparse regulariser strength")
     prune_every: int = _f(1_000, "updates between prune events")

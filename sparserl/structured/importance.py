@@ -4,6 +4,11 @@ Methods (``method=``):
 
 * ``"activation"``: ``I_j = EMA(E_batch |a_j|) * ||W_{l+1}[:, j]||_2``. The activation statistic
   is smoothed; the outgoing-column norm is read from the current weights when queried.
+* ``"fluctuation"``: ``I_j = EMA(std_batch a_j) * ||W_{l+1}[:, j]||_2``: how much neuron ``j``
+  *varies* the next layer's input. A neuron whose activation is (nearly) constant carries no
+  information: its mean contribution can be folded into the next layer's bias when it is
+  pruned (see ``StructuredPruner(compensate=True)``), so ranking by the variation rather than
+  the size of the activation keeps the neurons that actually discriminate between states.
 * ``"taylor"``: ``I_j = EMA(E_batch |a_j * dL/da_j|)``, the first-order Taylor estimate of the
   loss change when neuron ``j`` is removed.
 * ``"magnitude"``: ``I_j = ||(W_l[j, :], b_l[j], W_{l+1}[:, j])||_2``, the norm of the neuron's
@@ -36,7 +41,7 @@ from .surgery import as_index, resolve_chain
 
 __all__ = ["IMPORTANCE_METHODS", "NeuronImportance", "group_norm_sq", "normalize_importance"]
 
-IMPORTANCE_METHODS = ("activation", "taylor", "magnitude")
+IMPORTANCE_METHODS = ("activation", "fluctuation", "taylor", "magnitude")
 
 
 def group_norm_sq(chain: Sequence[nn.Linear], layer: int) -> torch.Tensor:
@@ -75,6 +80,9 @@ class NeuronImportance:
         self.enabled = True
         n_hidden = len(self.chain) - 1
         self._stats: list[torch.Tensor | None] = [None] * n_hidden
+        # EMA of the mean activation (all data methods): what a pruned neuron contributed on
+        # average, folded into the next layer's bias when it is removed.
+        self._means: list[torch.Tensor | None] = [None] * n_hidden
         self._handles: list = []
         if method != "magnitude":
             self.attach()
@@ -112,10 +120,14 @@ class NeuronImportance:
             a = args[0]
             if self.record_only_with_grad and not torch.is_grad_enabled():
                 return
-            if self.method == "activation":
-                with torch.no_grad():
-                    self._update(layer, a.detach().abs().reshape(-1, a.shape[-1]).mean(dim=0))
-            elif a.requires_grad:  # taylor
+            with torch.no_grad():
+                flat = a.detach().reshape(-1, a.shape[-1])
+                self._update(layer, flat.mean(dim=0), self._means)
+                if self.method == "activation":
+                    self._update(layer, flat.abs().mean(dim=0))
+                elif self.method == "fluctuation":
+                    self._update(layer, flat.std(dim=0, unbiased=False))
+            if self.method == "taylor" and a.requires_grad:
                 a_val = a.detach()
 
                 def grad_hook(grad):
@@ -126,10 +138,11 @@ class NeuronImportance:
                 a.register_hook(grad_hook)
         return hook
 
-    def _update(self, layer: int, stat: torch.Tensor) -> None:
-        prev = self._stats[layer]
+    def _update(self, layer: int, stat: torch.Tensor, store: list | None = None) -> None:
+        store = self._stats if store is None else store
+        prev = store[layer]
         if prev is None or prev.shape != stat.shape:
-            self._stats[layer] = stat.float().clone()
+            store[layer] = stat.float().clone()
         else:
             prev.mul_(self.decay).add_(stat.float(), alpha=1.0 - self.decay)
 
@@ -150,7 +163,7 @@ class NeuronImportance:
                 out.append(group_norm_sq(self.chain, layer).detach().sqrt())
             elif self._stats[layer] is None:
                 out.append(None)
-            elif self.method == "activation":
+            elif self.method in ("activation", "fluctuation"):
                 col = self.chain[layer + 1].weight.detach().norm(dim=0)
                 out.append(self._stats[layer].to(col.device) * col)
             else:
@@ -167,14 +180,20 @@ class NeuronImportance:
     # -- shrinking & checkpoints -----------------------------------------------------------
     def slice(self, layer: int, keep) -> None:
         """Follow a shrink of hidden layer ``layer`` (keep: BoolTensor or indices)."""
-        stat = self._stats[layer]
-        if stat is not None:
-            idx = as_index(keep, stat.numel()).to(stat.device)
-            self._stats[layer] = stat.index_select(0, idx).clone()
+        for store in (self._stats, self._means):
+            stat = store[layer]
+            if stat is not None:
+                idx = as_index(keep, stat.numel()).to(stat.device)
+                store[layer] = stat.index_select(0, idx).clone()
+
+    def mean_activation(self, layer: int) -> torch.Tensor | None:
+        """EMA of the mean activation of each (current) neuron of hidden layer ``layer``."""
+        return self._means[layer]
 
     def state_dict(self) -> dict:
         return {"method": self.method, "ema": self.decay,
-                "stats": [None if s is None else s.detach().cpu().clone() for s in self._stats]}
+                "stats": [None if s is None else s.detach().cpu().clone() for s in self._stats],
+                "means": [None if s is None else s.detach().cpu().clone() for s in self._means]}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("method", self.method) != self.method:
@@ -188,3 +207,5 @@ class NeuronImportance:
                                  f"allowed: {self.chain[i].out_features} (current width)")
         dev = self.chain[0].weight.device
         self._stats = [None if s is None else s.to(dev).float().clone() for s in stats]
+        means = list(state.get("means", [None] * len(stats)))
+        self._means = [None if s is None else s.to(dev).float().clone() for s in means]

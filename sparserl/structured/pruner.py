@@ -48,6 +48,9 @@ class StructuredPruner:
         ema: EMA decay of the importance statistics.
         eps: epsilon of the importance coefficients ``1 / (I/mean(I) + eps)``.
         shrink: remove pruned neurons physically at each prune event (else mask them).
+        compensate: fold a pruned neuron's mean activation times its outgoing weights into the
+            next layer's bias when it is pruned (needs activation statistics: not for
+            "magnitude", which records none).
         mirrors: networks with the same architecture that follow every shrink/mask (target
             networks); an entry may be ``(owner, optimizer)``.
     """
@@ -58,7 +61,8 @@ class StructuredPruner:
                  prune_start: float | int = 0.1, prune_end: float | int = 0.8,
                  min_width: int = 4, ema: float = 0.99, shrink: bool = True,
                  mirrors: Sequence = (), max_ratio: float = 1.0,
-                 target_fraction: float | None = None, rule: str = "ramp", eps: float = 0.1):
+                 target_fraction: float | None = None, rule: str = "ramp", eps: float = 0.1,
+                 compensate: bool = True):
         if importance not in IMPORTANCE_METHODS:
             raise ValueError(f"importance={importance!r}; allowed: {', '.join(IMPORTANCE_METHODS)}")
         if regularizer not in REGULARIZERS:
@@ -86,6 +90,7 @@ class StructuredPruner:
         self.min_width = int(min_width)
         self.eps = float(eps)
         self.shrink_enabled = bool(shrink)
+        self.compensate = bool(compensate)
         self.paused = False
         self.step = 0
         self.prune_events = 0
@@ -146,6 +151,8 @@ class StructuredPruner:
             new_alive = self.schedule.layer_step(t, score.cpu(), alive,
                                                  self.original_widths[layer], self.min_width)
             if bool((new_alive != alive).any()):
+                if self.compensate:
+                    self._fold_mean_into_next_bias(layer, alive & ~new_alive)
                 self.alive[layer][self.positions[layer][~new_alive]] = False
                 changed = True
         if changed:
@@ -155,6 +162,20 @@ class StructuredPruner:
             else:
                 self._apply_masks()
         return changed
+
+    @torch.no_grad()
+    def _fold_mean_into_next_bias(self, layer: int, removed: torch.Tensor) -> None:
+        """b_{l+1} += W_{l+1}[:, removed] @ mean(a[removed]): the pruned neurons' average
+        contribution stays in the network, so removing a near-constant neuron changes the
+        output by its fluctuation only (also applied to mirrors, with their own W_{l+1})."""
+        mean = self.importance.mean_activation(layer)
+        if mean is None or not bool(removed.any()):
+            return
+        for chain in [self.chain] + [resolve_chain(m[0] if isinstance(m, tuple) else m) for m in self.mirrors]:
+            nxt = chain[layer + 1]
+            if nxt.bias is not None:
+                idx = removed.nonzero().flatten().to(nxt.weight.device)
+                nxt.bias.add_(nxt.weight[:, idx] @ mean.to(nxt.weight.device)[idx])
 
     @torch.no_grad()
     def shrink_now(self) -> bool:

@@ -137,7 +137,7 @@ def test_pause_and_no_recording():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(importance="random"), "importance='random'; allowed: activation, taylor, magnitude"),
+    (dict(importance="random"), "importance='random'; allowed: activation, fluctuation, taylor, magnitude"),
     (dict(regularizer="l1"), "regularizer='l1'; allowed"),
     (dict(reg_lambda=-1.0), "reg_lambda"),
     (dict(min_width=0), "min_width"),
