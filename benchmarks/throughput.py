@@ -100,6 +100,8 @@ def main() -> None:
         f"Date: {datetime.date.today()}  ",
         f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} (1 thread), "
         f"SB3 {stable_baselines3.__version__}; seed {args.seed}; median of {args.repeats} alternating repeats  ",
+        f"Load average at the end (1/5/15 min): {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        f"(above ~1 means other processes shared the 2 cores with both sides)  ",
         "",
         "| algo | env | env steps | ours upd/s | SB3 upd/s | ratio upd/s | ours env steps/s | SB3 env steps/s | ratio steps/s |",
         "|---|---|---|---|---|---|---|---|---|",
