@@ -16,9 +16,11 @@ from .report import load_report_data, render_header, render_tables
 
 FILE_HEADER = """# Results
 
-Sections below are generated from benchmark run directories by
-`sparserl report DIR --results-md docs/RESULTS.md` (or
-`sparserl.bench.update_results_md([...])`); do not edit them by hand — re-run the command.
+Sections below are generated, never typed: grid sections by
+`sparserl report DIR --results-md docs/RESULTS.md` (or `sparserl.bench.update_results_md([...])`),
+the throughput and sparse-overhead sections by `benchmarks/throughput.py` and
+`benchmarks/sparse_overhead.py`. Each states its command, date, machine and seeds; re-run the
+command to refresh a section.
 Statistical conventions: `sparserl/bench/README.md`.
 """
 

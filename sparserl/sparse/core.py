@@ -100,6 +100,8 @@ class SparseTraining:
         self.allocated = layer_nonzero_counts(self.shapes, sparsity, allocation)
         self.masks: dict[str, torch.Tensor] = create_masks(module, self.allocated, init, generator)
         self._weights = get_weights(module, names)
+        self._target_weights: dict[int, list[torch.Tensor]] = {}
+        self._refresh_fast_masks()
         apply_masks(module, self.masks)
 
         self.step = 0                    # optimizer updates of this network counted so far
@@ -144,7 +146,11 @@ class SparseTraining:
             updated = True
         if t % self.schedule.delta == 0:
             self._accum, self._accum_count = {}, 0
-        mask_gradients(self.module, self.masks)
+        grads = [p.grad for p in self._weights.values()]
+        if all(g is not None for g in grads):  # hot path: one multi-tensor multiply
+            torch._foreach_mul_(grads, self._fast_masks)
+        else:
+            mask_gradients(self.module, self.masks)
         return not (updated and self.skip_step_on_update)
 
     @torch.no_grad()
@@ -167,18 +173,41 @@ class SparseTraining:
             reset_optimizer_state(self.optimizer, p, change.changed, self.reset_optimizer_state)
             changes[name] = change
         apply_masks(self.module, self.masks)
+        self._refresh_fast_masks()
         self.n_topology_updates += 1
         self.last_change = changes
         return changes
 
+    def _refresh_fast_masks(self) -> None:
+        """0/1 float copies of the masks, aligned with ``self._weights``, for the hot path:
+        masking every step with one ``_foreach_mul_`` instead of a Python loop of
+        ``masked_fill_`` calls (the masks change only at topology updates).  Multiplying
+        gives exact zeros (possibly -0.0, which compares equal to 0)."""
+        self._fast_masks = [self.masks[n].to(p.dtype) for n, p in self._weights.items()]
+
+    @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """Re-zero masked weights (Adam moments / weight decay would otherwise move them)."""
-        apply_masks(self.module, self.masks)
+        if self._has_attached_execution():
+            apply_masks(self.module, self.masks)
+        else:
+            torch._foreach_mul_(list(self._weights.values()), self._fast_masks)
 
+    @torch.no_grad()
     def sync(self, *targets: nn.Module) -> None:
         """Apply the online masks to target networks (after every soft/hard target update)."""
         for target in targets:
-            sync_masks(target, self.masks)
+            if self._has_attached_execution(target):
+                sync_masks(target, self.masks)
+                continue
+            key = id(target)
+            if key not in self._target_weights:  # same layer names; Parameters never replaced
+                self._target_weights[key] = list(get_weights(target, self.masks).values())
+            torch._foreach_mul_(self._target_weights[key], self._fast_masks)
+
+    def _has_attached_execution(self, module: Optional[nn.Module] = None) -> bool:
+        module = self.module if module is None else module
+        return any(getattr(m, "_sparserl_mask", None) is not None for m in module.modules())
 
     # ---------------------------------------------------------------------- inspection
     def nonzero_counts(self) -> dict[str, int]:
@@ -225,6 +254,7 @@ class SparseTraining:
         self._accum = {n: g.to(self._weights[n].device).clone() for n, g in state.get("grad_accum", {}).items()}
         self._accum_count = int(state.get("grad_accum_count", 0))
         apply_masks(self.module, self.masks)
+        self._refresh_fast_masks()
 
     def __repr__(self) -> str:
         return (f"SparseTraining(sparsity={self.sparsity():.3f}, allocation={self.allocation!r}, "
