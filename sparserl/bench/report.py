@@ -51,6 +51,7 @@ class ReportData:
     iqm: pd.DataFrame                  # one row per (algo, label)
     expected_cells: int | None = None
     failures: list = field(default_factory=list)
+    description: str = ""              # the suite's own words (budget caveats and all)
 
 
 def method_sort_key(label: str) -> tuple:
@@ -229,11 +230,14 @@ def load_report_data(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT) -> R
     if runs.empty:
         raise UserError(f"no finished runs (*/*/*/seed*/summary.json) under {root}")
     floors = manifest.get("score_floor")
+    description = ""
     try:  # the suite copy in DIR is the latest word (a floor may be edited after the run)
         raw = yaml.safe_load((root / "suite.yaml").read_text())
         if isinstance(raw, dict) and isinstance(raw.get("score_floor"), dict):
             floors = raw["score_floor"]
             manifest["score_floor"] = floors
+        if isinstance(raw, dict):
+            description = str(raw.get("description") or "")
     except (OSError, ValueError, yaml.YAMLError):
         pass
     runs = add_normalised(runs, floors)
@@ -246,7 +250,7 @@ def load_report_data(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT) -> R
         except ValueError:
             failures = []
     expected = len(manifest["cells"]) if isinstance(manifest.get("cells"), list) else None
-    return ReportData(root, manifest, runs, table, iqm, expected, failures)
+    return ReportData(root, manifest, runs, table, iqm, expected, failures, description)
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -329,6 +333,8 @@ def render_header(data: ReportData) -> str:
     budgets = m.get("budgets") or {}
     seeds = m.get("seeds") or sorted(set(data.runs["seed"]))
     lines = []
+    if data.description:
+        lines.append(f"- Suite: {data.description}")
     if m.get("command"):
         lines.append(f"- Command: `{m['command']}`")
     if m.get("started_at"):
