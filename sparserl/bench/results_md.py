@@ -8,6 +8,7 @@ Every section states the command, date, machine (platform, CPU count), budgets a
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Iterable
 
@@ -30,18 +31,30 @@ def section_id(run_dir: str | Path, suite: str | None = None) -> str:
     return f"{suite or 'suite'}/{run_dir.resolve().name}"
 
 
-def render_results_section(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT) -> tuple[str, str]:
-    """Return ``(id, markdown)`` for one run directory's RESULTS.md section."""
+def render_results_section(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT,
+                           plots_dir: str | Path | None = None) -> tuple[str, str]:
+    """Return ``(id, markdown)`` for one run directory's RESULTS.md section.
+
+    With ``plots_dir`` (a folder next to the Markdown file), the run's report plots are
+    copied there and shown in the section, so the document does not point into ``runs/``."""
     data = load_report_data(run_dir, n_boot=n_boot)
     suite = data.manifest.get("suite") or data.run_dir.name
     sid = section_id(data.run_dir, suite)
     date = (data.manifest.get("finished_at") or data.manifest.get("started_at") or "")[:10]
+    images = []
+    if plots_dir is not None:
+        dest = Path(plots_dir) / suite
+        for png in sorted((data.run_dir / "plots").glob("*.png")):
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(png, dest / png.name)
+            images.append(f"![{png.stem}]({Path(plots_dir).name}/{suite}/{png.name})")
     body = [
         f"<!-- BEGIN sparserl-bench: {sid} -->",
         f"## Suite `{suite}`" + (f" — {date}" if date else ""),
         "",
         render_header(data),
         render_tables(data),
+        *(["", *images, ""] if images else []),
         f"<!-- END sparserl-bench: {sid} -->",
     ]
     return sid, "\n".join(body)
@@ -72,6 +85,6 @@ def update_results_md(run_dirs: Iterable[str | Path], path: str | Path = "docs/R
     """Insert or replace the sections of ``run_dirs`` in the Markdown file at ``path``."""
     path = Path(path)
     for run_dir in run_dirs:
-        sid, section = render_results_section(run_dir, n_boot=n_boot)
+        sid, section = render_results_section(run_dir, n_boot=n_boot, plots_dir=path.parent / "plots")
         upsert_section(path, sid, section)
     return path
