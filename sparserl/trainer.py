@@ -28,7 +28,7 @@ from .config import TrainConfig, planned_updates, save_yaml
 from .envs import check_compatible, get_rng_state, make_env, set_rng_state
 from .errors import UserError
 from .methods import attach_method, method_summary
-from .sparse.flops import count_parameters, forward_flops
+from .sparse.flops import count_parameters, forward_flops, layer_flops
 
 
 class MetricsLog:
@@ -276,6 +276,7 @@ class Trainer:
             "flops": {"train_total": agent.total_train_flops(), "train_dense_total": agent.train_flops_dense,
                       "infer_per_action": infer_sparse, "infer_dense_per_action": infer_dense},
             "architecture": agent.architecture(),
+            "layers": {name: [row.as_dict() for row in layer_flops(net)] for name, net in agent.networks.items()},
             "nstep_final": self.nstep_now(),
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
         }

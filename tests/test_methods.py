@@ -138,3 +138,22 @@ def test_shrunk_agent_networks_equal_masked_originals(tmp_path):
             if mirror is not None:
                 assert mirror.hidden_sizes == mlp.hidden_sizes
                 assert torch.allclose(mirror(x), before_t, atol=1e-6)
+
+
+def test_prune_guard_pauses_pruning_while_return_is_far_below_best(tmp_path):
+    cfg = make_cfg(tmp_path, algo="dqn", env="CartPole-v1", method="structured", prune_guard=0.2)
+    trainer = Trainer(cfg)
+    (plugin,) = trainer.agent.plugins["q"]
+    pruners = list(plugin.pruners.values())
+    trainer.best_eval = 100.0
+    trainer.on_evaluation(70.0)   # 30% below the best: more than the 20% guard -> paused
+    assert all(p.paused for p in pruners)
+    trainer.on_evaluation(90.0)   # within 20% of the best -> pruning resumes
+    assert not any(p.paused for p in pruners)
+
+
+def test_summary_has_per_layer_table(tmp_path):
+    summary = Trainer(make_cfg(tmp_path, method="static", actor_sparsity=0.8, critic_sparsity=0.8)).train()
+    for name, rows in summary["layers"].items():
+        assert sum(r["weights_nonzero"] for r in rows) == summary["params"][name]["nonzero"]
+        assert sum(r["weights_total"] for r in rows) == summary["params"][name]["total"]
