@@ -122,11 +122,15 @@ class NeuronImportance:
                 return
             with torch.no_grad():
                 flat = a.detach().reshape(-1, a.shape[-1])
-                self._update(layer, flat.mean(dim=0), self._means)
+                mean = flat.mean(dim=0)
+                self._update(layer, mean, self._means)
                 if self.method == "activation":
                     self._update(layer, flat.abs().mean(dim=0))
                 elif self.method == "fluctuation":
-                    self._update(layer, flat.std(dim=0, unbiased=False))
+                    # population std via E[a^2] - E[a]^2: several times faster on CPU than
+                    # Tensor.std over the batch dimension, and exact enough for a ranking
+                    var = (flat * flat).mean(dim=0) - mean * mean
+                    self._update(layer, var.clamp_min_(0.0).sqrt_())
             if self.method == "taylor" and a.requires_grad:
                 a_val = a.detach()
 
