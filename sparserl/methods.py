@@ -150,7 +150,8 @@ class GMPPlugin:
     def after_optimizer_step(self) -> bool:
         self.step += 1
         changed = False
-        if self.start <= self.step <= self.end and (self.step - self.start) % self.every == 0:
+        on_grid = (self.step - self.start) % self.every == 0 or self.step == self.end  # end: reach s_f
+        if self.start <= self.step <= self.end and on_grid:
             target = gmp_sparsity(self.step, self.start, self.end, self.final)
             if target > self.current:
                 shapes = {n: tuple(w.shape) for n, w in self.weights.items()}

@@ -251,7 +251,8 @@ class Trainer:
         if not self.cfg.tensorboard:
             return None
         from torch.utils.tensorboard import SummaryWriter
-        return SummaryWriter(str(self.out / "tb"))
+        # On resume, drop events logged after the checkpoint (they are about to be redone).
+        return SummaryWriter(str(self.out / "tb"), purge_step=self.step if self.step > 0 else None)
 
     def _progress_bar(self):
         if not self.cfg.progress:

@@ -157,3 +157,31 @@ def test_summary_has_per_layer_table(tmp_path):
     for name, rows in summary["layers"].items():
         assert sum(r["weights_nonzero"] for r in rows) == summary["params"][name]["nonzero"]
         assert sum(r["weights_total"] for r in rows) == summary["params"][name]["total"]
+
+
+def test_critic_importance_ignores_the_actor_loss_pass(tmp_path):
+    """Inside the actor's loss the critic is frozen: its neuron statistics must not change there."""
+    cfg = make_cfg(tmp_path, method="structured", policy_delay=1)
+    trainer = Trainer(cfg)
+    agent = trainer.agent
+    tracker = agent.plugins["critic"][0].pruners["critic.q1"].importance
+    calls = []
+    original = tracker._update
+    tracker._update = lambda layer, stat, store=None: (calls.append(layer), original(layer, stat, store))
+    buffer = trainer.buffer
+    rng = np.random.default_rng(0)
+    for _ in range(64):
+        buffer.add(rng.normal(size=3), rng.uniform(-2, 2, 1), 0.0, rng.normal(size=3), False, False)
+    agent.update(buffer.sample(16))  # one critic step and (policy_delay=1) one actor step
+    # critic loss: one grad-enabled forward of q1 -> per hidden layer one mean and one fluctuation update
+    n_hidden = len(cfg.hidden)
+    assert len(calls) == 2 * n_hidden
+
+
+def test_gmp_reaches_final_sparsity_when_events_miss_the_end(tmp_path):
+    # 499 planned updates, start 49, end 399: events every 64 updates miss the end step,
+    # so the final (end) event must still bring the sparsity to gmp_sparsity.
+    cfg = make_cfg(tmp_path, algo="dqn", env="CartPole-v1", method="gmp", gmp_sparsity=0.9, steps=600,
+                   learning_starts=101, train_freq=1, prune_every=64, prune_start=0.1, prune_end=0.8)
+    summary = Trainer(cfg).train()
+    assert summary["sparsity"]["q"] == pytest.approx(0.9, abs=0.01)

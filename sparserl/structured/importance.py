@@ -118,7 +118,10 @@ class NeuronImportance:
             if module is not owner or not self.enabled or not args:
                 return
             a = args[0]
-            if self.record_only_with_grad and not torch.is_grad_enabled():
+            # Only the network's own training passes count: not no_grad passes (targets,
+            # acting, evaluation) and not passes with its weights frozen (a critic evaluated
+            # inside the actor's loss, see ``sparserl.algos.base.frozen``).
+            if self.record_only_with_grad and (not torch.is_grad_enabled() or not module.weight.requires_grad):
                 return
             with torch.no_grad():
                 flat = a.detach().reshape(-1, a.shape[-1])
