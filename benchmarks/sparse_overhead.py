@@ -14,9 +14,6 @@ docs/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -80,17 +77,13 @@ def main() -> None:
         for method in METHODS:
             results[method].append(time_updates(method, args, env, buffer))
     dense = statistics.median(results["dense"])
-    cmd = "python benchmarks/sparse_overhead.py " + " ".join(sys.argv[1:])
+    from sparserl.bench.results_md import benchmark_header
     lines = [
-        "## Sparse-machinery overhead: TD3 gradient updates/s by method (issue: sparse core benchmark)",
-        "",
-        f"Command: `{cmd}`  ",
-        f"Date: {datetime.date.today()}  ",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} (1 thread); "
-        f"{args.env} shapes, batch 256, MLP 2x256, actor/critic sparsity {args.actor_sparsity}/{args.critic_sparsity}, "
-        f"topology update every {args.topology_delta} updates; median of {args.repeats} alternating repeats "
-        f"of {args.updates} updates  ",
-        f"Load average at the end (1/5/15 min): {' / '.join(f'{x:.1f}' for x in os.getloadavg())}  ",
+        *benchmark_header(
+            "Sparse-machinery overhead: TD3 gradient updates/s by method (issue: sparse core benchmark)", sys.argv,
+            f"; {args.env} shapes, batch 256, MLP 2x256, actor/critic sparsity {args.actor_sparsity}/"
+            f"{args.critic_sparsity}, topology update every {args.topology_delta} updates; median of "
+            f"{args.repeats} alternating repeats of {args.updates} updates"),
         "",
         "Sparse layers are simulated with dense matmuls on masked weights, so this is the cost of the "
         "mask/topology bookkeeping (and, for rlx2, of the 3-step windows), not the speed-up a sparse "

@@ -12,9 +12,6 @@ over ``--repeats`` is reported.  Writes its table into the ``throughput`` sectio
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -92,16 +89,12 @@ def main() -> None:
               f"SB3 {s_t:6.1f}s {row['sb3_ups']:7.1f} upd/s {row['sb3_sps']:7.1f} sps | "
               f"ratio upd/s {row['ratio_ups']:.2f}x  sps {row['ratio_sps']:.2f}x", flush=True)
     import stable_baselines3
-    cmd = "python benchmarks/throughput.py " + " ".join(sys.argv[1:])
+    from sparserl.bench.results_md import benchmark_header
     lines = [
-        "## Throughput: dense agents vs Stable-Baselines3 (issue: foundation benchmark)",
-        "",
-        f"Command: `{cmd}`  ",
-        f"Date: {datetime.date.today()}  ",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} (1 thread), "
-        f"SB3 {stable_baselines3.__version__}; seed {args.seed}; median of {args.repeats} alternating repeats  ",
-        f"Load average at the end (1/5/15 min): {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
-        f"(above ~1 means other processes shared the 2 cores with both sides)  ",
+        *benchmark_header(
+            "Throughput: dense agents vs Stable-Baselines3 (issue: foundation benchmark)", sys.argv,
+            f", SB3 {stable_baselines3.__version__}; seed {args.seed}; median of {args.repeats} alternating repeats",
+            " (above ~1 means other processes shared the 2 cores with both sides)"),
         "",
         "| algo | env | env steps | ours upd/s | SB3 upd/s | ratio upd/s | ours env steps/s | SB3 env steps/s | ratio steps/s |",
         "|---|---|---|---|---|---|---|---|---|",

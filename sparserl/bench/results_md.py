@@ -60,6 +60,27 @@ def render_results_section(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT
     return sid, "\n".join(body)
 
 
+def benchmark_header(title: str, argv: list[str], setup: str, load_note: str = "") -> list[str]:
+    """Opening lines of a benchmark script's RESULTS.md section: title, the exact command,
+    date, machine (platform, CPUs, torch) with the run's ``setup`` words, and the load average
+    (other processes on the machine make timings noisier, so the section says how busy it was)."""
+    import datetime
+    import os
+    import platform
+
+    import torch
+
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    return [
+        f"## {title}",
+        "",
+        f"Command: `python {' '.join(argv)}`  ",
+        f"Date: {datetime.date.today()}  ",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__} (1 thread){setup}  ",
+        f"Load average at the end (1/5/15 min): {load}{load_note}  ",
+    ]
+
+
 def upsert_section(path: str | Path, sid: str, body: str) -> Path:
     """Insert or replace the section ``sid`` (between BEGIN/END markers) in a Markdown file,
     keeping every other line; ``body`` is the section's text without the markers."""
