@@ -22,6 +22,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from .checkpoint import rng_state_from_str, rng_state_to_str
+
 
 @dataclass
 class Batch:
@@ -181,7 +183,7 @@ class ReplayBuffer:
             "actions": torch.from_numpy(self.actions[idx]), "rewards": torch.from_numpy(self.rewards[idx]),
             "terminated": torch.from_numpy(self.terminated[idx]), "truncated": torch.from_numpy(self.truncated[idx]),
             "capacity": self.capacity, "total_added": self.total_added,
-            "rng": _rng_to_tensor_state(self.rng),
+            "rng": rng_state_to_str(self.rng.bit_generator.state),
         }
         if self.behaviour is not None:
             state["behaviour"] = torch.from_numpy(self.behaviour[idx])
@@ -195,21 +197,7 @@ class ReplayBuffer:
                 getattr(self, name)[:n] = state[name].numpy()
         self.capacity = int(state["capacity"])
         self.total_added = int(state["total_added"])
-        self.rng = _rng_from_tensor_state(state["rng"])
-
-
-def _rng_to_tensor_state(rng: np.random.Generator) -> dict:
-    s = rng.bit_generator.state
-    return {"state": str(s["state"]["state"]), "inc": str(s["state"]["inc"]),
-            "has_uint32": int(s["has_uint32"]), "uinteger": int(s["uinteger"])}
-
-
-def _rng_from_tensor_state(d: dict) -> np.random.Generator:
-    rng = np.random.default_rng()
-    rng.bit_generator.state = {"bit_generator": "PCG64",
-                               "state": {"state": int(d["state"]), "inc": int(d["inc"])},
-                               "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}
-    return rng
+        self.rng.bit_generator.state = rng_state_from_str(state["rng"])
 
 
 class DynamicCapacity:

@@ -41,6 +41,16 @@ def save_json(obj: Any, path: str | Path) -> None:
     atomic_write_bytes_via(path, lambda fh: fh.write((json.dumps(obj, indent=2, default=float) + "\n").encode()))
 
 
+def rng_state_to_str(state: dict) -> str:
+    """A numpy/gymnasium RNG state as JSON: it holds 128-bit ints, and a string keeps the
+    checkpoint loadable with ``torch.load(weights_only=True)``."""
+    return json.dumps(state)
+
+
+def rng_state_from_str(text: str) -> dict:
+    return json.loads(text)
+
+
 def load(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():

@@ -80,7 +80,7 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
     preset_name = merged.get("preset")
     data: dict = {}
     if preset_name:
-        probe = resolve(TrainConfig.from_dict({k: v for k, v in merged.items()}))
+        probe = resolve(TrainConfig.from_dict(merged))
         data.update(load_preset(preset_name, probe.algo, probe.env))
     data.update(merged)
     data = apply_method_defaults(data)

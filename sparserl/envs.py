@@ -20,7 +20,9 @@ def make_env(env_id: str, seed: int | None = None) -> gym.Env:
             env_cls = getattr(importlib.import_module(module_name), class_name)
             if not (isinstance(env_cls, type) and issubclass(env_cls, gym.Env)):
                 raise TypeError(f"{class_name} is not a gymnasium.Env subclass")
-            env = gym.wrappers.TimeLimit(env_cls(), 1000) if not hasattr(env_cls, "spec") or env_cls.spec is None else env_cls()
+            env = env_cls()
+            if env.spec is None or env.spec.max_episode_steps is None:  # unregistered: no time limit yet
+                env = gym.wrappers.TimeLimit(env, 1000)
         else:
             env = gym.make(env_id)
     except (gym.error.Error, ImportError, AttributeError, ValueError, TypeError) as exc:

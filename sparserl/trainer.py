@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import checkpoint
+from .checkpoint import rng_state_from_str, rng_state_to_str
 from .algos import make_agent
 from .buffers import DynamicCapacity, ReplayBuffer
 from .config import TrainConfig, planned_updates, save_yaml
@@ -124,7 +125,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsLog(self.out / "metrics.csv")
         if resume_state is None:
-            self.episode_rng_state = self._env_rng_before_reset(seed=cfg.seed)
+            self.episode_rng_state = {"seed": cfg.seed}  # how the current episode was reset
             self.obs, _ = self.env.reset(seed=cfg.seed)
         else:
             self._load_resume(resume_state)
@@ -133,11 +134,6 @@ class Trainer:
     def nstep_now(self) -> int:
         """Delayed multi-step target: n = 1 for the first ``nstep_delay`` updates."""
         return 1 if self.agent.gradient_steps < self.cfg.nstep_delay else self.cfg.nstep
-
-    def _env_rng_before_reset(self, seed=None) -> dict | None:
-        if seed is not None:
-            return {"seed": seed}
-        return {"state": get_rng_state(self.env)}
 
     # ------------------------------------------------------------------------------------
     def train(self) -> dict:
@@ -163,15 +159,14 @@ class Trainer:
                 self.recent_returns = (self.recent_returns + [self.episode_return])[-20:]
                 if writer:
                     writer.add_scalar("charts/episodic_return", self.episode_return, self.step)
-                self.episode_rng_state = self._env_rng_before_reset()
+                self.episode_rng_state = {"state": get_rng_state(self.env)}
                 self.obs, _ = self.env.reset()
                 self.episode_actions, self.episode_return, self.episode_len = [], 0.0, 0
 
             if self.step >= cfg.learning_starts and (self.step + 1) % cfg.train_freq == 0:
                 for _ in range(cfg.gradient_steps):
                     self.last_logs = self.agent.update(self.buffer.sample(cfg.batch_size, self.nstep_now()))
-            if hasattr(self.agent, "on_env_step"):
-                self.agent.on_env_step(self.step)
+            self.agent.on_env_step(self.step)
             self.step += 1
             if self.dynamic is not None and self.step >= cfg.learning_starts:
                 record = self.dynamic.maybe_update(self.step, self.agent.policy_batch, self.action_scale)
@@ -303,9 +298,9 @@ class Trainer:
             "config": self.cfg.to_dict(), "architecture": self.agent.architecture(), "step": self.step,
             "agent": self.agent.state_dict(), "buffer": self.buffer.state_dict(),
             "dynamic": self.dynamic.state_dict() if self.dynamic else None,
-            "torch_rng": torch.get_rng_state(), "np_rng": _jsonable(self.rng.bit_generator.state),
-            "env_episode_rng": _jsonable(self.episode_rng_state),
-            "eval_env_rng": _jsonable(get_rng_state(self.eval_env)),
+            "torch_rng": torch.get_rng_state(), "np_rng": rng_state_to_str(self.rng.bit_generator.state),
+            "env_episode_rng": rng_state_to_str(self.episode_rng_state),
+            "eval_env_rng": rng_state_to_str(get_rng_state(self.eval_env)),
             "episode_actions": torch.as_tensor(np.array(self.episode_actions)) if self.episode_actions else None,
             "episode": {"return": self.episode_return, "len": self.episode_len},
             "recent_returns": list(self.recent_returns), "best_eval": self.best_eval, "last_eval": self.last_eval,
@@ -320,10 +315,10 @@ class Trainer:
         if self.dynamic is not None and state["dynamic"]:
             self.dynamic.load_state_dict(state["dynamic"])
         torch.set_rng_state(state["torch_rng"])
-        self.rng.bit_generator.state = _from_jsonable(state["np_rng"])
-        set_rng_state(self.eval_env, _from_jsonable(state["eval_env_rng"]))
+        self.rng.bit_generator.state = rng_state_from_str(state["np_rng"])
+        set_rng_state(self.eval_env, rng_state_from_str(state["eval_env_rng"]))
         # Put the training env back in its exact state: same reset RNG, same actions.
-        episode_rng = _from_jsonable(state["env_episode_rng"])
+        episode_rng = rng_state_from_str(state["env_episode_rng"])
         if "seed" in episode_rng:
             self.obs, _ = self.env.reset(seed=episode_rng["seed"])
         else:
@@ -343,12 +338,3 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.csv", json.loads(state["metrics_rows"]))
         self.metrics.rewrite()
         self.elapsed_before = float(state["elapsed"])
-
-
-def _jsonable(obj) -> str:
-    """RNG states hold 128-bit ints; a JSON string keeps the checkpoint ``weights_only``-safe."""
-    return json.dumps(obj)
-
-
-def _from_jsonable(s: str):
-    return json.loads(s)

@@ -124,6 +124,9 @@ class Agent:
         extra = sum(p.extra_train_flops() for ps in self.plugins.values() for p in ps)
         return self.train_flops + extra
 
+    def on_env_step(self, step: int) -> None:
+        """Env-step clock hook (DQN's target updates); nothing by default."""
+
     def inference_network(self) -> nn.Module:
         """The module that runs once per action at deployment (actor or Q-network)."""
         raise NotImplementedError

@@ -64,7 +64,7 @@ class DQN(Agent):
         loss = F.smooth_l1_loss(q, target)
         self.optimize("q", loss)
         self.count_flops(self.targets["q"], b, 1)
-        self.count_flops(self.q, b, 1 + 3 if self.cfg.double_q else 3)
+        self.count_flops(self.q, b, 3 + (1 if self.cfg.double_q else 0))  # + online argmax pass
         return {"losses/q": loss.item(), "values/q": q.mean().item()}
 
     def on_env_step(self, step: int) -> None:
