@@ -29,9 +29,9 @@ METHODS = ("dense", "static", "set", "rigl", "rlx2", "structured")
 def build(method: str, args, env):
     from sparserl.algos import make_agent
     from sparserl.config import TrainConfig, planned_updates, resolve
-    from sparserl.methods import apply_method_defaults, attach_method
+    from sparserl.methods import attach_method
 
-    data = apply_method_defaults(dict(algo="td3", env=args.env, method=method, steps=args.updates + 1, learning_starts=0,
+    data = (dict(algo="td3", env=args.env, method=method, steps=args.updates + 1, learning_starts=0,
                                       actor_sparsity=args.actor_sparsity, critic_sparsity=args.critic_sparsity,
                                       topology_delta=args.topology_delta, prune_every=args.topology_delta,
                                       out=tempfile.gettempdir(), seed=0))

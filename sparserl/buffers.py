@@ -49,7 +49,7 @@ class Batch:
     def discounted_reward(self, gamma: float) -> torch.Tensor:
         """sum_{k<m} gamma^k r_{t+k}, shape (B,)."""
         n = self.rewards.shape[1]
-        powers = gamma ** torch.arange(n, dtype=self.rewards.dtype)
+        powers = gamma ** torch.arange(n, dtype=self.rewards.dtype, device=self.rewards.device)
         return (self.rewards * powers).sum(dim=1)
 
     def bootstrap_discount(self, gamma: float) -> torch.Tensor:
@@ -61,7 +61,8 @@ class ReplayBuffer:
     """Preallocated numpy ring buffer; see the module docstring for the layout."""
 
     def __init__(self, obs_shape: tuple, action_shape: tuple, action_dtype, max_size: int,
-                 seed: int = 0, store_behaviour: bool = False):
+                 seed: int = 0, store_behaviour: bool = False, rng: np.random.Generator | None = None,
+                 device: torch.device | str | None = None):
         if max_size <= 0:
             raise ValueError(f"buffer max_size must be positive, got {max_size}")
         self.max_size = int(max_size)
@@ -78,7 +79,9 @@ class ReplayBuffer:
         self.start = 0
         self.size = 0
         self.total_added = 0
-        self.rng = np.random.default_rng(seed)
+        # sampling stream: pass ``rng`` (the trainer spawns one independent of its exploration stream)
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
 
     # -- writing ------------------------------------------------------------------------
     def add(self, obs, action, reward, next_obs, terminated: bool, truncated: bool, behaviour=None) -> None:
@@ -138,14 +141,19 @@ class ReplayBuffer:
         offsets = np.asarray(offsets, dtype=np.int64)
         b = len(offsets)
         first = self.physical(offsets)
-        as_t = torch.from_numpy
+        device = self.device
+        if device.type == "cpu":
+            as_t = torch.from_numpy
+        else:  # minibatches go to the networks' device in one copy per array
+            def as_t(a):
+                return torch.from_numpy(a).to(device, non_blocking=True)
         if n == 1:  # hot path of every 1-step update: no window bookkeeping
             return Batch(
                 obs=as_t(self.obs[first]), actions=as_t(self.actions[first]),
-                rewards=as_t(self.rewards[first]).unsqueeze(1), step_mask=torch.ones(b, 1),
+                rewards=as_t(self.rewards[first]).unsqueeze(1), step_mask=torch.ones(b, 1, device=device),
                 next_obs=as_t(self.next_obs[first]),
                 terminated=as_t(self.terminated[first].astype(np.float32)),
-                n_steps=torch.ones(b, dtype=torch.int64), mid_obs=None,
+                n_steps=torch.ones(b, dtype=torch.int64, device=device), mid_obs=None,
                 behaviour=None if self.behaviour is None else as_t(self.behaviour[first]))
         valid = np.zeros((b, n), dtype=bool)
         valid[:, 0] = True

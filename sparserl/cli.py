@@ -15,7 +15,7 @@ import sys
 import typing
 from pathlib import Path
 
-from .config import TrainConfig, load_yaml, resolve
+from .config import ALGO_DEFAULTS, TrainConfig, config_from_options, load_yaml, resolve
 from .errors import UserError
 
 
@@ -33,15 +33,39 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         base = next((a for a in args if a is not type(None)), kind) if args else kind
         help_ = f.metadata.get("help", "").replace("%", "%%")
         choices = f.metadata.get("choices")
-        default_txt = f" (default: {f.default})"
+        default_txt = f" (default: {_default_text(f)})"
         common = dict(dest=f.name, default=argparse.SUPPRESS, help=help_ + default_txt)
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif typing.get_origin(base) is list:
             parser.add_argument(flag, nargs="+", type=int, metavar="N", **common)
+        elif base is dict or typing.get_origin(base) is dict:
+            parser.add_argument(flag, type=_mapping, metavar="YAML", **common)
         else:
             parser.add_argument(flag, type=base, choices=choices, metavar=None if choices else base.__name__.upper(),
                                 **common)
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    """The real default: per algorithm where it depends on the algorithm, else the method's."""
+    if f.default is not None:
+        return str(f.default)
+    per_algo = {algo: d[f.name] for algo, d in ALGO_DEFAULTS.items() if f.name in d}
+    if per_algo:
+        return ", ".join(f"{algo} {value}" for algo, value in per_algo.items())
+    return "set by the method" if f.name in ("nstep", "dynamic_buffer", "mask_init", "grow", "nstep_delay") else "none"
+
+
+def _mapping(text: str) -> dict:
+    """``--env-kwargs '{config: {lanes_count: 3}}'``: a YAML/JSON mapping."""
+    import yaml
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"not YAML/JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a mapping like '{{key: value}}', got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,21 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(ns: argparse.Namespace) -> TrainConfig:
-    from .methods import apply_method_defaults, load_preset
+    """Flags over ``--config FILE`` over ``--preset`` over defaults; resolved like the Python API."""
     given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(ns, f.name)}
     from_file = load_yaml(ns.config) if ns.config else {}
     TrainConfig.from_dict(from_file, source=str(ns.config))  # rejects unknown keys early
-    merged: dict = {}
-    merged.update(from_file)
-    merged.update(given)
-    preset_name = merged.get("preset")
-    data: dict = {}
-    if preset_name:
-        probe = resolve(TrainConfig.from_dict(merged))
-        data.update(load_preset(preset_name, probe.algo, probe.env))
-    data.update(merged)
-    data = apply_method_defaults(data)
-    return resolve(TrainConfig.from_dict(data))
+    return config_from_options({**from_file, **given}, source=str(ns.config) if ns.config else "options")
 
 
 def cmd_train(ns: argparse.Namespace) -> int:
@@ -115,7 +129,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
     return 0
 
 
-def load_agent(run_dir: str | Path):
+def load_agent(run_dir: str | Path, device: str = "cpu"):
     """Rebuild a run's agent (shrunk architectures included) from its checkpoint."""
     from . import checkpoint
     from .algos import make_agent
@@ -123,8 +137,8 @@ def load_agent(run_dir: str | Path):
 
     state = checkpoint.load(Path(run_dir) / "checkpoint.pt")
     cfg = TrainConfig.from_dict(state["config"])
-    env = make_env(cfg.env)
-    agent = make_agent(cfg, env.observation_space, env.action_space, state["architecture"])
+    env = make_env(cfg.env, kwargs=cfg.env_kwargs)
+    agent = make_agent(cfg, env.observation_space, env.action_space, state["architecture"], device)
     agent.load_state_dict(state["agent"], with_training_state=False)
     return cfg, agent, env
 

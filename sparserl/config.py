@@ -8,6 +8,7 @@ writes to ``config.yaml``, so that file re-runs the same experiment.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,9 +18,11 @@ import yaml
 
 from .errors import UserError
 
+from .methods import METHODS, method_class
+
 ALGOS = ("dqn", "td3", "sac")
-METHODS = ("dense", "tiny", "static", "set", "rigl", "rlx2", "structured", "gmp", "neuron-magnitude")
 ALLOCATIONS = ("erk", "uniform")
+PRESET_DIR = Path(__file__).parent / "presets"
 
 
 def _f(default: Any, help: str, choices: tuple | None = None):
@@ -31,18 +34,22 @@ class TrainConfig:
     # --- what to run -------------------------------------------------------------------
     algo: str = _f("td3", "algorithm", ALGOS)
     env: str = _f("Pendulum-v1", "Gymnasium id or module.path:ClassName")
+    env_kwargs: Optional[dict] = _f(None, "keyword arguments for the env constructor (YAML/JSON mapping)")
     steps: int = _f(10_000, "environment steps")
     seed: int = _f(0, "random seed (torch, numpy, env)")
     out: str = _f("runs/default", "output directory")
     method: str = _f("dense", "sparse/pruning method", METHODS)
-    preset: Optional[str] = _f(None, "per-env settings from the paper ('paper')", ("paper",))
+    preset: Optional[str] = _f(None, "per-env settings: 'paper' (RLx2 paper)")
     # --- evaluation, logging, checkpoints -----------------------------------------------
     eval_every: int = _f(5_000, "env steps between deterministic evaluations")
     eval_episodes: int = _f(10, "episodes per evaluation")
     checkpoint_every: int = _f(10_000, "env steps between resumable checkpoints (0: only at the end)")
     progress: bool = _f(True, "show a progress bar")
     tensorboard: bool = _f(True, "write TensorBoard events")
-    torch_threads: int = _f(1, "torch intra-op threads (1 is fastest for these small MLPs)")
+    torch_threads: int = _f(1, "torch intra-op threads, set for the process (1 is fastest for these small MLPs)")
+    device: str = _f("auto", "where networks, replay sampling and masks live: auto (cuda if available), cpu, cuda, cuda:N")
+    schedule_steps: Optional[int] = _f(None, "env steps the schedules (epsilon, topology, pruning, n-step delay) are planned "
+                                             "over (default: --steps; a resumed or extended run keeps its original plan)")
     # --- common hyper-parameters (None: the algorithm's default) -------------------------
     hidden: Optional[list[int]] = _f(None, "hidden layer widths, e.g. 256 256")
     lr: Optional[float] = _f(None, "Adam learning rate")
@@ -50,7 +57,8 @@ class TrainConfig:
     gamma: float = _f(0.99, "discount factor")
     tau: Optional[float] = _f(None, "soft target update rate (1.0 = hard copy)")
     buffer_size: Optional[int] = _f(None, "replay capacity (maximum)")
-    learning_starts: Optional[int] = _f(None, "random warm-up env steps before updates")
+    learning_starts: Optional[int] = _f(None, "random warm-up env steps before updates (default: the algorithm's, "
+                                              "at most 10% of --steps so a short run still trains)")
     train_freq: Optional[int] = _f(None, "env steps between update rounds")
     gradient_steps: Optional[int] = _f(None, "gradient updates per round")
     # --- TD3 -----------------------------------------------------------------------------
@@ -72,7 +80,7 @@ class TrainConfig:
     critic_sparsity: float = _f(0.9, "critic weight sparsity (both critics)")
     q_sparsity: float = _f(0.9, "DQN Q-network weight sparsity")
     allocation: str = _f("erk", "layer-wise sparsity allocation", ALLOCATIONS)
-    mask_init: str = _f("magnitude", "initial mask", ("magnitude", "random"))
+    mask_init: Optional[str] = _f(None, "initial mask (default: random for static, else magnitude)", ("magnitude", "random"))
     topology_delta: int = _f(10_000, "gradient updates of a network between topology updates")
     drop_fraction: float = _f(0.5, "initial drop fraction zeta0 (cosine-annealed)")
     topology_stop: Optional[float] = _f(None, "stop topology updates after this fraction of updates")
@@ -81,9 +89,9 @@ class TrainConfig:
     reset_adam: bool = _f(True, "reset Adam moments of dropped and grown weights")
     skip_step_on_update: bool = _f(True, "skip the optimizer step on topology-update steps (reference)")
     # --- RLx2: multi-step target and dynamic buffer --------------------------------------
-    nstep: int = _f(1, "multi-step TD target length n (rlx2 default: 3)")
+    nstep: Optional[int] = _f(None, "multi-step TD target length n (default: 3 for rlx2, else 1)")
     nstep_delay: Optional[int] = _f(None, "updates with n=1 before switching to n (rlx2 default: 10%)")
-    dynamic_buffer: bool = _f(False, "dynamic-capacity replay buffer (rlx2 default: on)")
+    dynamic_buffer: Optional[bool] = _f(None, "dynamic-capacity replay buffer (default: on for rlx2, else off)")
     buffer_min: int = _f(100_000, "dynamic buffer: minimum capacity")
     buffer_max: Optional[int] = _f(None, "dynamic buffer: maximum capacity (default buffer_size)")
     buffer_threshold: float = _f(0.2, "dynamic buffer: policy-distance threshold")
@@ -128,21 +136,36 @@ ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Default warm-up: the algorithm's (25k TD3/SAC, 1k DQN) or steps / 10, whichever is smaller.
+WARMUP_DIVISOR = 10
+
+# Fallbacks for options that are neither set by the user nor by the method's defaults.
+GENERIC_DEFAULTS: dict[str, Any] = {"nstep": 1, "dynamic_buffer": False, "mask_init": "magnitude"}
+
+
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Fill algorithm defaults, apply method defaults and validate.  Returns a new config."""
+    """The one place a config is completed: the user's values, then the method's defaults
+    (``Method.DEFAULTS``), the algorithm's defaults and generic fallbacks for options still
+    unset, then derived values and validation. Returns a new config; the CLI, YAML files,
+    presets, ``--resume`` and the Python API all go through here."""
     if cfg.algo not in ALGOS:
         raise UserError(f"unknown --algo {cfg.algo!r}; allowed: {', '.join(ALGOS)}")
-    if cfg.method not in METHODS:
-        raise UserError(f"unknown --method {cfg.method!r}; allowed: {', '.join(METHODS)}")
+    method = method_class(cfg.method)
     if cfg.allocation not in ALLOCATIONS:
         raise UserError(f"unknown --allocation {cfg.allocation!r}; allowed: {', '.join(ALLOCATIONS)}")
     data = cfg.to_dict()
-    for key, value in ALGO_DEFAULTS[cfg.algo].items():
-        if data.get(key) is None:
-            data[key] = value
+    if data.get("learning_starts") is None and isinstance(cfg.steps, int):
+        # the warm-up default scales down for short runs, so a default run always trains
+        data["learning_starts"] = min(ALGO_DEFAULTS[cfg.algo]["learning_starts"], cfg.steps // WARMUP_DIVISOR)
+    for layer in (method.defaults(data), ALGO_DEFAULTS[cfg.algo], GENERIC_DEFAULTS):
+        for key, value in layer.items():
+            if data.get(key) is None:
+                data[key] = copy.deepcopy(value)
     out = TrainConfig(**data)
+    if out.schedule_steps is None:
+        out.schedule_steps = out.steps
     for name in ("steps", "batch_size", "buffer_size", "eval_episodes", "train_freq", "gradient_steps",
-                 "topology_delta", "prune_every", "buffer_check_every", "nstep", "policy_delay"):
+                 "topology_delta", "prune_every", "buffer_check_every", "nstep", "policy_delay", "schedule_steps"):
         value = getattr(out, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
@@ -156,8 +179,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"--drop-fraction must be in [0, 1], got {out.drop_fraction!r}")
     if not 0.0 <= out.prune_start < out.prune_end <= 1.0:
         raise UserError(f"need 0 <= --prune-start < --prune-end <= 1, got {out.prune_start!r}, {out.prune_end!r}")
-    if out.nstep_delay is None:  # RLx2: n = 1 for the first ~10% of updates (SPEC §1.2)
-        out.nstep_delay = int(0.1 * planned_updates(out)) if out.method == "rlx2" else 0
+    method.derived(out)
     if out.nstep_delay < 0:
         raise UserError(f"--nstep-delay must be >= 0, got {out.nstep_delay!r}")
     if out.buffer_min < 1:
@@ -170,12 +192,52 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"--buffer-threshold must be >= 0, got {out.buffer_threshold!r}")
     if not out.hidden or any(int(h) <= 0 for h in out.hidden):
         raise UserError(f"--hidden must be positive widths, got {out.hidden!r}")
+    if out.env_kwargs is not None and not isinstance(out.env_kwargs, dict):
+        raise UserError(f"--env-kwargs must be a mapping (YAML/JSON), got {out.env_kwargs!r}")
+    if not (out.device in ("auto", "cpu", "cuda") or (out.device.startswith("cuda:") and out.device[5:].isdigit())):
+        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {out.device!r}")
+    method.validate(out)
     return out
 
 
+def config_from_options(options: dict, source: str = "options") -> TrainConfig:
+    """A resolved config from the options a user gave (CLI flags merged over a YAML file, or
+    the Python API's keyword arguments). Precedence: built-in defaults < ``preset`` < the
+    given options; then :func:`resolve` fills method and algorithm defaults."""
+    TrainConfig.from_dict(options, source=source)  # unknown keys -> one line
+    data: dict = {}
+    preset = options.get("preset")
+    if preset:
+        probe = TrainConfig.from_dict(options, source=source)
+        data.update(load_preset(preset, probe.algo, probe.env))
+    data.update(options)
+    return resolve(TrainConfig.from_dict(data, source=source))
+
+
+def load_preset(name: str, algo: str, env: str) -> dict:
+    """Per-env settings from ``presets/<name>.yaml`` (keys: ``common``, ``<algo>/<env-family>``)."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.exists():
+        allowed = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        raise UserError(f"unknown --preset {name!r}; allowed: {', '.join(allowed)}")
+    table = yaml.safe_load(path.read_text())
+    family = env.split("-v")[0]
+    key = f"{algo}/{family}"
+    if key not in table.get("envs", {}):
+        known = ", ".join(sorted(table.get("envs", {})))
+        raise UserError(f"--preset {name} has no settings for {algo} on {env}; known: {known}")
+    return {**table.get("common", {}), **table["envs"][key]}
+
+
 def planned_updates(cfg: TrainConfig) -> int:
-    """Gradient updates of the critic / Q-network over the whole run (schedules count these)."""
-    return max(1, (max(cfg.steps - cfg.learning_starts, 0) // cfg.train_freq) * cfg.gradient_steps)
+    """Gradient updates of the critic / Q-network over the planned run (schedules count these).
+
+    The loop updates after env step ``s`` (0-based) when ``s >= learning_starts`` and
+    ``(s + 1) % train_freq == 0``: the multiples of ``train_freq`` in
+    ``(learning_starts, steps]``."""
+    steps = cfg.schedule_steps if cfg.schedule_steps is not None else cfg.steps
+    rounds = max(steps // cfg.train_freq - cfg.learning_starts // cfg.train_freq, 0)
+    return max(1, rounds * cfg.gradient_steps)
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -12,25 +12,43 @@ CONTINUOUS_ALGOS = ("td3", "sac")
 DISCRETE_ALGOS = ("dqn",)
 
 
-def make_env(env_id: str, seed: int | None = None) -> gym.Env:
-    """A registered Gymnasium id (``Hopper-v5``) or ``module.path:ClassName``."""
+def make_env(env_id: str, seed: int | None = None, kwargs: dict | None = None) -> gym.Env:
+    """A registered Gymnasium id (``Hopper-v5``) or ``module.path:ClassName``; ``kwargs`` go to
+    the env constructor (``--env-kwargs``, e.g. highway-env's ``config``)."""
+    kwargs = dict(kwargs or {})
     try:
         if ":" in env_id and env_id not in gym.registry:
             module_name, _, class_name = env_id.partition(":")
             env_cls = getattr(importlib.import_module(module_name), class_name)
             if not (isinstance(env_cls, type) and issubclass(env_cls, gym.Env)):
                 raise TypeError(f"{class_name} is not a gymnasium.Env subclass")
-            env = env_cls()
+            env = env_cls(**kwargs)
             if env.spec is None or env.spec.max_episode_steps is None:  # unregistered: no time limit yet
                 env = gym.wrappers.TimeLimit(env, 1000)
         else:
-            env = gym.make(env_id)
+            env = gym.make(env_id, **kwargs)
     except (gym.error.Error, ImportError, AttributeError, ValueError, TypeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"unknown or unusable --env {env_id!r} ({msg}); use a registered Gymnasium id "
                         f"such as Hopper-v5 or module.path:ClassName") from None
+    env = prepare_env(env, env_id)
     if seed is not None:
         env.action_space.seed(seed)
+    return env
+
+
+def prepare_env(env: gym.Env, env_id: str) -> gym.Env:
+    """What the MLPs need: a flat vector observation. A ``Box`` of any shape (e.g.
+    highway-env's vehicles x features ``Kinematics``) is flattened; other spaces get one line."""
+    space = env.observation_space
+    if isinstance(space, gym.spaces.Dict):
+        raise UserError(f"{env_id}: Dict observations are not supported; wrap the env in "
+                        f"gymnasium.wrappers.FlattenObservation (or pick the keys you need) first")
+    if not isinstance(space, gym.spaces.Box):
+        raise UserError(f"{env_id}: only Box observations are supported, got {space}; wrap the env in "
+                        f"gymnasium.wrappers.FlattenObservation for a vector")
+    if len(space.shape) != 1:
+        env = gym.wrappers.FlattenObservation(env)
     return env
 
 
@@ -56,3 +74,10 @@ def set_rng_state(env: gym.Env, state: dict) -> None:
     rng = np.random.default_rng()
     rng.bit_generator.state = state
     env.unwrapped.np_random = rng
+
+
+def original_observation_space(env: gym.Env):
+    """The observation space before :func:`prepare_env`'s flattening (what users feed ``predict``)."""
+    if isinstance(env, gym.wrappers.FlattenObservation):
+        return env.env.observation_space
+    return env.observation_space

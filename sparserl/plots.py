@@ -1,20 +1,25 @@
-"""Plots people would rather look at than read (matplotlib, headless)."""
+"""Plots people would rather look at than read.
+
+Figures are drawn with :class:`matplotlib.figure.Figure` directly (no pyplot), so plotting
+never switches the process's matplotlib backend and works headless.
+"""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+def new_figure(figsize=(6, 4)):
+    from matplotlib.figure import Figure
+    return Figure(figsize=figsize)
 
 
 def learning_curve(rows: list[dict], path: str | Path, title: str = "") -> None:
     """Evaluation return (mean +- std over episodes) against env steps."""
     pts = [(float(r["step"]), float(r["eval_return"]), float(r.get("eval_return_std", 0) or 0)) for r in rows
            if r.get("eval_return") not in (None, "") and not math.isnan(float(r["eval_return"]))]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure((6, 4))
+    ax = fig.subplots()
     if pts:
         steps, means, stds = zip(*pts)
         ax.plot(steps, means, marker="o", ms=3)
@@ -25,4 +30,3 @@ def learning_curve(rows: list[dict], path: str | Path, title: str = "") -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import platform
-import random
 import time
 from pathlib import Path
 
@@ -22,13 +21,13 @@ import numpy as np
 import torch
 
 from . import checkpoint
-from .checkpoint import rng_state_from_str, rng_state_to_str
 from .algos import make_agent
-from .buffers import DynamicCapacity, ReplayBuffer
+from .buffers import ReplayBuffer
+from .callbacks import as_callback
+from .checkpoint import rng_state_from_str, rng_state_to_str
 from .config import TrainConfig, planned_updates, save_yaml
-from .envs import check_compatible, get_rng_state, make_env, set_rng_state
-from .errors import UserError
-from .methods import attach_method, method_summary
+from .envs import check_compatible, get_rng_state, make_env, prepare_env, set_rng_state
+from .methods import make_method
 from .sparse.flops import count_parameters, forward_flops, layer_flops
 
 
@@ -36,7 +35,7 @@ class MetricsLog:
     """``metrics.csv``, one row per evaluation; rewritten whole when a new column appears,
     so rows never disagree with the header (the file is small)."""
 
-    def __init__(self, path: Path, rows: list[dict] | None = None):
+    def __init__(self, path: Path | None, rows: list[dict] | None = None):
         self.path, self.rows = path, list(rows or [])
         self.columns: list[str] = []
         for row in self.rows:
@@ -49,6 +48,9 @@ class MetricsLog:
 
     def append(self, row: dict) -> None:
         self.rows.append(row)
+        if self.path is None:  # in-memory run (Python API without log_dir)
+            self._extend(row)
+            return
         if self._extend(row) or not self.path.exists():
             self.rewrite()
         else:
@@ -56,6 +58,8 @@ class MetricsLog:
                 csv.DictWriter(fh, self.columns).writerow(row)
 
     def rewrite(self) -> None:
+        if self.path is None:
+            return
         tmp = self.path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as fh:
             writer = csv.DictWriter(fh, self.columns)
@@ -78,41 +82,58 @@ def evaluate(agent, env, episodes: int) -> tuple[float, float]:
     return float(np.mean(returns)), float(np.std(returns))
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the first CUDA device if one is usable, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from .errors import UserError
+        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    return device
+
+
+def rng_streams(seed: int, count: int) -> list[np.random.Generator]:
+    """Independent numpy generators for the parts of a run (exploration, replay sampling):
+    spawned from one seed so that no two parts draw the same stream."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(count)]
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, resume_state: dict | None = None):
+    """One training run: the loop, evaluation, logs, checkpoints and exact resume.
+
+    ``env``: an already built env (the Python API passes the user's instance); otherwise
+    ``cfg.env`` is made. ``write_files=False`` keeps everything in memory (no run
+    directory). ``callbacks``: see :mod:`sparserl.callbacks`.
+    """
+
+    def __init__(self, cfg: TrainConfig, resume_state: dict | None = None, env=None, eval_env=None,
+                 write_files: bool = True, callbacks=None):
         self.cfg = cfg
-        self.out = Path(cfg.out)
+        self.out = Path(cfg.out) if write_files else None
         torch.set_num_threads(cfg.torch_threads)
-        seed_everything(cfg.seed)
-        self.env = make_env(cfg.env, seed=cfg.seed)
+        torch.manual_seed(cfg.seed)  # network initialisation and torch-side sampling (documented: --seed)
+        self.device = resolve_device(cfg.device)
+        self.env = prepare_env(env, cfg.env) if env is not None else make_env(cfg.env, seed=cfg.seed, kwargs=cfg.env_kwargs)
         check_compatible(cfg.algo, self.env, cfg.env)
-        self.eval_env = make_env(cfg.env, seed=cfg.seed + 10_000)
+        self.eval_env = (prepare_env(eval_env, cfg.env) if eval_env is not None
+                         else make_env(cfg.env, seed=cfg.seed + 10_000, kwargs=cfg.env_kwargs) if env is None
+                         else self._copy_env(env))
         self.eval_env.reset(seed=cfg.seed + 10_000)
-        widths = resume_state["architecture"] if resume_state else None
-        self.agent = make_agent(cfg, self.env.observation_space, self.env.action_space, widths)
+        self.method = make_method(cfg)
+        obs_space, act_space = self.env.observation_space, self.env.action_space
+        widths = resume_state["architecture"] if resume_state else self.method.network_widths(cfg, obs_space, act_space)
+        self.agent = make_agent(cfg, obs_space, act_space, widths, self.device)
         self.total_updates = planned_updates(cfg)
-        attach_method(self.agent, cfg, self.total_updates)
+        self.method.attach(self.agent, self.total_updates)
         continuous = cfg.algo != "dqn"
-        act_space = self.env.action_space
-        self.buffer = ReplayBuffer(self.env.observation_space.shape, act_space.shape if continuous else (),
+        self.rng, buffer_rng = rng_streams(cfg.seed, 2)
+        self.buffer = ReplayBuffer(obs_space.shape, act_space.shape if continuous else (),
                                    np.float32 if continuous else np.int64,
-                                   min(cfg.buffer_size, max(cfg.steps, 1)), seed=cfg.seed,
-                                   store_behaviour=continuous)
-        self.dynamic = None
-        if cfg.dynamic_buffer:
-            if not continuous:
-                raise UserError("--dynamic-buffer needs a continuous-action algorithm (td3, sac)")
-            cap_max = min(cfg.buffer_size if cfg.buffer_max is None else cfg.buffer_max, self.buffer.max_size)
-            self.dynamic = DynamicCapacity(self.buffer, min(cfg.buffer_min, cap_max), cap_max, cfg.buffer_threshold,
-                                           cfg.buffer_check_every, cfg.policy_distance, cfg.buffer_shrink)
-            self.action_scale = ((act_space.high - act_space.low) / 2.0).astype(np.float32)
-        self.rng = np.random.default_rng(cfg.seed)
+                                   min(cfg.buffer_size, max(cfg.steps, 1)), rng=buffer_rng,
+                                   store_behaviour=continuous, device=self.device)
+        self.method.on_start(self)
+        self.callback = as_callback(callbacks)
         self.step = 0
         self.episode_actions: list = []
         self.episode_return, self.episode_len = 0.0, 0
@@ -120,35 +141,56 @@ class Trainer:
         self.best_eval = -math.inf
         self.last_eval = float("nan")
         self.last_logs: dict = {}
-        self.buffer_log: dict = {}
         self.elapsed_before = 0.0
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.metrics = MetricsLog(self.out / "metrics.csv")
+        self.stopped_by_callback = False
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.metrics = MetricsLog(self.out / "metrics.csv" if self.out is not None else None)
         if resume_state is None:
             self.episode_rng_state = {"seed": cfg.seed}  # how the current episode was reset
             self.obs, _ = self.env.reset(seed=cfg.seed)
         else:
             self._load_resume(resume_state)
 
+    @staticmethod
+    def _copy_env(env):
+        """A separate evaluation env for a user-given instance: a fresh one from its
+        registered spec, else a deep copy."""
+        import copy as _copy
+
+        import gymnasium as gym
+        if env.spec is not None:
+            try:
+                return prepare_env(gym.make(env.spec), env.spec.id)
+            except gym.error.Error:
+                pass
+        return prepare_env(_copy.deepcopy(env), "env")
+
     # ------------------------------------------------------------------------------------
     def nstep_now(self) -> int:
-        """Delayed multi-step target: n = 1 for the first ``nstep_delay`` updates."""
-        return 1 if self.agent.gradient_steps < self.cfg.nstep_delay else self.cfg.nstep
+        """Delayed multi-step target: asked of the method (n = 1 for the first ``nstep_delay`` updates)."""
+        return self.method.nstep(self.agent.gradient_steps)
+
+    def progress(self) -> float:
+        """Fraction of the planned run done (epsilon schedules); stays 1 past the plan."""
+        return min(1.0, self.step / self.cfg.schedule_steps)
 
     # ------------------------------------------------------------------------------------
     def train(self) -> dict:
         cfg = self.cfg
-        save_yaml(cfg, self.out / "config.yaml")
+        if self.out is not None:
+            save_yaml(cfg, self.out / "config.yaml")
         writer = self._tensorboard()
         bar = self._progress_bar()
         start_time = time.time() - self.elapsed_before
         last_print_time, last_print_step = time.time(), self.step
+        self.callback.on_training_start(self)
         while self.step < cfg.steps:
             if self.step < cfg.learning_starts:
                 action = self._random_action()
                 behaviour = action
             else:
-                action, behaviour = self.agent.explore(self.obs, self.rng, self.step / cfg.steps)
+                action, behaviour = self.agent.explore(self.obs, self.rng, self.progress())
             next_obs, reward, terminated, truncated, _ = self.env.step(action)
             self.buffer.add(self.obs, action, reward, next_obs, terminated, truncated, behaviour)
             self.episode_actions.append(np.asarray(action).copy())
@@ -166,15 +208,13 @@ class Trainer:
             if self.step >= cfg.learning_starts and (self.step + 1) % cfg.train_freq == 0:
                 for _ in range(cfg.gradient_steps):
                     self.last_logs = self.agent.update(self.buffer.sample(cfg.batch_size, self.nstep_now()))
+                self.method.after_update(self)
             self.agent.on_env_step(self.step)
             self.step += 1
-            if self.dynamic is not None and self.step >= cfg.learning_starts:
-                record = self.dynamic.maybe_update(self.step, self.agent.policy_batch, self.action_scale)
-                if record:
-                    self.buffer_log = record
-                    if writer:
-                        for k, v in record.items():
-                            writer.add_scalar(f"buffer/{k}", v, self.step)
+            record = self.method.after_env_step(self, self.step)
+            if record and writer:
+                for k, v in record.items():
+                    writer.add_scalar(k, v, self.step)
 
             if writer and self.last_logs and self.step % 1000 == 0:
                 for k, v in self.last_logs.items():
@@ -186,15 +226,22 @@ class Trainer:
                 sps = (self.step - last_print_step) / max(now - last_print_time, 1e-9)
                 last_print_time, last_print_step = now, self.step
                 self._evaluate_and_log(writer, start_time, sps, bar)
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+            if (self.out is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+                    and self.step < cfg.steps):
                 self.elapsed_before = time.time() - start_time
                 self.save_resume()
+            if self.callback.on_step(self) is False:
+                self.stopped_by_callback = True
+                break
         wall = time.time() - start_time
         if bar is not None:
             bar.close()
         if writer:
             writer.close()
         self.elapsed_before = wall
+        self.callback.on_training_end(self)
+        if self.out is None:
+            return self.build_summary(wall)
         self.save_resume()
         self.save_checkpoint()
         summary = self.write_summary(wall)
@@ -211,7 +258,7 @@ class Trainer:
         mean, std = evaluate(self.agent, self.eval_env, self.cfg.eval_episodes)
         self.last_eval = mean
         self.best_eval = max(self.best_eval, mean)
-        self.on_evaluation(mean)
+        self.method.after_eval(self, mean, self.best_eval)
         elapsed = time.time() - start_time
         updates = self.agent.gradient_steps
         row = {"step": self.step, "eval_return": mean, "eval_return_std": std,
@@ -221,29 +268,18 @@ class Trainer:
                "train_flops": self.agent.total_train_flops()}
         row.update({k.split("/")[-1] + "_loss" if k.startswith("losses/") else k.replace("/", "_"): v
                     for k, v in self.last_logs.items()})
-        row.update(self.buffer_log)
-        row.update(method_summary(self.agent, compact=True))
+        row.update(self.method.metrics(self.agent))
         self.metrics.append(row)
+        self.callback.on_eval(self, row)
         if writer:
             for k in ("eval_return", "sps", "updates_per_s", "nstep", "train_flops"):
                 writer.add_scalar(f"charts/{k}" if k != "eval_return" else "eval/return", row[k], self.step)
         if bar is not None:
             bar.set_postfix(sps=f"{sps:.0f}", eval=f"{mean:.1f}")
 
-    def on_evaluation(self, mean: float) -> None:
-        """Prune guard: pruning pauses while the return is far below its best."""
-        guard = self.cfg.prune_guard
-        if guard is None:
-            return
-        paused = self.best_eval > -math.inf and mean < self.best_eval - guard * abs(self.best_eval)
-        for plugins in self.agent.plugins.values():
-            for plugin in plugins:
-                if hasattr(plugin, "set_paused"):
-                    plugin.set_paused(paused)
-
     # -- outputs --------------------------------------------------------------------------
     def _tensorboard(self):
-        if not self.cfg.tensorboard:
+        if not self.cfg.tensorboard or self.out is None:
             return None
         from torch.utils.tensorboard import SummaryWriter
         # On resume, drop events logged after the checkpoint (they are about to be redone).
@@ -257,13 +293,18 @@ class Trainer:
                     unit="step", dynamic_ncols=True)
 
     def write_summary(self, wall: float) -> dict:
+        summary = self.build_summary(wall)
+        checkpoint.save_json(summary, self.out / "summary.json")
+        return summary
+
+    def build_summary(self, wall: float) -> dict:
         cfg, agent = self.cfg, self.agent
         updates = agent.gradient_steps
         policy = agent.inference_network()
         infer_sparse, infer_dense = forward_flops(policy)[1], agent.dense_reference_flops(policy)
         params = {name: count_parameters(net) for name, net in agent.networks.items()}
         summary = {
-            "algo": cfg.algo, "method": cfg.method, "env": cfg.env, "seed": cfg.seed, "steps": cfg.steps,
+            "algo": cfg.algo, "method": cfg.method, "env": cfg.env, "seed": cfg.seed, "steps": self.step,
             "final_eval_return": self.last_eval, "best_eval_return": self.best_eval,
             "wall_time_s": round(wall, 3), "updates": updates,
             "updates_per_s": round(updates / max(wall, 1e-9), 2), "sps": round(cfg.steps / max(wall, 1e-9), 2),
@@ -274,13 +315,10 @@ class Trainer:
             "architecture": agent.architecture(),
             "layers": {name: [row.as_dict() for row in layer_flops(net)] for name, net in agent.networks.items()},
             "nstep_final": self.nstep_now(),
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                        "device": str(self.device)},
         }
-        if self.dynamic is not None:
-            summary["buffer"] = {"capacity_final": self.buffer.capacity, "size_final": self.buffer.size,
-                                 "policy_distance_last": self.dynamic.last_distance}
-        summary.update(method_summary(agent))
-        checkpoint.save_json(summary, self.out / "summary.json")
+        summary.update(self.method.summary(agent, self.buffer))
         return summary
 
     def plot(self) -> None:
@@ -288,23 +326,31 @@ class Trainer:
         learning_curve(self.metrics.rows, self.out / "learning_curve.png", title=f"{self.cfg.algo}/{self.cfg.method} on {self.cfg.env}")
 
     # -- checkpoints ----------------------------------------------------------------------
+    def spaces_record(self) -> dict:
+        from .api import spaces_record
+        from .envs import original_observation_space
+        return spaces_record(original_observation_space(self.env), self.env.action_space)
+
     def save_checkpoint(self) -> None:
-        """``checkpoint.pt``: what ``sparserl eval`` and deployment need (no replay data)."""
-        checkpoint.save({"config": self.cfg.to_dict(), "architecture": self.agent.architecture(),
-                         "agent": self.agent.state_dict(), "step": self.step}, self.out / "checkpoint.pt")
+        """``checkpoint.pt``: what ``sparserl eval``, ``sparserl.load`` and deployment need (no
+        replay data); the same format as ``model.save``."""
+        from .api import model_state
+        state = model_state(self.cfg, self.agent, self.spaces_record())
+        state["step"] = self.step
+        checkpoint.save(state, self.out / "checkpoint.pt")
 
     def save_resume(self) -> None:
         state = {
             "config": self.cfg.to_dict(), "architecture": self.agent.architecture(), "step": self.step,
-            "agent": self.agent.state_dict(), "buffer": self.buffer.state_dict(),
-            "dynamic": self.dynamic.state_dict() if self.dynamic else None,
-            "torch_rng": torch.get_rng_state(), "np_rng": rng_state_to_str(self.rng.bit_generator.state),
+            "agent": self.agent.state_dict(), "buffer": self.buffer.state_dict(), "method": self.method.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None, "np_rng": rng_state_to_str(self.rng.bit_generator.state),
             "env_episode_rng": rng_state_to_str(self.episode_rng_state),
             "eval_env_rng": rng_state_to_str(get_rng_state(self.eval_env)),
             "episode_actions": torch.as_tensor(np.array(self.episode_actions)) if self.episode_actions else None,
             "episode": {"return": self.episode_return, "len": self.episode_len},
             "recent_returns": list(self.recent_returns), "best_eval": self.best_eval, "last_eval": self.last_eval,
-            "last_logs": dict(self.last_logs), "buffer_log": dict(self.buffer_log),
+            "last_logs": dict(self.last_logs),
             "metrics_rows": json.dumps(self.metrics.rows), "elapsed": self.elapsed_before,
         }
         checkpoint.save(state, self.out / "resume.pt")
@@ -312,9 +358,10 @@ class Trainer:
     def _load_resume(self, state: dict) -> None:
         self.agent.load_state_dict(state["agent"])
         self.buffer.load_state_dict(state["buffer"])
-        if self.dynamic is not None and state["dynamic"]:
-            self.dynamic.load_state_dict(state["dynamic"])
+        self.method.load_state_dict(state["method"])
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.rng.bit_generator.state = rng_state_from_str(state["np_rng"])
         set_rng_state(self.eval_env, rng_state_from_str(state["eval_env_rng"]))
         # Put the training env back in its exact state: same reset RNG, same actions.
@@ -334,7 +381,7 @@ class Trainer:
         self.episode_return, self.episode_len = float(state["episode"]["return"]), int(state["episode"]["len"])
         self.recent_returns = list(state["recent_returns"])
         self.best_eval, self.last_eval = float(state["best_eval"]), float(state["last_eval"])
-        self.last_logs, self.buffer_log = dict(state["last_logs"]), dict(state["buffer_log"])
-        self.metrics = MetricsLog(self.out / "metrics.csv", json.loads(state["metrics_rows"]))
+        self.last_logs = dict(state["last_logs"])
+        self.metrics = MetricsLog(self.metrics.path, json.loads(state["metrics_rows"]))
         self.metrics.rewrite()
         self.elapsed_before = float(state["elapsed"])

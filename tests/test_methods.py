@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from sparserl.config import TrainConfig, resolve
-from sparserl.methods import apply_method_defaults
 from sparserl.sparse import layer_nonzero_counts
 from sparserl.structured import StructuredPruner
 from sparserl.trainer import Trainer
@@ -22,7 +21,7 @@ def make_cfg(tmp_path, **kw) -> TrainConfig:
                 checkpoint_every=0, out=str(tmp_path), progress=False, tensorboard=False, hidden=[32, 32],
                 batch_size=32, topology_delta=50)
     base.update(kw)
-    return resolve(TrainConfig(**apply_method_defaults(base)))
+    return resolve(TrainConfig(**base))
 
 
 def linear_weights(module):

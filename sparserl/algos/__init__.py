@@ -9,13 +9,10 @@ from .td3 import TD3
 AGENTS = {"dqn": DQN, "td3": TD3, "sac": SAC}
 
 
-def make_agent(cfg, obs_space, act_space, widths: dict | None = None) -> Agent:
-    """Build the agent; ``widths`` overrides hidden widths per MLP path (shrunk checkpoints,
-    the 'tiny' baseline)."""
-    if widths is None and cfg.method == "tiny":
-        from ..methods import tiny_widths
-        widths = tiny_widths(cfg, obs_space, act_space)
-    return AGENTS[cfg.algo](cfg, obs_space, act_space, widths)
+def make_agent(cfg, obs_space, act_space, widths: dict | None = None, device=None) -> Agent:
+    """Build the agent on ``device``; ``widths`` overrides hidden widths per MLP path (shrunk
+    checkpoints, a method's own architecture such as 'tiny')."""
+    return AGENTS[cfg.algo](cfg, obs_space, act_space, widths, device)
 
 
 __all__ = ["Agent", "DQN", "TD3", "SAC", "AGENTS", "make_agent"]

@@ -40,13 +40,24 @@ class Agent:
     targets: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
 
-    def __init__(self):
+    def __init__(self, device: torch.device | str | None = None):
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.plugins: dict[str, list[NetworkPlugin]] = {}
         self.n_updates: dict[str, int] = {}
         self.train_flops = 0.0
         self.train_flops_dense = 0.0
         self._flops_cache: dict[int, tuple[float, float]] = {}
         self._dense_flops: dict[int, float] = {}
+
+    def place(self) -> None:
+        """Move every network and target to ``self.device`` (in place: the Parameter objects
+        stay the same, so optimizers built before or after both work)."""
+        for net in (*self.networks.values(), *self.targets.values()):
+            net.to(self.device)
+
+    def tensor(self, x) -> torch.Tensor:
+        """An observation (or a batch) as a float32 tensor on the agent's device."""
+        return torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
 
     # -- the optimisation seam ----------------------------------------------------------
     def optimize(self, name: str, loss: torch.Tensor) -> None:
@@ -112,7 +123,7 @@ class Agent:
         from ..sparse.flops import forward_flops
         if not hasattr(self, "_reference"):
             with torch.random.fork_rng(devices=[]):  # building it must not shift the run's RNG
-                self._reference = type(self)(self.cfg, *self.spaces)
+                self._reference = type(self)(self.cfg, *self.spaces)  # on the CPU: only counted
         for name, root in (*self.networks.items(), *self.targets.items()):
             for sub, m in root.named_modules():
                 if m is module:
@@ -201,5 +212,5 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def to_tensor(x: np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(x, dtype=np.float32))
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()

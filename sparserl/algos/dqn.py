@@ -14,28 +14,29 @@ from torch import nn
 
 from ..buffers import Batch
 from ..networks import MLP
-from .base import Agent, adam, to_tensor
+from .base import Agent, adam, to_numpy
 from .td3 import widths_for
 
 
 class DQN(Agent):
-    def __init__(self, cfg, obs_space, act_space, widths: dict | None = None):
-        super().__init__()
+    def __init__(self, cfg, obs_space, act_space, widths: dict | None = None, device=None):
+        super().__init__(device)
         self.cfg, self.spaces = cfg, (obs_space, act_space)
         self.n_actions = int(act_space.n)
         self.q = MLP(int(np.prod(obs_space.shape)), self.n_actions, widths_for(widths, "q", cfg.hidden))
         self.networks = {"q": self.q}
         self.targets = {"q": copy.deepcopy(self.q).requires_grad_(False)}
+        self.place()
         self.optimizers = {"q": adam(self.q.parameters(), cfg.lr)}
 
     def epsilon(self, progress: float) -> float:
         """Linear decay from eps_start to eps_end over the first eps_fraction of the run."""
         frac = min(1.0, progress / max(self.cfg.eps_fraction, 1e-8))
-        return self.cfg.eps_start + frac * (self.cfg.eps_end - self.cfg.eps_start)
+        return self.cfg.eps_end + (1.0 - frac) * (self.cfg.eps_start - self.cfg.eps_end)  # exact at the end
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        return self.q(to_tensor(obs)).argmax(-1).numpy()
+        return to_numpy(self.q(self.tensor(obs)).argmax(-1))
 
     def explore(self, obs: np.ndarray, rng: np.random.Generator, progress: float) -> tuple[np.ndarray, np.ndarray]:
         if rng.random() < self.epsilon(progress):

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..buffers import Batch
 from ..networks import MLP
-from .base import Agent, adam, frozen, to_tensor
+from .base import Agent, adam, frozen, to_numpy
 from .td3 import TwinQ, twin_q_step, widths_for
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -52,8 +52,8 @@ class GaussianActor(nn.Module):
 
 
 class SAC(Agent):
-    def __init__(self, cfg, obs_space, act_space, widths: dict | None = None):
-        super().__init__()
+    def __init__(self, cfg, obs_space, act_space, widths: dict | None = None, device=None):
+        super().__init__(device)
         self.cfg, self.spaces = cfg, (obs_space, act_space)
         obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
         low, high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
@@ -63,9 +63,10 @@ class SAC(Agent):
         self.networks = {"actor": self.actor, "critic": self.critic}
         # Only the critic has a target network in SAC.
         self.targets = {"critic": copy.deepcopy(self.critic).requires_grad_(False)}
+        self.place()
         self.optimizers = {name: adam(net.parameters(), cfg.lr) for name, net in self.networks.items()}
         self.target_entropy = -float(act_dim)
-        self.log_alpha = torch.tensor(math.log(cfg.alpha), requires_grad=cfg.autotune)
+        self.log_alpha = torch.tensor(math.log(cfg.alpha), device=self.device, requires_grad=cfg.autotune)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.lr) if cfg.autotune else None
         self.n_critic_updates = 0
 
@@ -76,13 +77,18 @@ class SAC(Agent):
     # -- acting -------------------------------------------------------------------------
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
-        return self.actor.deterministic(to_tensor(obs)).numpy()
+        return to_numpy(self.actor.deterministic(self.tensor(obs)))
 
     @torch.no_grad()
     def explore(self, obs: np.ndarray, rng: np.random.Generator, progress: float) -> tuple[np.ndarray, np.ndarray]:
-        x = to_tensor(obs)
-        action, _ = self.actor.sample(x)
-        return action.numpy(), self.actor.deterministic(x).numpy()
+        """A tanh-Gaussian sample drawn with the trainer's generator ``rng`` (so exploration is
+        reproducible from the run's seed alone); returns (action, deterministic mean action)."""
+        mean, log_std = self.actor(self.tensor(obs))
+        mean, std = to_numpy(mean), np.exp(to_numpy(log_std))
+        u = mean + std * rng.standard_normal(mean.shape)
+        scale, bias = to_numpy(self.actor.scale), to_numpy(self.actor.bias)
+        action = (np.tanh(u) * scale + bias).astype(np.float32)
+        return action, (np.tanh(mean) * scale + bias).astype(np.float32)
 
     policy_batch = act
 
@@ -100,7 +106,7 @@ class SAC(Agent):
         if batch.mid_obs is not None:  # entropy bonuses at the window's intermediate states
             b, n1, d = batch.mid_obs.shape
             _, mid_log_prob = self.actor.sample(batch.mid_obs.reshape(b * n1, d))
-            powers = gamma ** torch.arange(1, n1 + 1, dtype=target.dtype)
+            powers = gamma ** torch.arange(1, n1 + 1, dtype=target.dtype, device=target.device)
             target = target - alpha * (mid_log_prob.reshape(b, n1) * batch.step_mask[:, 1:] * powers).sum(1)
             self.count_flops(self.actor, b * n1, 1)
         return target

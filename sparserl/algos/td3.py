@@ -13,7 +13,7 @@ from torch import nn
 
 from ..buffers import Batch
 from ..networks import MLP
-from .base import Agent, adam, frozen, to_tensor
+from .base import Agent, adam, frozen, to_numpy
 
 
 class Actor(nn.Module):
@@ -60,17 +60,21 @@ def widths_for(widths: dict | None, path: str, default) -> list[int]:
 
 
 class TD3(Agent):
-    def __init__(self, cfg, obs_space, act_space, widths: dict | None = None):
-        super().__init__()
+    def __init__(self, cfg, obs_space, act_space, widths: dict | None = None, device=None):
+        super().__init__(device)
         self.cfg, self.spaces = cfg, (obs_space, act_space)
         obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
         self.low, self.high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
-        self.max_action = torch.as_tensor((self.high - self.low) / 2.0)
+        self.max_action_np = (self.high - self.low) / 2.0
+        self.max_action = torch.as_tensor(self.max_action_np, device=self.device)
+        self.low_t = torch.as_tensor(self.low, device=self.device)
+        self.high_t = torch.as_tensor(self.high, device=self.device)
         self.actor = Actor(obs_dim, act_dim, widths_for(widths, "actor.net", cfg.hidden), self.low, self.high)
         self.critic = TwinQ(obs_dim, act_dim, widths_for(widths, "critic.q1", cfg.hidden),
                             widths_for(widths, "critic.q2", cfg.hidden))
         self.networks = {"actor": self.actor, "critic": self.critic}
         self.targets = {name: copy.deepcopy(net).requires_grad_(False) for name, net in self.networks.items()}
+        self.place()
         self.optimizers = {name: adam(net.parameters(), cfg.lr) for name, net in self.networks.items()}
         self.n_critic_updates = 0
 
@@ -78,12 +82,12 @@ class TD3(Agent):
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic action (evaluation, deployment)."""
-        return self.actor(to_tensor(obs)).numpy()
+        return to_numpy(self.actor(self.tensor(obs)))
 
     def explore(self, obs: np.ndarray, rng: np.random.Generator, progress: float) -> tuple[np.ndarray, np.ndarray]:
         """Gaussian exploration around the deterministic action; returns (action, pre-noise mean)."""
         mean = self.act(obs)
-        noise = rng.normal(0.0, self.cfg.exploration_noise * self.max_action.numpy(), size=mean.shape)
+        noise = rng.normal(0.0, self.cfg.exploration_noise * self.max_action_np, size=mean.shape)
         return np.clip(mean + noise, self.low, self.high).astype(np.float32), mean
 
     @torch.no_grad()
@@ -98,11 +102,11 @@ class TD3(Agent):
     def critic_target(self, batch: Batch) -> torch.Tensor:
         """y = sum_{k<m} g^k r_{t+k} + g^m (1 - terminal) min_i Q'_i(s_{t+m}, pi'(s_{t+m}) + clipped noise)."""
         gamma = self.cfg.gamma
-        noise = (torch.randn(batch.actions.shape) * self.cfg.policy_noise * self.max_action)
+        noise = (torch.randn(batch.actions.shape, device=self.device) * self.cfg.policy_noise * self.max_action)
         noise = torch.maximum(torch.minimum(noise, self.cfg.noise_clip * self.max_action),
                               -self.cfg.noise_clip * self.max_action)
         next_action = self.targets["actor"](batch.next_obs) + noise
-        next_action = torch.maximum(torch.minimum(next_action, torch.as_tensor(self.high)), torch.as_tensor(self.low))
+        next_action = torch.maximum(torch.minimum(next_action, self.high_t), self.low_t)
         q1, q2 = self.targets["critic"](batch.next_obs, next_action)
         return batch.discounted_reward(gamma) + batch.bootstrap_discount(gamma) * torch.minimum(q1, q2)
 

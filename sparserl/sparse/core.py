@@ -17,6 +17,7 @@ are masked in :meth:`before_optimizer_step` after the updater has used them.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Optional, Sequence, Union
 
 import torch
@@ -100,7 +101,9 @@ class SparseTraining:
         self.allocated = layer_nonzero_counts(self.shapes, sparsity, allocation)
         self.masks: dict[str, torch.Tensor] = create_masks(module, self.allocated, init, generator)
         self._weights = get_weights(module, names)
-        self._target_weights: dict[int, list[torch.Tensor]] = {}
+        # keyed by the target module itself (weakly): an ``id()`` key would be reused by a
+        # target rebuilt with copy.deepcopy and silently leave it unmasked
+        self._target_weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._refresh_fast_masks()
         apply_masks(module, self.masks)
 
@@ -146,11 +149,10 @@ class SparseTraining:
             updated = True
         if t % self.schedule.delta == 0:
             self._accum, self._accum_count = {}, 0
-        grads = [p.grad for p in self._weights.values()]
-        if all(g is not None for g in grads):  # hot path: one multi-tensor multiply
-            torch._foreach_mul_(grads, self._fast_masks)
-        else:
-            mask_gradients(self.module, self.masks)
+        # masked_fill, not a multiply: inf * 0 would turn an overflowing masked gradient into NaN
+        for p, dropped in zip(self._weights.values(), self._dropped):
+            if p.grad is not None:
+                p.grad.masked_fill_(dropped, 0.0)
         return not (updated and self.skip_step_on_update)
 
     @torch.no_grad()
@@ -178,12 +180,23 @@ class SparseTraining:
         self.last_change = changes
         return changes
 
+    @torch.no_grad()
+    def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
+        """Replace the masks from outside (pruning schedules such as GMP decide the pattern
+        themselves and use this object only to enforce it). Copies in place, so attached
+        execution backends keep their reference; weights outside the new masks become 0."""
+        for n, m in masks.items():
+            self.masks[n].copy_(m.to(self.masks[n].device))
+        apply_masks(self.module, self.masks)
+        self._refresh_fast_masks()
+
     def _refresh_fast_masks(self) -> None:
         """0/1 float copies of the masks, aligned with ``self._weights``, for the hot path:
         masking every step with one ``_foreach_mul_`` instead of a Python loop of
         ``masked_fill_`` calls (the masks change only at topology updates).  Multiplying
         gives exact zeros (possibly -0.0, which compares equal to 0)."""
         self._fast_masks = [self.masks[n].to(p.dtype) for n, p in self._weights.items()]
+        self._dropped = [~self.masks[n] for n in self._weights]
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
@@ -200,10 +213,10 @@ class SparseTraining:
             if self._has_attached_execution(target):
                 sync_masks(target, self.masks)
                 continue
-            key = id(target)
-            if key not in self._target_weights:  # same layer names; Parameters never replaced
-                self._target_weights[key] = list(get_weights(target, self.masks).values())
-            torch._foreach_mul_(self._target_weights[key], self._fast_masks)
+            weights = self._target_weights.get(target)
+            if weights is None:  # same layer names; Parameters never replaced inside one module
+                weights = self._target_weights[target] = list(get_weights(target, self.masks).values())
+            torch._foreach_mul_(weights, self._fast_masks)
 
     def _has_attached_execution(self, module: Optional[nn.Module] = None) -> bool:
         module = self.module if module is None else module

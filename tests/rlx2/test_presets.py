@@ -7,7 +7,7 @@ import yaml
 
 from sparserl.cli import build_parser, config_from_args, main
 from sparserl.errors import UserError
-from sparserl.methods import PRESET_DIR, load_preset
+from sparserl.config import PRESET_DIR, load_preset
 
 TABLE = {  # SPEC §1.4: actor / critic sparsity
     ("td3", "HalfCheetah"): (0.90, 0.85), ("td3", "Hopper"): (0.98, 0.95),

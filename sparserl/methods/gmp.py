@@ -1,0 +1,85 @@
+"""``gmp``: gradual magnitude pruning of weights (Zhu & Gupta, 2017).
+
+The sparse core enforces the masks (gradient masking, exact zeros, target sync); this
+method only decides the pattern: every ``prune_every`` updates between ``prune_start`` and
+``prune_end`` each layer keeps its largest-|w| weights so that the global sparsity
+follows the cubic ramp s_t = s_f (1 - (1 - p)^3). Pruned weights never come back.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..sparse import SparseTraining, gmp_sparsity, layer_nonzero_counts
+from .sparse import SparsePlugin
+from .structured import PruningMethod
+from .base import updates_of
+
+
+class GMPPlugin(SparsePlugin):
+    def __init__(self, sparse: SparseTraining, targets: list[nn.Module], batch_size: int, final_sparsity: float,
+                 start: int, end: int, every: int):
+        super().__init__(sparse, targets, batch_size, count_topology_flops=False)
+        self.final, self.start, self.end, self.every = final_sparsity, start, end, every
+        self.step = 0
+        self.current = 0.0
+        self.paused = False
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> bool:
+        super().after_optimizer_step()
+        self.step += 1
+        on_grid = (self.step - self.start) % self.every == 0 or self.step == self.end  # end: reach s_f
+        if self.paused or not (self.start <= self.step <= self.end and on_grid):
+            return False
+        target = gmp_sparsity(self.step, self.start, self.end, self.final)
+        if target <= self.current:
+            return False
+        sparse = self.sparse
+        counts = layer_nonzero_counts(sparse.shapes, target, sparse.allocation)
+        masks = {}
+        for n, w in sparse._weights.items():
+            score = w.abs().masked_fill(~sparse.masks[n], -1.0).flatten()
+            keep = torch.zeros_like(score, dtype=torch.bool)
+            keep[torch.topk(score, counts[n]).indices] = True
+            masks[n] = keep.view_as(w) & sparse.masks[n]
+        sparse.set_masks(masks)
+        self.current = target
+        self.after_target_update()
+        return True
+
+    def extra_train_flops(self) -> float:
+        return 0.0
+
+    def summary(self) -> dict:  # under "method_state" in summary.json
+        return {"sparsity": self.sparse.sparsity(), "gmp_target": self.current,
+                "layer_sparsity": self.sparse.layer_sparsities()}
+
+    def state_dict(self) -> dict:
+        return {"sparse": self.sparse.state_dict(), "step": self.step, "current": self.current,
+                "paused": self.paused}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sparse.load_state_dict(state["sparse"])
+        self.step, self.current, self.paused = int(state["step"]), float(state["current"]), bool(state["paused"])
+        self.after_target_update()
+
+
+class GMP(PruningMethod):
+    name = "gmp"
+    summary_line = "gradual magnitude pruning of weights, cubic schedule to --gmp-sparsity"
+
+    def attach(self, agent, total_updates: int) -> None:
+        cfg = self.cfg
+        for index, (name, net) in enumerate(agent.networks.items()):
+            updates = updates_of(agent, name, total_updates)
+            targets = [agent.targets[name]] if name in agent.targets else []
+            sparse = SparseTraining(net, agent.optimizers[name], 0.0, allocation=cfg.allocation, updater="static",
+                                    reset_optimizer_state=cfg.reset_adam,
+                                    generator=torch.Generator().manual_seed(cfg.seed * 1000 + index))
+            agent.plugins[name] = [GMPPlugin(sparse, targets, cfg.batch_size, cfg.gmp_sparsity,
+                                             int(cfg.prune_start * updates), max(1, int(cfg.prune_end * updates)),
+                                             cfg.prune_every)]

@@ -1,0 +1,101 @@
+"""Dynamic structured pruning (Su et al., 2024): ``structured`` and its no-regulariser
+baseline ``neuron-magnitude``. Each MLP is pruned on its own, neurons are physically
+removed at every prune event (target networks and Adam state follow)."""
+from __future__ import annotations
+
+from .base import Method, guard_paused, updates_of
+
+
+class PrunerPlugin:
+    """Dynamic structured pruning of the MLPs inside one network (each MLP on its own)."""
+
+    def __init__(self, pruners: dict):
+        self.pruners = pruners
+
+    def penalty(self):
+        return sum(p.penalty() for p in self.pruners.values())
+
+    def before_optimizer_step(self) -> bool:
+        return True
+
+    def after_optimizer_step(self) -> bool:
+        changed = False
+        for p in self.pruners.values():
+            changed = p.after_optimizer_step() or changed
+        return changed
+
+    def after_target_update(self) -> None:
+        pass  # pruned neurons are removed from targets by the pruner's surgery (mirrors)
+
+    def set_paused(self, paused: bool) -> None:
+        for p in self.pruners.values():
+            p.set_paused(paused)
+
+    def extra_train_flops(self) -> float:
+        return 0.0
+
+    def summary(self) -> dict:
+        return {path: p.summary() for path, p in self.pruners.items()}
+
+    def add_summary(self, out: dict, name: str) -> None:
+        out.setdefault("neurons", {}).update(self.summary())
+
+    def metrics(self, name: str) -> dict:
+        return {f"alive_{path}": s["neurons_alive"] for path, s in self.summary().items()}
+
+    def state_dict(self) -> dict:
+        return {path: p.state_dict() for path, p in self.pruners.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for path, s in state.items():
+            self.pruners[path].load_state_dict(s)
+
+
+def _target_mlp(agent, path: str):
+    name, _, sub = path.partition(".")
+    if name not in agent.targets:
+        return None
+    target = agent.targets[name]
+    return target.get_submodule(sub) if sub else target
+
+
+class PruningMethod(Method):
+    """Shared by the pruning methods (structured, neuron-magnitude, gmp): the prune guard."""
+
+    def after_eval(self, run, mean_return: float, best_return: float) -> None:
+        paused = guard_paused(self.cfg.prune_guard, mean_return, best_return)
+        for plugins in run.agent.plugins.values():
+            for plugin in plugins:
+                plugin.set_paused(paused)
+
+
+class Structured(PruningMethod):
+    name = "structured"
+    summary_line = "neuron-importance group-sparse regulariser + dynamic threshold + physical shrinking"
+    magnitude_only = False
+
+    def attach(self, agent, total_updates: int) -> None:
+        from ..structured import StructuredPruner
+
+        cfg = self.cfg
+        for name in agent.networks:
+            updates = updates_of(agent, name, total_updates)
+            pruners = {}
+            for path, mlp in agent.mlps().items():
+                if path.split(".")[0] != name:
+                    continue
+                mirror = _target_mlp(agent, path)
+                pruners[path] = StructuredPruner(
+                    mlp, agent.optimizers[name], total_updates=updates,
+                    importance="magnitude" if self.magnitude_only else cfg.importance,
+                    regularizer="none" if self.magnitude_only else cfg.regularizer, reg_lambda=cfg.reg_lambda,
+                    prune_every=cfg.prune_every, prune_start=cfg.prune_start, prune_end=cfg.prune_end,
+                    min_width=cfg.min_width, shrink=True, mirrors=[mirror] if mirror is not None else [],
+                    target_fraction=cfg.target_neuron_fraction)
+            agent.plugins[name] = [PrunerPlugin(pruners)]
+
+
+class NeuronMagnitude(Structured):
+    name = "neuron-magnitude"
+    summary_line = "neuron pruning by weight-group norm, no regulariser (baseline)"
+    magnitude_only = True
