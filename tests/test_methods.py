@@ -144,10 +144,9 @@ def test_prune_guard_pauses_pruning_while_return_is_far_below_best(tmp_path):
     trainer = Trainer(cfg)
     (plugin,) = trainer.agent.plugins["q"]
     pruners = list(plugin.pruners.values())
-    trainer.best_eval = 100.0
-    trainer.on_evaluation(70.0)   # 30% below the best: more than the 20% guard -> paused
+    trainer.method.after_eval(trainer, 70.0, 100.0)   # 30% below the best: more than the 20% guard -> paused
     assert all(p.paused for p in pruners)
-    trainer.on_evaluation(90.0)   # within 20% of the best -> pruning resumes
+    trainer.method.after_eval(trainer, 90.0, 100.0)   # within 20% of the best -> pruning resumes
     assert not any(p.paused for p in pruners)
 
 
