@@ -278,7 +278,8 @@ class Trainer:
         }
         if self.dynamic is not None:
             summary["buffer"] = {"capacity_final": self.buffer.capacity, "size_final": self.buffer.size,
-                                 "policy_distance_last": self.dynamic.last_distance}
+                                 "policy_distance_last": self.dynamic.last_distance,
+                                 "threshold": self.dynamic.threshold}
         summary.update(method_summary(agent))
         checkpoint.save_json(summary, self.out / "summary.json")
         return summary
