@@ -10,12 +10,14 @@ AGENTS = {"dqn": DQN, "td3": TD3, "sac": SAC}
 
 
 def make_agent(cfg, obs_space, act_space, widths: dict | None = None) -> Agent:
-    """Build the agent; ``widths`` overrides hidden widths per MLP path (shrunk checkpoints,
-    the 'tiny' baseline)."""
+    """Build the agent with ``cfg.init`` weights; ``widths`` overrides hidden widths per MLP
+    path (shrunk checkpoints, the 'tiny' baseline)."""
     if widths is None and cfg.method == "tiny":
         from ..methods import tiny_widths
         widths = tiny_widths(cfg, obs_space, act_space)
-    return AGENTS[cfg.algo](cfg, obs_space, act_space, widths)
+    agent = AGENTS[cfg.algo](cfg, obs_space, act_space, widths)
+    agent.initialize_weights(cfg.init)
+    return agent
 
 
 __all__ = ["Agent", "DQN", "TD3", "SAC", "AGENTS", "make_agent"]

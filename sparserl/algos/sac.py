@@ -80,9 +80,17 @@ class SAC(Agent):
 
     @torch.no_grad()
     def explore(self, obs: np.ndarray, rng: np.random.Generator, progress: float) -> tuple[np.ndarray, np.ndarray]:
+        """(executed action, pre-noise mean).  ``--sac-collect sample`` (standard SAC) executes
+        a sample of the policy; ``mean`` executes the deterministic mean action, which is what
+        the RLx2 reference code collects with after warm-up (its ``select_action`` is called
+        without sampling) and so what produced the paper's SAC numbers.  With ``mean`` the
+        stored behaviour action equals the executed one."""
         x = to_tensor(obs)
+        mean = self.actor.deterministic(x).numpy()
+        if self.cfg.sac_collect == "mean":
+            return mean, mean.copy()
         action, _ = self.actor.sample(x)
-        return action.numpy(), self.actor.deterministic(x).numpy()
+        return action.numpy(), mean
 
     policy_batch = act
 
