@@ -46,7 +46,8 @@ def apply_method_defaults(data: dict) -> dict:
 
 
 def load_preset(name: str, algo: str, env: str) -> dict:
-    """Per-env settings from ``presets/<name>.yaml`` (keys: ``common``, ``<algo>/<env-family>``)."""
+    """Per-env settings from ``presets/<name>.yaml``: ``common``, then ``algos.<algo>``, then
+    ``envs.<algo>/<env-family>`` (later blocks win)."""
     import yaml
 
     path = PRESET_DIR / f"{name}.yaml"
@@ -59,7 +60,7 @@ def load_preset(name: str, algo: str, env: str) -> dict:
     if key not in table.get("envs", {}):
         known = ", ".join(sorted(table.get("envs", {})))
         raise UserError(f"--preset {name} has no settings for {algo} on {env}; known: {known}")
-    return {**table.get("common", {}), **table["envs"][key]}
+    return {**table.get("common", {}), **(table.get("algos") or {}).get(algo, {}), **table["envs"][key]}
 
 
 def sparsity_of(cfg, network: str) -> float:
@@ -260,6 +261,7 @@ def attach_method(agent, cfg, total_updates: int) -> None:
                     drop_fraction=cfg.drop_fraction, t_end=updates, stop_step=stop,
                     reset_optimizer_state=cfg.reset_adam, skip_step_on_update=cfg.skip_step_on_update,
                     grad_accumulation=min(cfg.grad_accumulation, cfg.topology_delta),
+                    regrow_dropped=cfg.regrow_dropped,
                     generator=torch.Generator().manual_seed(cfg.seed * 1000 + len(agent.plugins)))
             except ValueError as exc:
                 raise UserError(f"--{name}-sparsity {sparsity_of(cfg, name)}: {exc}") from None
