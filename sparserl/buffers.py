@@ -16,6 +16,7 @@ terminal, so targets bootstrap through it from the stored real ``next_obs``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -208,6 +209,31 @@ class ReplayBuffer:
         self.rng.bit_generator.state = rng_state_from_str(state["rng"])
 
 
+#: The RLx2 reference code's threshold, applied to the ``mse`` distance (mean of delta^2 / 2).
+REFERENCE_THRESHOLD = 0.2
+POLICY_DISTANCES = ("mse", "l2")
+SHRINK_RULES = ("reference", "fraction", "to-threshold")
+
+
+def calibrated_threshold(metric: str, action_dim: int, mse_threshold: float = REFERENCE_THRESHOLD) -> float:
+    """The threshold of ``metric`` that fires at the same policy drift as ``mse_threshold`` on
+    the reference's ``mse`` scale.
+
+    If every scaled per-dimension difference has RMS ``d``, then ``mse = d^2 / 2`` and the
+    per-sample Euclidean distance is ``d * sqrt(A)`` for ``A`` action dimensions.  So
+    ``mse = 0.2`` (the reference) is ``d = sqrt(0.4) ~ 0.63`` and the same drift on the ``l2``
+    scale is ``sqrt(2 * 0.2 * A)``: 1.10 for 3-d actions (Hopper), 1.55 for 6-d (Walker2d,
+    HalfCheetah).  (With drift spread unevenly over samples the mean L2 is at most this, by
+    Jensen's inequality, so the calibrated ``l2`` rule never fires at *less* drift.)
+    Using 0.2 on the L2 scale instead would evict at 5-8x less drift than the reference.
+    """
+    if metric == "mse":
+        return float(mse_threshold)
+    if metric == "l2":
+        return math.sqrt(2.0 * mse_threshold * action_dim)
+    raise ValueError(f"policy distance must be one of {', '.join(POLICY_DISTANCES)}, got {metric!r}")
+
+
 class DynamicCapacity:
     """RLx2's dynamic-capacity control (SPEC §1.3).
 
@@ -215,29 +241,48 @@ class DynamicCapacity:
     ``window`` transitions: the current deterministic policy action against the stored
     pre-noise behaviour action, both divided by the action bound.
 
-    * ``metric="l2"`` (the paper, Eq. 6): mean over samples of the Euclidean distance;
-    * ``metric="mse"`` (the reference code): mean over samples and dims of (diff^2)/2.
+    * ``metric="mse"`` (the reference code, default): mean over samples and action
+      dimensions of ``delta^2 / 2``;
+    * ``metric="l2"`` (the paper's Eq. 6): mean over samples of the Euclidean distance.
 
-    If the distance exceeds ``threshold`` and the buffer holds more than ``min_size``, old
-    data is evicted: ``shrink="to-threshold"`` (paper) evicts the oldest ``window``-sized
-    chunks until the distance of the new oldest window is at most the threshold (or
-    ``min_size`` is reached); ``shrink="fraction"`` (reference) evicts 10% of the current
-    size once.  The capacity is then set to the remaining size, so the buffer works as a
-    smaller FIFO.  When the distance is within the threshold the capacity grows back to
-    ``max_size`` and the buffer fills up again with new data.
+    ``threshold=None`` takes :func:`calibrated_threshold`: the reference's 0.2 for ``mse``,
+    the same per-dimension drift (``sqrt(0.4 * A)``) for ``l2``.
+
+    If the distance exceeds ``threshold`` and the buffer holds more than ``min_size``, the
+    oldest data is dropped by one of three rules:
+
+    * ``shrink="reference"`` (default; exactly the RLx2 reference's ``shrink()``): drop the
+      oldest ``int(fraction * size)`` transitions (10% of the *current* size) once.  The
+      capacity is not touched: it stays ``max_size``, so new data keeps arriving and the
+      size grows again until ``max_size``; one eviction may take the size below
+      ``min_size`` (the ``size > min_size`` guard is checked before it, as in the reference).
+    * ``shrink="fraction"``: the same 10% per check, but never below ``min_size``, and the
+      capacity is then capped at the remaining size (the buffer works as a smaller FIFO until
+      the distance is back within the threshold).  Not the reference: it caps.
+    * ``shrink="to-threshold"`` (the paper's wording): evict ``window``-sized chunks of the
+      oldest data until the distance of the new oldest window is within the threshold (or
+      ``min_size`` is reached), then cap the capacity there, like ``fraction``.
+
+    With a capping rule, a check whose distance is within the threshold lets the capacity
+    grow back to ``max_size``.  Every check returns a record (distance, capacity, size,
+    evicted), whether or not it evicted anything.
     """
 
-    def __init__(self, buffer: ReplayBuffer, min_size: int, max_size: int, threshold: float = 0.2,
-                 check_every: int = 10_000, metric: str = "l2", shrink: str = "to-threshold",
+    def __init__(self, buffer: ReplayBuffer, min_size: int, max_size: int, threshold: Optional[float] = None,
+                 check_every: int = 10_000, metric: str = "mse", shrink: str = "reference",
                  window: int = 2048, fraction: float = 0.1):
-        if metric not in ("l2", "mse"):
-            raise ValueError(f"policy distance must be 'l2' or 'mse', got {metric!r}")
-        if shrink not in ("to-threshold", "fraction"):
-            raise ValueError(f"buffer shrink must be 'to-threshold' or 'fraction', got {shrink!r}")
+        if metric not in POLICY_DISTANCES:
+            raise ValueError(f"policy distance must be one of {', '.join(POLICY_DISTANCES)}, got {metric!r}")
+        if shrink not in SHRINK_RULES:
+            raise ValueError(f"buffer shrink must be one of {', '.join(SHRINK_RULES)}, got {shrink!r}")
         if not 1 <= min_size <= max_size <= buffer.max_size:
             raise ValueError(f"need 1 <= buffer_min ({min_size}) <= buffer_max ({max_size}) <= {buffer.max_size}")
+        if buffer.behaviour is None:
+            raise ValueError("the dynamic buffer needs a buffer that stores behaviour actions")
+        action_dim = int(np.prod(buffer.behaviour.shape[1:]))
         self.buffer, self.min_size, self.max_size = buffer, int(min_size), int(max_size)
-        self.threshold, self.check_every, self.metric = threshold, int(check_every), metric
+        self.threshold = calibrated_threshold(metric, action_dim) if threshold is None else float(threshold)
+        self.check_every, self.metric = int(check_every), metric
         self.shrink, self.window, self.fraction = shrink, int(window), fraction
         self.buffer.set_capacity(self.max_size)
         self.last_distance = float("nan")
@@ -251,21 +296,24 @@ class DynamicCapacity:
 
     def maybe_update(self, env_step: int, policy: Callable[[np.ndarray], np.ndarray],
                      action_scale: np.ndarray) -> Optional[dict]:
-        """Run a check if one is due at this env step; returns a log record if it ran."""
+        """Run a check if one is due at this env step; returns its log record if it ran."""
         if env_step % self.check_every != 0 or self.buffer.size == 0:
             return None
         dist = self.distance(policy, action_scale)
         evicted = 0
         if dist > self.threshold and self.buffer.size > self.min_size:
-            if self.shrink == "fraction":
-                evicted += self.buffer.evict_oldest(min(int(self.fraction * self.buffer.size),
-                                                        self.buffer.size - self.min_size))
+            if self.shrink == "reference":
+                evicted = self.buffer.evict_oldest(int(self.fraction * self.buffer.size))
+            elif self.shrink == "fraction":
+                evicted = self.buffer.evict_oldest(min(int(self.fraction * self.buffer.size),
+                                                       self.buffer.size - self.min_size))
             else:
                 d = dist
                 while d > self.threshold and self.buffer.size > self.min_size:
                     evicted += self.buffer.evict_oldest(min(self.window, self.buffer.size - self.min_size))
                     d = self.distance(policy, action_scale)
-            self.buffer.set_capacity(max(self.buffer.size, self.min_size))
+            if self.shrink != "reference":
+                self.buffer.set_capacity(max(self.buffer.size, self.min_size))
         elif dist <= self.threshold:
             self.buffer.set_capacity(self.max_size)
         self.last_distance = dist

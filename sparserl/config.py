@@ -52,6 +52,8 @@ class TrainConfig:
                                              "over (default: --steps; a resumed or extended run keeps its original plan)")
     # --- common hyper-parameters (None: the algorithm's default) -------------------------
     hidden: Optional[list[int]] = _f(None, "hidden layer widths, e.g. 256 256")
+    init: str = _f("default", "weight init of every Linear layer, before any mask: 'default' (PyTorch) or "
+                   "'orthogonal' (zero biases; the RLx2 reference's SAC)", ("default", "orthogonal"))
     lr: Optional[float] = _f(None, "Adam learning rate")
     batch_size: Optional[int] = _f(None, "minibatch size")
     gamma: float = _f(0.99, "discount factor")
@@ -69,6 +71,8 @@ class TrainConfig:
     # --- SAC -----------------------------------------------------------------------------
     alpha: float = _f(0.2, "SAC initial entropy coefficient")
     autotune: bool = _f(True, "SAC automatic entropy tuning (target entropy = -|A|)")
+    sac_collect: str = _f("sample", "SAC action executed while collecting data after warm-up: 'sample' "
+                          "(standard SAC) or the deterministic 'mean' (the RLx2 reference code)", ("sample", "mean"))
     # --- DQN -----------------------------------------------------------------------------
     eps_start: float = _f(1.0, "DQN initial epsilon")
     eps_end: float = _f(0.05, "DQN final epsilon")
@@ -87,6 +91,8 @@ class TrainConfig:
     grow: Optional[str] = _f(None, "growth criterion (default: by method)", ("gradient", "random"))
     grad_accumulation: int = _f(1, "minibatches the RigL dense gradient is accumulated over")
     reset_adam: bool = _f(True, "reset Adam moments of dropped and grown weights")
+    regrow_dropped: bool = _f(True, "a connection dropped at a topology update may be regrown in the same "
+                              "update, keeping its value (RigL / RLx2 reference); --no-regrow-dropped excludes it")
     skip_step_on_update: bool = _f(True, "skip the optimizer step on topology-update steps (reference)")
     # --- RLx2: multi-step target and dynamic buffer --------------------------------------
     nstep: Optional[int] = _f(None, "multi-step TD target length n (default: 3 for rlx2, else 1)")
@@ -94,10 +100,14 @@ class TrainConfig:
     dynamic_buffer: Optional[bool] = _f(None, "dynamic-capacity replay buffer (default: on for rlx2, else off)")
     buffer_min: int = _f(100_000, "dynamic buffer: minimum capacity")
     buffer_max: Optional[int] = _f(None, "dynamic buffer: maximum capacity (default buffer_size)")
-    buffer_threshold: float = _f(0.2, "dynamic buffer: policy-distance threshold")
+    buffer_threshold: Optional[float] = _f(None, "dynamic buffer: policy-distance threshold (default: 0.2 for "
+                                           "mse, the reference; the same drift sqrt(0.4*|A|) for l2)")
     buffer_check_every: int = _f(10_000, "dynamic buffer: env steps between checks")
-    policy_distance: str = _f("l2", "dynamic buffer: distance metric", ("l2", "mse"))
-    buffer_shrink: str = _f("to-threshold", "dynamic buffer: eviction rule", ("to-threshold", "fraction"))
+    policy_distance: str = _f("mse", "dynamic buffer: distance metric (mse: mean delta^2/2, the reference; "
+                              "l2: the paper's Euclidean distance)", ("mse", "l2"))
+    buffer_shrink: str = _f("reference", "dynamic buffer: eviction rule (reference: drop 10% of the size, no cap; "
+                            "fraction: 10% and cap; to-threshold: until within the threshold, cap)",
+                            ("reference", "fraction", "to-threshold"))
     # --- structured pruning (structured, neuron-magnitude) and GMP ----------------------
     importance: str = _f("fluctuation", "neuron importance estimator", ("activation", "fluctuation", "taylor", "magnitude"))
     regularizer: str = _f("importance", "group penalty", ("importance", "group-lasso", "none"))
@@ -164,6 +174,10 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     out = TrainConfig(**data)
     if out.schedule_steps is None:
         out.schedule_steps = out.steps
+    for f in fields(TrainConfig):  # a --config file bypasses argparse's choices
+        choices, value = f.metadata.get("choices"), getattr(out, f.name)
+        if choices and value is not None and value not in choices:
+            raise UserError(f"--{f.name.replace('_', '-')} {value!r} is not allowed; allowed: {', '.join(choices)}")
     for name in ("steps", "batch_size", "buffer_size", "eval_episodes", "train_freq", "gradient_steps",
                  "topology_delta", "prune_every", "buffer_check_every", "nstep", "policy_delay", "schedule_steps"):
         value = getattr(out, name)
@@ -188,7 +202,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"--buffer-max must be a positive integer, got {out.buffer_max!r}")
     if out.buffer_max is not None and out.buffer_min > out.buffer_max:
         raise UserError(f"--buffer-min ({out.buffer_min}) must not exceed --buffer-max ({out.buffer_max})")
-    if out.buffer_threshold < 0:
+    if out.buffer_threshold is not None and out.buffer_threshold < 0:
         raise UserError(f"--buffer-threshold must be >= 0, got {out.buffer_threshold!r}")
     if not out.hidden or any(int(h) <= 0 for h in out.hidden):
         raise UserError(f"--hidden must be positive widths, got {out.hidden!r}")
@@ -215,7 +229,8 @@ def config_from_options(options: dict, source: str = "options") -> TrainConfig:
 
 
 def load_preset(name: str, algo: str, env: str) -> dict:
-    """Per-env settings from ``presets/<name>.yaml`` (keys: ``common``, ``<algo>/<env-family>``)."""
+    """Per-env settings from ``presets/<name>.yaml``: ``common``, then ``algos.<algo>``, then
+    ``envs.<algo>/<env-family>`` (later blocks win)."""
     path = PRESET_DIR / f"{name}.yaml"
     if not path.exists():
         allowed = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
@@ -226,7 +241,7 @@ def load_preset(name: str, algo: str, env: str) -> dict:
     if key not in table.get("envs", {}):
         known = ", ".join(sorted(table.get("envs", {})))
         raise UserError(f"--preset {name} has no settings for {algo} on {env}; known: {known}")
-    return {**table.get("common", {}), **table["envs"][key]}
+    return {**table.get("common", {}), **(table.get("algos") or {}).get(algo, {}), **table["envs"][key]}
 
 
 def planned_updates(cfg: TrainConfig) -> int:

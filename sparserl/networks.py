@@ -33,3 +33,28 @@ class MLP(nn.Module):
         for layer in self.layers[:-1]:
             x = self.activation(layer(x))
         return self.layers[-1](x)
+
+
+WEIGHT_INITS = ("default", "orthogonal")
+
+
+@torch.no_grad()
+def init_weights_(module: nn.Module, scheme: str = "default") -> nn.Module:
+    """Re-initialise every Linear layer of ``module`` in place; returns ``module``.
+
+    ``"default"`` keeps PyTorch's init (Kaiming-uniform weights and uniform biases, both
+    scaled by 1/sqrt(fan_in)).  ``"orthogonal"`` gives each weight matrix orthonormal rows or
+    columns (gain 1) and zero biases, the init of the RLx2 reference's SAC networks; its
+    outputs start at a visibly different scale than the default init's, which matters once a
+    mask keeps only a few percent of the weights.  Call it before any mask is created, so
+    that magnitude masks are chosen from these weights.
+    """
+    if scheme not in WEIGHT_INITS:
+        raise ValueError(f"unknown weight init {scheme!r}; allowed: {', '.join(WEIGHT_INITS)}")
+    if scheme == "orthogonal":
+        for m in module.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.orthogonal_(m.weight)
+                if m.bias is not None:
+                    m.bias.zero_()
+    return module

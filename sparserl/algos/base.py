@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..networks import MLP
+from ..networks import MLP, init_weights_
 
 
 class NetworkPlugin(Protocol):
@@ -141,6 +141,17 @@ class Agent:
     def inference_network(self) -> nn.Module:
         """The module that runs once per action at deployment (actor or Q-network)."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def initialize_weights(self, scheme: str) -> None:
+        """Re-initialise every network (see :func:`init_weights_`); targets become copies
+        again.  Runs before a method attaches masks."""
+        if scheme == "default":
+            return
+        for name, net in self.networks.items():
+            init_weights_(net, scheme)
+            if name in self.targets:
+                self.targets[name].load_state_dict(net.state_dict())
 
     # -- architecture (structured pruning can shrink any MLP) --------------------------
     def mlps(self) -> dict[str, MLP]:

@@ -81,14 +81,20 @@ class SAC(Agent):
 
     @torch.no_grad()
     def explore(self, obs: np.ndarray, rng: np.random.Generator, progress: float) -> tuple[np.ndarray, np.ndarray]:
-        """A tanh-Gaussian sample drawn with the trainer's generator ``rng`` (so exploration is
-        reproducible from the run's seed alone); returns (action, deterministic mean action)."""
+        """(executed action, pre-noise mean). ``--sac-collect sample`` (standard SAC) executes a
+        tanh-Gaussian sample drawn with the trainer's generator ``rng`` (so exploration is
+        reproducible from the run's seed alone); ``mean`` executes the deterministic mean action,
+        which is what the RLx2 reference code collects with after warm-up (its ``select_action``
+        is called without sampling) and so what produced the paper's SAC numbers. With ``mean``
+        the stored behaviour action equals the executed one."""
         mean, log_std = self.actor(self.tensor(obs))
         mean, std = to_numpy(mean), np.exp(to_numpy(log_std))
-        u = mean + std * rng.standard_normal(mean.shape)
         scale, bias = to_numpy(self.actor.scale), to_numpy(self.actor.bias)
-        action = (np.tanh(u) * scale + bias).astype(np.float32)
-        return action, (np.tanh(mean) * scale + bias).astype(np.float32)
+        mean_action = (np.tanh(mean) * scale + bias).astype(np.float32)
+        if self.cfg.sac_collect == "mean":
+            return mean_action, mean_action.copy()
+        u = mean + std * rng.standard_normal(mean.shape)
+        return (np.tanh(u) * scale + bias).astype(np.float32), mean_action
 
     policy_batch = act
 

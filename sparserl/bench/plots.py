@@ -1,4 +1,5 @@
-"""Report plots (matplotlib, Agg backend): learning curves with CI bands, return vs sparsity."""
+"""Report plots (matplotlib, Agg backend): learning curves with CI bands, return vs sparsity,
+dynamic-buffer size and policy distance."""
 from __future__ import annotations
 
 import math
@@ -25,20 +26,22 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def read_curve(cell_dir: Path) -> pd.Series | None:
-    """``eval_return`` indexed by ``step`` from a run's metrics.csv (None if unusable)."""
+def read_curve(cell_dir: Path, column: str = "eval_return", warn: bool = True) -> pd.Series | None:
+    """``column`` (default ``eval_return``) indexed by ``step`` from a run's metrics.csv
+    (None if unusable or absent)."""
     path = cell_dir / "metrics.csv"
     try:
         df = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return None
-    if "step" not in df.columns or "eval_return" not in df.columns:
-        print(f"warning: {path} lacks step/eval_return columns", file=sys.stderr)
+    if "step" not in df.columns or column not in df.columns:
+        if warn:
+            print(f"warning: {path} lacks step/{column} columns", file=sys.stderr)
         return None
-    df = df[["step", "eval_return"]].apply(pd.to_numeric, errors="coerce").dropna()
+    df = df[["step", column]].apply(pd.to_numeric, errors="coerce").dropna()
     if df.empty:
         return None
-    return df.groupby("step")["eval_return"].last()
+    return df.groupby("step")[column].last()
 
 
 def curve_band(curves: list[pd.Series], n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -120,6 +123,56 @@ def plot_return_vs_sparsity(data, out_dir: Path) -> list[Path]:
         ax.legend(fontsize="small")
         fig.tight_layout()
         path = out_dir / f"return_vs_sparsity_{_safe(algo)}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_buffer_curves(data, out_dir: Path) -> list[Path]:
+    """One figure per (algo, env) whose runs logged a dynamic buffer (metrics.csv columns
+    ``buffer_size``, ``buffer_capacity``, ``policy_distance``: the latest check at each
+    evaluation): buffer size and capacity, and the measured policy distance, against env
+    steps, a line per method (mean over seeds)."""
+    from .report import method_sort_key  # noqa: PLC0415
+
+    plt = _plt()
+    paths = []
+    for (algo, env), grp in data.runs.groupby(["algo", "env"], sort=True):
+        series = {}
+        for label in sorted(set(grp["label"]), key=method_sort_key):
+            dirs = grp.loc[grp["label"] == label, "dir"]
+            per_column = {}
+            for column in ("buffer_size", "buffer_capacity", "policy_distance"):
+                curves = [c for c in (read_curve(data.run_dir / d, column, warn=False) for d in dirs)
+                          if c is not None]
+                if curves:
+                    per_column[column] = (pd.concat(curves, axis=1).sort_index().mean(axis=1), len(curves))
+            if "buffer_size" in per_column:
+                series[label] = per_column
+        if not series:
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig, (ax_size, ax_dist) = plt.subplots(2, 1, figsize=(6.4, 5.6), sharex=True)
+        for label, per_column in series.items():
+            size, n = per_column["buffer_size"]
+            line, = ax_size.plot(size.index, size.to_numpy(float), label=f"{label} (n={n})")
+            if "buffer_capacity" in per_column:
+                cap, _ = per_column["buffer_capacity"]
+                ax_size.plot(cap.index, cap.to_numpy(float), color=line.get_color(), linestyle="--",
+                             linewidth=1)
+            if "policy_distance" in per_column:
+                dist, _ = per_column["policy_distance"]
+                ax_dist.plot(dist.index, dist.to_numpy(float), color=line.get_color())
+        ax_size.set_title(f"{algo.upper()} on {env}: dynamic replay buffer")
+        ax_size.set_ylabel("size (solid), capacity (dashed)")
+        ax_dist.set_ylabel("policy distance")
+        ax_dist.set_xlabel("environment steps")
+        for ax in (ax_size, ax_dist):
+            ax.grid(alpha=0.3)
+        ax_size.legend(fontsize="small")
+        fig.tight_layout()
+        path = out_dir / f"buffer_{_safe(algo)}_{_safe(env)}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(path)

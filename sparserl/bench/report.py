@@ -19,7 +19,8 @@ What is computed (per ``algo / env / method-label``, over seeds; see :mod:`.stat
 * ``sparsity``: 1 - nonzero / total of the run's own networks; ``wall_time_s``, ``updates_per_s``.
 
 Outputs in DIR: ``report.md``, ``report.csv`` (one row per algo/env/method), ``report_iqm.csv``,
-``runs.csv`` (one row per run) and ``plots/*.png``.
+``runs.csv`` (one row per run) and ``plots/*.png`` (learning curves; buffer size and policy
+distance per method where runs used a dynamic buffer; return vs sparsity).
 """
 from __future__ import annotations
 
@@ -379,9 +380,10 @@ def make_report(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT, plots: bo
     data.iqm.to_csv(paths["iqm_csv"], index=False)
     data.runs.to_csv(paths["runs_csv"], index=False)
     if plots:
-        from .plots import plot_learning_curves, plot_return_vs_sparsity  # noqa: PLC0415
+        from .plots import plot_buffer_curves, plot_learning_curves, plot_return_vs_sparsity  # noqa: PLC0415
 
         paths["plots"] = (plot_learning_curves(data, root / "plots", n_boot=min(n_boot, 2000))
+                          + plot_buffer_curves(data, root / "plots")
                           + plot_return_vs_sparsity(data, root / "plots"))
     title = data.manifest.get("suite") or root.name
     md = [f"# Benchmark report: {title}\n", render_header(data), render_tables(data)]

@@ -125,7 +125,8 @@ class Method:
         out: dict = {}
         if self.dynamic is not None:
             out["buffer"] = {"capacity_final": buffer.capacity, "size_final": buffer.size,
-                             "policy_distance_last": self.dynamic.last_distance}
+                             "policy_distance_last": self.dynamic.last_distance,
+                             "threshold": self.dynamic.threshold}
         for name, plugins in agent.plugins.items():
             for plugin in plugins:
                 plugin.add_summary(out, name)

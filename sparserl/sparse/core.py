@@ -54,6 +54,9 @@ class SparseTraining:
             step so the caller skips ``optimizer.step()`` (reference behaviour).
         grad_accumulation: average the dense gradient over the last k minibatches (steps
             ``u-k+1 .. u`` of update step ``u``) for the RigL grow criterion; ``1 <= k <= delta``.
+        regrow_dropped: a connection dropped at a topology update may be regrown in the same
+            update, keeping its value (RigL, the RLx2 reference; default); False excludes it
+            (see :mod:`.updaters`). Ignored when ``updater`` is an instance.
         layers: optional list of Linear module names to sparsify.
         generator: ``torch.Generator`` for random init and SET; default: one seeded from
             the global torch RNG (so ``torch.manual_seed`` makes runs reproducible).
@@ -65,6 +68,7 @@ class SparseTraining:
                  drop_fraction: float = 0.5, t_end: Optional[int] = None,
                  stop_step: Optional[int] = None, reset_optimizer_state: bool = True,
                  skip_step_on_update: bool = True, grad_accumulation: int = 1,
+                 regrow_dropped: bool = True,
                  layers: Optional[Sequence[str]] = None,
                  generator: Optional[torch.Generator] = None):
         if allocation not in ALLOCATIONS:
@@ -79,7 +83,7 @@ class SparseTraining:
         if generator is None:
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, (1,)).item()))
         self.generator = generator
-        self.updater = make_updater(updater, generator)
+        self.updater = make_updater(updater, generator, regrow_dropped)
         self.is_static = isinstance(self.updater, StaticUpdater)
         if t_end is None:
             if not self.is_static:

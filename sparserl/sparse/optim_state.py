@@ -1,10 +1,18 @@
 """Optimizer state of connections changed by a topology update.
 
-The RLx2 reference code never resets Adam moments of dropped/grown entries; a grown weight
-then starts at 0 but immediately moves with a stale momentum. We reset them by default
-(``reset=True``): every state tensor with the parameter's shape (Adam's ``exp_avg``,
+The RLx2 reference code never resets Adam moments of dropped/grown entries. We reset them by
+default (``reset=True``): every state tensor with the parameter's shape (Adam's ``exp_avg``,
 ``exp_avg_sq``, ``max_exp_avg_sq``; SGD's ``momentum_buffer``; ...) is zeroed at the changed
 entries. Scalar state such as Adam's ``step`` is left alone.
+
+For Adam the reset changes nothing measurable: a grown entry was masked (zero gradient) for
+at least ``delta`` updates before it grows, so its moments have already decayed by
+beta1^delta and beta2^delta (0.999^10000 ~ 5e-5). What does differ for a new weight is
+Adam's *shared* step count: the bias corrections 1 - beta^t are ~1 for an old optimizer, so
+a weight whose moments start at 0 takes steps of lr * (1 - beta1^k) / sqrt(1 - beta2^k) for
+its k-th update under a steady gradient, i.e. ~3x lr at k = 1, up to ~6.5x near k = 10, still
+~3x at k = 100 and ~1.1x only after ~2,000 updates, where a freshly built Adam (or an
+established weight) takes ~lr. Per-entry step counts would remove this; we do not do that.
 """
 from __future__ import annotations
 

@@ -1,14 +1,24 @@
 """Which connections change at a topology update (the *when / how many* is in schedules.py).
 
-An updater works on one layer at a time: given the weight, its bool mask and the number of
-connections to replace, it drops ``n`` active connections and grows ``n`` inactive ones, so
-the layer's non-zero count never changes. It edits ``mask`` and ``weight`` in place:
-dropped and grown weights are set to exactly 0 (grown connections start at 0, as in RigL).
+An updater works on one layer at a time: given the weight, its bool mask and the number
+``n`` of connections to replace, it drops the ``n`` active connections with the smallest
+|w| and then grows ``n`` connections among those inactive *after the drop*, so the layer's
+non-zero count never changes. It edits ``mask`` and ``weight`` in place.
 
-Regrowth candidates are the connections that were inactive *before* the drop, i.e. a
-connection dropped in this update is never regrown in the same update (equivalent to RigL's
-explicit exclusion of just-dropped connections). If a layer has fewer inactive connections
-than ``n`` (e.g. a dense ERK layer), ``n`` is capped at that number (0 for a dense layer).
+Regrowth of just-dropped connections (``regrow_dropped``):
+
+* ``True`` (default; RigL's and the RLx2 reference's semantics): a connection dropped in
+  this update competes with the never-active ones for regrowth. If it wins, it simply
+  stays: it keeps its weight value (and its optimizer state), as in the reference code
+  (only connections that were inactive before the update are set to 0) and in RigL
+  (whose re-initialisation of such connections is an option that is off by default).
+  A fully dense layer therefore drops ``n`` and takes the same ``n`` back: no change.
+* ``False``: only connections inactive *before* the drop may grow, so a just-dropped
+  connection is never regrown and every update replaces exactly ``n`` connections (``n`` is
+  capped at the number of inactive connections; 0 for a dense layer). This changes more
+  connections per update than RigL does; it was sparserl's behaviour before.
+
+Truly new connections start at exactly 0 (RigL); dropped ones are set to 0.
 """
 from __future__ import annotations
 
@@ -20,10 +30,15 @@ import torch
 
 @dataclass
 class LayerChange:
-    """Bool tensors shaped like the weight marking what changed in one layer."""
+    """Bool tensors shaped like the weight marking what changed in one layer.
+
+    ``dropped``: active before, inactive after; ``grown``: inactive before, active after
+    (the two have the same count); ``regrown``: dropped and grown back in the same update,
+    i.e. unchanged (only with ``regrow_dropped``)."""
 
     dropped: torch.Tensor
     grown: torch.Tensor
+    regrown: Optional[torch.Tensor] = None
 
     @property
     def changed(self) -> torch.Tensor:
@@ -31,6 +46,7 @@ class LayerChange:
 
     @property
     def n(self) -> int:
+        """Connections that really changed place (grown == dropped count)."""
         return int(self.grown.sum())
 
 
@@ -40,6 +56,12 @@ class Updater:
     name = "base"
     #: whether :meth:`update` needs the dense gradient of the weight
     needs_dense_grad = False
+    #: whether a just-dropped connection may be regrown (class default for subclasses that
+    #: do not call ``Updater.__init__``)
+    regrow_dropped = True
+
+    def __init__(self, regrow_dropped: bool = True):
+        self.regrow_dropped = bool(regrow_dropped)
 
     def grow_scores(self, weight: torch.Tensor, grad: Optional[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -47,25 +69,29 @@ class Updater:
     @torch.no_grad()
     def update(self, weight: torch.Tensor, mask: torch.Tensor, n: int,
                grad: Optional[torch.Tensor] = None) -> LayerChange:
-        """Drop the ``n`` smallest-|w| active weights, grow ``n`` inactive ones (in place)."""
+        """Drop the ``n`` smallest-|w| active weights, grow ``n`` (in place; see the module doc)."""
         if self.needs_dense_grad and grad is None:
             raise ValueError(f"{self.name} updater needs the dense gradient of the weight (grad=None given)")
         flat_mask = mask.view(-1)
-        inactive_before = ~flat_mask
-        n = max(0, min(int(n), int(flat_mask.sum()), int(inactive_before.sum())))
-        dropped = torch.zeros_like(flat_mask)
-        grown = torch.zeros_like(flat_mask)
+        active_before = flat_mask.clone()
+        n = max(0, min(int(n), int(active_before.sum())))
+        if not self.regrow_dropped:
+            n = min(n, int((~active_before).sum()))
+        drop = torch.zeros_like(flat_mask)
+        grow = torch.zeros_like(flat_mask)
         if n > 0:
             w = weight.detach().reshape(-1)
-            drop_score = torch.where(flat_mask, w.abs(), torch.full_like(w, float("inf")))
-            dropped[torch.topk(drop_score, n, largest=False, sorted=False).indices] = True
+            drop_score = torch.where(active_before, w.abs(), torch.full_like(w, float("inf")))
+            drop[torch.topk(drop_score, n, largest=False, sorted=False).indices] = True
+            candidates = ~active_before | drop if self.regrow_dropped else ~active_before
             scores = self.grow_scores(weight, grad).reshape(-1).to(w.device, torch.float32)
-            scores = torch.where(inactive_before, scores, torch.full_like(scores, float("-inf")))
-            grown[torch.topk(scores, n, largest=True, sorted=False).indices] = True
-            flat_mask[dropped] = False
-            flat_mask[grown] = True
-            weight.view(-1)[dropped | grown] = 0.0
-        return LayerChange(dropped.view_as(mask), grown.view_as(mask))
+            scores = torch.where(candidates, scores, torch.full_like(scores, float("-inf")))
+            grow[torch.topk(scores, n, largest=True, sorted=False).indices] = True
+        after = (active_before & ~drop) | grow
+        dropped, grown = active_before & ~after, after & ~active_before
+        flat_mask.copy_(after)
+        weight.view(-1)[dropped | grown] = 0.0
+        return LayerChange(dropped.view_as(mask), grown.view_as(mask), (drop & grow).view_as(mask))
 
 
 class StaticUpdater(Updater):
@@ -80,11 +106,12 @@ class StaticUpdater(Updater):
 
 
 class SETUpdater(Updater):
-    """SET (Mocanu et al. 2018): grow uniformly at random among inactive connections."""
+    """SET (Mocanu et al. 2018): grow uniformly at random among the candidates."""
 
     name = "set"
 
-    def __init__(self, generator: Optional[torch.Generator] = None):
+    def __init__(self, generator: Optional[torch.Generator] = None, regrow_dropped: bool = True):
+        super().__init__(regrow_dropped)
         self.generator = generator
 
     def grow_scores(self, weight, grad):
@@ -93,7 +120,7 @@ class SETUpdater(Updater):
 
 
 class RigLUpdater(Updater):
-    """RigL (Evci et al. 2020): grow the inactive connections with largest |dense gradient|."""
+    """RigL (Evci et al. 2020): grow the candidates with the largest |dense gradient|."""
 
     name = "rigl"
     needs_dense_grad = True
@@ -105,12 +132,13 @@ class RigLUpdater(Updater):
 UPDATERS = {"static": StaticUpdater, "set": SETUpdater, "rigl": RigLUpdater}
 
 
-def make_updater(spec, generator: Optional[torch.Generator] = None) -> Updater:
-    """An updater from a name (``"static"``, ``"set"``, ``"rigl"``) or an :class:`Updater` instance."""
+def make_updater(spec, generator: Optional[torch.Generator] = None, regrow_dropped: bool = True) -> Updater:
+    """An updater from a name (``"static"``, ``"set"``, ``"rigl"``) or an :class:`Updater`
+    instance (returned as is: its own ``regrow_dropped`` applies)."""
     if isinstance(spec, Updater):
         return spec
     if spec == "set":
-        return SETUpdater(generator)
+        return SETUpdater(generator, regrow_dropped)
     if spec in UPDATERS:
-        return UPDATERS[spec]()
+        return UPDATERS[spec](regrow_dropped=regrow_dropped)
     raise ValueError(f"unknown updater {spec!r}; allowed: {', '.join(UPDATERS)} or an Updater instance")

@@ -1,5 +1,7 @@
 """RLx2's dynamic-capacity buffer (SPEC §1.3) with a policy whose distance to the stored
-behaviour actions is known exactly.
+behaviour actions is known exactly: the paper's L2 metric and the two capping shrink rules
+(`to-threshold`, `fraction`), given explicitly; the reference rule (the default) and the
+threshold calibration are in test_reference_buffer.py.
 
 Action dim 2, action bound scale = (2, 4).  Stored behaviour actions are 0.  The stub
 policy returns 0.5 * scale for "old" observations (obs tag < K) and 0 otherwise, so per
@@ -43,12 +45,12 @@ def oldest_tag(buf):
 
 def test_distance_metrics_have_the_known_values():
     buf = filled(100, 100)
-    dyn = DynamicCapacity(buf, 10, 100, metric="l2")
+    dyn = DynamicCapacity(buf, 10, 100, metric="l2", shrink="to-threshold")
     assert dyn.distance(far_before(10**9), SCALE) == pytest.approx(L2_FAR, rel=1e-6)
     assert dyn.distance(far_before(0), SCALE) == 0.0
     # half of the 100 samples far: mean L2 = 0.5 * 0.7071
     assert dyn.distance(far_before(50), SCALE) == pytest.approx(0.5 * L2_FAR, rel=1e-6)
-    dyn_mse = DynamicCapacity(buf, 10, 100, metric="mse")
+    dyn_mse = DynamicCapacity(buf, 10, 100, metric="mse", shrink="to-threshold")
     assert dyn_mse.distance(far_before(10**9), SCALE) == pytest.approx(0.125)
     # per-dim scaled diff (0.3, 0.4): l2 = 0.5, mse = (0.09 + 0.16) / 2 / 2 = 0.0625
     policy = lambda obs: np.tile(np.array([0.3, 0.4], np.float32) * SCALE, (len(obs), 1))
@@ -63,7 +65,7 @@ def test_to_threshold_evicts_window_chunks_until_the_oldest_window_is_close():
     #   offset 4096 : 904 far of 2048 -> 904/2048 * 0.7071 = 0.312 > 0.2, evict (total 6144)
     #   offset 6144 : none far        -> 0 <= 0.2, stop.
     buf = filled(10_000, 12_000)
-    dyn = DynamicCapacity(buf, 1_000, 10_000, threshold=0.2, check_every=100)
+    dyn = DynamicCapacity(buf, 1_000, 10_000, threshold=0.2, check_every=100, metric="l2", shrink="to-threshold")
     assert buf.capacity == 10_000
     assert dyn.maybe_update(150, far_before(5_000), SCALE) is None  # not a check step
     rec = dyn.maybe_update(200, far_before(5_000), SCALE)
@@ -89,7 +91,7 @@ def test_to_threshold_stops_at_min_size():
     #   window = the last 1808: 1308 far -> 1308/1808 * 0.7071 = 0.51 > 0.2,
     #   evict min(2048, 1808 - 1000) = 808 -> size 1000 = min: stop although still far.
     buf = filled(10_000, 10_000)
-    dyn = DynamicCapacity(buf, 1_000, 10_000, threshold=0.2, check_every=100)
+    dyn = DynamicCapacity(buf, 1_000, 10_000, threshold=0.2, check_every=100, metric="l2", shrink="to-threshold")
     rec = dyn.maybe_update(100, far_before(9_500), SCALE)
     assert rec["evicted"] == 9_000 and buf.size == 1_000 and buf.capacity == 1_000
     assert oldest_tag(buf) == 9_000
@@ -100,7 +102,7 @@ def test_to_threshold_stops_at_min_size():
 
 def test_fraction_rule_evicts_ten_percent_per_check():
     buf = filled(10_000, 10_000)
-    dyn = DynamicCapacity(buf, 1_000, 10_000, threshold=0.2, check_every=100, shrink="fraction")
+    dyn = DynamicCapacity(buf, 1_000, 10_000, threshold=0.2, check_every=100, shrink="fraction", metric="l2")
     far = far_before(10**9)
     rec = dyn.maybe_update(100, far, SCALE)                 # int(0.1 * 10000) = 1000
     assert rec["evicted"] == 1_000 and buf.size == buf.capacity == 9_000 and oldest_tag(buf) == 1_000
@@ -108,7 +110,7 @@ def test_fraction_rule_evicts_ten_percent_per_check():
     assert rec["evicted"] == 900 and buf.size == buf.capacity == 8_100 and oldest_tag(buf) == 1_900
     # close to min: 10% of 1,050 would be 105 but only 50 may go
     small = filled(1_050, 2_000)
-    dyn2 = DynamicCapacity(small, 1_000, 2_000, check_every=1, shrink="fraction")
+    dyn2 = DynamicCapacity(small, 1_000, 2_000, threshold=0.2, check_every=1, shrink="fraction", metric="l2")
     assert dyn2.maybe_update(7, far, SCALE)["evicted"] == 50 and small.size == small.capacity == 1_000
 
 
@@ -116,7 +118,7 @@ def test_metric_changes_the_decision():
     # all stored data far: l2 = 0.7071 > 0.2 shrinks, mse = 0.125 <= 0.2 keeps everything
     for metric, expect_evicted in (("l2", True), ("mse", False)):
         buf = filled(5_000, 5_000)
-        dyn = DynamicCapacity(buf, 1_000, 5_000, threshold=0.2, check_every=10, metric=metric)
+        dyn = DynamicCapacity(buf, 1_000, 5_000, threshold=0.2, check_every=10, metric=metric, shrink="to-threshold")
         rec = dyn.maybe_update(10, far_before(10**9), SCALE)
         assert (rec["evicted"] > 0) == expect_evicted, metric
         assert 1_000 <= buf.capacity <= 5_000
@@ -138,12 +140,14 @@ def test_bad_bounds_are_rejected():
         DynamicCapacity(buf, 10, 200)
     with pytest.raises(ValueError):
         DynamicCapacity(buf, 10, 100, metric="l1")
+    with pytest.raises(ValueError, match="reference, fraction, to-threshold"):
+        DynamicCapacity(buf, 10, 100, shrink="half")
 
 
 @pytest.mark.parametrize("shrink", ["to-threshold", "fraction"])
 def test_sampling_never_returns_evicted_data(shrink):
     buf = filled(6_000, 6_000)
-    dyn = DynamicCapacity(buf, 500, 6_000, threshold=0.2, check_every=1, shrink=shrink)
+    dyn = DynamicCapacity(buf, 500, 6_000, threshold=0.2, check_every=1, shrink=shrink, metric="l2")
     dyn.maybe_update(1, far_before(3_000), SCALE)
     first = oldest_tag(buf)
     assert first > 0  # something was evicted
@@ -166,10 +170,10 @@ def test_sampling_never_returns_evicted_data(shrink):
 def test_shrunk_buffer_survives_a_checkpoint_roundtrip():
     # what resume does: build a fresh ring + DynamicCapacity (capacity = max), then load state
     buf = filled(6_000, 6_000)
-    dyn = DynamicCapacity(buf, 500, 6_000, check_every=1)
+    dyn = DynamicCapacity(buf, 500, 6_000, threshold=0.2, check_every=1, metric="l2", shrink="to-threshold")
     dyn.maybe_update(1, far_before(3_000), SCALE)          # evicts 4096 (see the test above)
     fresh = filled(0, 6_000)
-    dyn2 = DynamicCapacity(fresh, 500, 6_000, check_every=1)
+    dyn2 = DynamicCapacity(fresh, 500, 6_000, threshold=0.2, check_every=1, metric="l2", shrink="to-threshold")
     fresh.load_state_dict(buf.state_dict())
     dyn2.load_state_dict(dyn.state_dict())
     assert (fresh.size, fresh.capacity, oldest_tag(fresh)) == (1_904, 1_904, 4_096)

@@ -11,12 +11,14 @@ from sparserl.sparse import (RigLUpdater, SETUpdater, SparseTraining, StaticUpda
 W = torch.tensor([0.5, -0.1, 0.9, 0.05, -0.7, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]).view(3, 4)
 MASK = torch.tensor([True] * 6 + [False] * 6).view(3, 4)
 # huge gradients on active entries (incl. the ones to drop) must be ignored by the grow step
+# when just-dropped connections are excluded (regrow_dropped=False; the default regrows them,
+# see tests/rlx2/test_regrow.py)
 G = torch.tensor([9.0, 50.0, 9.0, 60.0, 9.0, 9.0, 0.1, -0.8, 0.3, 0.05, -0.6, 0.2]).view(3, 4)
 
 
 def test_rigl_drops_smallest_magnitude_and_grows_largest_gradient():
     w, mask = W.clone(), MASK.clone()
-    change = RigLUpdater().update(w, mask, 2, G.clone())
+    change = RigLUpdater(regrow_dropped=False).update(w, mask, 2, G.clone())
     # drop: the 2 smallest |w| among active = idx 3 (0.05) and idx 1 (0.1)
     assert change.dropped.view(-1).nonzero().view(-1).tolist() == [1, 3]
     # grow: the 2 largest |g| among inactive = idx 7 (0.8) and idx 10 (0.6)
@@ -28,12 +30,12 @@ def test_rigl_drops_smallest_magnitude_and_grows_largest_gradient():
     assert torch.equal(w.view(-1), expected)  # untouched weights unchanged, changed ones exactly 0
 
 
-def test_just_dropped_connection_is_not_regrown():
+def test_just_dropped_connection_is_not_regrown_when_excluded():
     # the dropped entry (idx 0, |w| smallest) has by far the largest |grad|
     w = torch.tensor([[0.01, 1.0, 0.0, 0.0]])
     mask = torch.tensor([[True, True, False, False]])
     g = torch.tensor([[100.0, 0.0, 0.2, 0.1]])
-    change = RigLUpdater().update(w, mask, 1, g)
+    change = RigLUpdater(regrow_dropped=False).update(w, mask, 1, g)
     assert change.dropped.tolist() == [[True, False, False, False]]
     assert change.grown.tolist() == [[False, False, True, False]]
 
@@ -42,7 +44,7 @@ def test_set_grows_only_among_inactive_and_is_seeded():
     results = []
     for _ in range(2):
         w, mask = W.clone(), MASK.clone()
-        change = SETUpdater(torch.Generator().manual_seed(7)).update(w, mask, 3)
+        change = SETUpdater(torch.Generator().manual_seed(7), regrow_dropped=False).update(w, mask, 3)
         assert not (change.grown & MASK).any()  # grown only where inactive before
         assert int(change.grown.sum()) == int(change.dropped.sum()) == 3
         assert change.dropped.view(-1).nonzero().view(-1).tolist() == [1, 3, 5]
@@ -67,7 +69,7 @@ def _single_layer_setup(reset):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(6, 5, bias=False))
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    s = SparseTraining(net, opt, 0.6, updater="rigl", delta=5, t_end=100,
+    s = SparseTraining(net, opt, 0.6, updater="rigl", delta=5, t_end=100, regrow_dropped=False,
                        reset_optimizer_state=reset, allocation="uniform")
     x, y = torch.randn(32, 6), torch.randn(32, 5)
     return net, opt, s, x, y
