@@ -284,7 +284,8 @@ def attach_method(agent, cfg, total_updates: int) -> None:
                     regularizer="none" if magnitude else cfg.regularizer, reg_lambda=cfg.reg_lambda,
                     prune_every=cfg.prune_every, prune_start=cfg.prune_start, prune_end=cfg.prune_end,
                     min_width=cfg.min_width, shrink=True, mirrors=[mirror] if mirror is not None else [],
-                    target_fraction=cfg.target_neuron_fraction)
+                    target_fraction=cfg.target_neuron_fraction, rule=cfg.threshold_rule,
+                    scope=cfg.threshold_scope, recovery_reg_scale=cfg.recovery_reg_scale)
             agent.plugins[name] = [PrunerPlugin(pruners)]
         else:  # pragma: no cover - config.resolve rejects unknown methods
             raise UserError(f"unknown --method {method!r}")
