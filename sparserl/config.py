@@ -39,7 +39,8 @@ class TrainConfig:
     seed: int = _f(0, "random seed (torch, numpy, env)")
     out: str = _f("runs/default", "output directory")
     method: str = _f("dense", "sparse/pruning method", METHODS)
-    preset: Optional[str] = _f(None, "per-env settings: 'paper' (RLx2 paper)")
+    preset: Optional[str] = _f(None, "per-env settings: 'paper' (RLx2 paper) or 'tuned' (rl-zoo tuned dense baselines)",
+                               ("paper", "tuned"))
     # --- evaluation, logging, checkpoints -----------------------------------------------
     eval_every: int = _f(5_000, "env steps between deterministic evaluations")
     eval_episodes: int = _f(10, "episodes per evaluation")
@@ -117,6 +118,14 @@ class TrainConfig:
     prune_end: float = _f(0.8, "fraction of updates when pruning ends")
     min_width: int = _f(4, "minimum neurons kept per hidden layer")
     target_neuron_fraction: float = _f(0.93, "structured: fraction of hidden neurons to remove by prune_end")
+    threshold_scope: str = _f("layer", "structured: prune each hidden layer to the target on its own (layer), or "
+                              "pool layer-normalised importance and the neuron budget over all hidden layers of "
+                              "an MLP (global; each layer keeps --min-width)", ("layer", "global"))
+    threshold_rule: str = _f("ramp", "structured: prune below a ramping multiple of the mean importance, capped by "
+                             "the cubic target (ramp), or exactly the cubic target's least important (cubic)",
+                             ("ramp", "cubic"))
+    recovery_reg_scale: float = _f(1.0, "structured: --reg-lambda multiplier after --prune-end (the recovery "
+                                   "phase; 0 = fine-tune the pruned network without the regulariser)")
     prune_guard: Optional[float] = _f(None, "pause pruning while eval return is this fraction below its best")
     gmp_sparsity: float = _f(0.95, "GMP final weight sparsity")
 
@@ -193,6 +202,12 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"--drop-fraction must be in [0, 1], got {out.drop_fraction!r}")
     if not 0.0 <= out.prune_start < out.prune_end <= 1.0:
         raise UserError(f"need 0 <= --prune-start < --prune-end <= 1, got {out.prune_start!r}, {out.prune_end!r}")
+    for name in ("threshold_scope", "threshold_rule"):
+        allowed = next(f for f in fields(TrainConfig) if f.name == name).metadata["choices"]
+        if getattr(out, name) not in allowed:
+            raise UserError(f"unknown --{name.replace('_', '-')} {getattr(out, name)!r}; allowed: {', '.join(allowed)}")
+    if not out.recovery_reg_scale >= 0:
+        raise UserError(f"--recovery-reg-scale must be >= 0, got {out.recovery_reg_scale!r}")
     method.derived(out)
     if out.nstep_delay < 0:
         raise UserError(f"--nstep-delay must be >= 0, got {out.nstep_delay!r}")

@@ -11,6 +11,30 @@ from .errors import UserError
 CONTINUOUS_ALGOS = ("td3", "sac")
 DISCRETE_ALGOS = ("dqn",)
 
+# Env ids that a package registers only when it is imported (Gymnasium >= 1.0 loads no env
+# plugins by itself): id prefix -> (module, how to install it).
+LAZY_ENV_MODULES = {
+    prefix: ("highway_env", "pip install 'sparserl[driving]'")
+    for prefix in ("highway", "merge", "roundabout", "intersection", "parking", "racetrack", "exit",
+                   "lane-keeping", "two-way", "u-turn")
+}
+
+
+def _gym_make(env_id: str, **kwargs) -> gym.Env:
+    """``gym.make``; an unknown id of a lazily registered family imports its package and retries."""
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.NameNotFound:
+        lazy = next((v for prefix, v in LAZY_ENV_MODULES.items() if env_id.startswith(prefix)), None)
+        if lazy is None:
+            raise
+        module, install = lazy
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise UserError(f"--env {env_id!r} needs the {module} package; install it with: {install}") from None
+        return gym.make(env_id, **kwargs)
+
 
 def make_env(env_id: str, seed: int | None = None, kwargs: dict | None = None) -> gym.Env:
     """A registered Gymnasium id (``Hopper-v5``) or ``module.path:ClassName``; ``kwargs`` go to
@@ -26,7 +50,7 @@ def make_env(env_id: str, seed: int | None = None, kwargs: dict | None = None) -
             if env.spec is None or env.spec.max_episode_steps is None:  # unregistered: no time limit yet
                 env = gym.wrappers.TimeLimit(env, 1000)
         else:
-            env = gym.make(env_id, **kwargs)
+            env = _gym_make(env_id, **kwargs)
     except (gym.error.Error, ImportError, AttributeError, ValueError, TypeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"unknown or unusable --env {env_id!r} ({msg}); use a registered Gymnasium id "

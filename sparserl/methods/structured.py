@@ -91,7 +91,8 @@ class Structured(PruningMethod):
                     regularizer="none" if self.magnitude_only else cfg.regularizer, reg_lambda=cfg.reg_lambda,
                     prune_every=cfg.prune_every, prune_start=cfg.prune_start, prune_end=cfg.prune_end,
                     min_width=cfg.min_width, shrink=True, mirrors=[mirror] if mirror is not None else [],
-                    target_fraction=cfg.target_neuron_fraction)
+                    target_fraction=cfg.target_neuron_fraction, rule=cfg.threshold_rule,
+                    scope=cfg.threshold_scope, recovery_reg_scale=cfg.recovery_reg_scale)
             agent.plugins[name] = [PrunerPlugin(pruners)]
 
 

@@ -9,12 +9,12 @@ from .importance import IMPORTANCE_METHODS, NeuronImportance, normalize_importan
 from .pruner import StructuredPruner
 from .regularizer import REGULARIZERS, group_norms, group_sparse_penalty, importance_coefficients
 from .surgery import apply_neuron_masks, hidden_widths, resolve_chain, shrink
-from .threshold import THRESHOLD_RULES, PruneSchedule, neurons_to_prune
+from .threshold import THRESHOLD_RULES, THRESHOLD_SCOPES, PruneSchedule, neurons_to_prune, neurons_to_prune_pooled
 
 __all__ = [
     "StructuredPruner",
     "NeuronImportance", "IMPORTANCE_METHODS", "normalize_importance",
     "group_norms", "group_sparse_penalty", "importance_coefficients", "REGULARIZERS",
-    "PruneSchedule", "neurons_to_prune", "THRESHOLD_RULES",
+    "PruneSchedule", "neurons_to_prune", "neurons_to_prune_pooled", "THRESHOLD_RULES", "THRESHOLD_SCOPES",
     "shrink", "apply_neuron_masks", "resolve_chain", "hidden_widths",
 ]

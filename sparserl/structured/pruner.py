@@ -42,8 +42,10 @@ class StructuredPruner:
         importance: "activation" | "taylor" | "magnitude".
         regularizer: "importance" | "group-lasso" | "none".
         reg_lambda: regulariser strength lambda (>= 0).
-        prune_every, prune_start, prune_end, max_ratio, target_fraction, rule: see
-            :class:`~.threshold.PruneSchedule`.
+        prune_every, prune_start, prune_end, max_ratio, target_fraction, rule, scope,
+            recovery_reg_scale: see :class:`~.threshold.PruneSchedule` (``scope="global"``: one
+            threshold and neuron budget over all hidden layers of the chain;
+            ``recovery_reg_scale``: multiplier of ``reg_lambda`` after the last prune event).
         min_width: neurons every hidden layer keeps at least.
         ema: EMA decay of the importance statistics.
         eps: epsilon of the importance coefficients ``1 / (I/mean(I) + eps)``.
@@ -62,7 +64,7 @@ class StructuredPruner:
                  min_width: int = 4, ema: float = 0.99, shrink: bool = True,
                  mirrors: Sequence = (), max_ratio: float = 1.0,
                  target_fraction: float | None = None, rule: str = "ramp", eps: float = 0.1,
-                 compensate: bool = True):
+                 compensate: bool = True, scope: str = "layer", recovery_reg_scale: float = 1.0):
         if importance not in IMPORTANCE_METHODS:
             raise ValueError(f"importance={importance!r}; allowed: {', '.join(IMPORTANCE_METHODS)}")
         if regularizer not in REGULARIZERS:
@@ -83,7 +85,8 @@ class StructuredPruner:
                 raise ValueError("mirror architecture differs; allowed: same layer shapes as the chain")
         self.schedule = PruneSchedule(total_updates, prune_start=prune_start, prune_end=prune_end,
                                       prune_every=prune_every, max_ratio=max_ratio,
-                                      target_fraction=target_fraction, rule=rule)
+                                      target_fraction=target_fraction, rule=rule, scope=scope,
+                                      recovery_reg_scale=recovery_reg_scale)
         self.importance = NeuronImportance(self.chain, importance, ema=ema)
         self.regularizer = regularizer
         self.reg_lambda = float(reg_lambda)
@@ -105,7 +108,9 @@ class StructuredPruner:
     # -- training-loop interface -----------------------------------------------------------
     def penalty(self) -> torch.Tensor:
         """The regulariser value (differentiable scalar) to add to this network's loss."""
-        if self.regularizer == "none" or self.reg_lambda == 0:
+        # the penalty enters the loss of the coming update, number step + 1
+        reg_lambda = self.reg_lambda * self.schedule.reg_multiplier(self.step + 1)
+        if self.regularizer == "none" or reg_lambda == 0:
             return torch.zeros((), device=self.chain[0].weight.device)
         alive = self._physical_alive()
         coeffs = None
@@ -113,7 +118,7 @@ class StructuredPruner:
             scores = self.importance.scores()
             coeffs = [None if s is None else importance_coefficients(s, alive[i], self.eps)
                       for i, s in enumerate(scores)]
-        return group_sparse_penalty(self.chain, self.reg_lambda, coeffs, alive)
+        return group_sparse_penalty(self.chain, reg_lambda, coeffs, alive)
 
     def after_optimizer_step(self) -> bool:
         """Count one update; prune on schedule. Returns True if the architecture/masks changed."""
@@ -144,12 +149,12 @@ class StructuredPruner:
         scores = self.importance.scores()
         phys_alive = self._physical_alive()
         changed = False
-        for layer, score in enumerate(scores):
-            if score is None:
-                continue
+        layers = [i for i, score in enumerate(scores) if score is not None]
+        new_alives = self.schedule.step(t, [scores[i].cpu() for i in layers],
+                                        [phys_alive[i] for i in layers],
+                                        [self.original_widths[i] for i in layers], self.min_width)
+        for layer, new_alive in zip(layers, new_alives):
             alive = phys_alive[layer]
-            new_alive = self.schedule.layer_step(t, score.cpu(), alive,
-                                                 self.original_widths[layer], self.min_width)
             if bool((new_alive != alive).any()):
                 if self.compensate:
                     self._fold_mean_into_next_bias(layer, alive & ~new_alive)

@@ -25,16 +25,49 @@ requires ``target_fraction``).
 
 In both rules pruned neurons are never revived and a layer keeps at least ``min_width``
 neurons (the most important ones): see :func:`neurons_to_prune`.
+
+Scope (``scope="layer"``, default): the rule above runs on each hidden layer on its own, so
+every layer ends with the same fraction ``target_fraction`` removed.
+
+``scope="global"``: one rule for all hidden layers of the MLP together, so the network decides
+*where* to keep its neurons. Each layer's importance is normalised to mean 1 over its alive
+neurons (raw importances of different layers are not on one scale), the normalised values
+are pooled, and
+
+* the threshold is ``tau_t = ramp(t) * mean_{pooled alive}(I_norm)`` (``= ramp(t)``, since
+  every layer's alive mean is 1), or ``inf`` for ``rule="cubic"``;
+* the cap is the cubic ramp of the *total* original width ``N = sum_l n_l``: at most
+  ``floor(s_t * N)`` neurons removed over all layers together;
+* within the cap the least important pooled neurons go first (ties: lower layer, then lower
+  index), but no layer drops below ``min_width`` (see :func:`neurons_to_prune_pooled`).
+
+Without ``target_fraction`` and with ``rule="ramp"``, global and layer scopes prune the same
+neurons (the normalised threshold is the same number in every layer); the scopes differ in
+how the neuron budget is shared: per layer, every layer loses ``floor(s_t * n_l)``; globally,
+a layer whose importance is concentrated in a few neurons gives up more, one whose neurons
+all matter gives up fewer.
+
+Recovery phase. Updates after ``end`` (the last prune event) train the final architecture
+with no further pruning: with ``prune_end`` a fraction, the last ``1 - prune_end`` of the run.
+Pruning damages the function; the recovery updates let the surviving neurons take over. During
+recovery the group-sparse regulariser, which keeps shrinking every neuron group, can be
+scaled by ``recovery_reg_scale`` (:meth:`PruneSchedule.reg_multiplier`; 0 turns it off, so
+recovery is plain fine-tuning of the small network; 1, the default, keeps it as it was).
 """
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
-__all__ = ["THRESHOLD_RULES", "neurons_to_prune", "PruneSchedule"]
+from .importance import normalize_importance
+
+__all__ = ["THRESHOLD_RULES", "THRESHOLD_SCOPES", "neurons_to_prune", "neurons_to_prune_pooled",
+           "PruneSchedule"]
 
 THRESHOLD_RULES = ("ramp", "cubic")
+THRESHOLD_SCOPES = ("layer", "global")
 
 
 def neurons_to_prune(importance: torch.Tensor, alive: torch.Tensor, threshold: float,
@@ -68,6 +101,52 @@ def neurons_to_prune(importance: torch.Tensor, alive: torch.Tensor, threshold: f
     return new_alive
 
 
+def neurons_to_prune_pooled(importances: Sequence[torch.Tensor], alives: Sequence[torch.Tensor],
+                            threshold: float, min_width: int,
+                            max_pruned: int | None = None) -> list[torch.Tensor]:
+    """Like :func:`neurons_to_prune`, over several layers whose importances share one scale.
+
+    Alive neurons of any layer with ``importance < threshold`` are pruned, least important
+    first over all layers (ties: lower layer, then lower index), at most ``max_pruned`` in total
+    (if given), while every layer keeps ``min(min_width, its alive count)`` neurons: a candidate
+    of a layer already at that floor is skipped and the next one is taken. Returns one new
+    alive mask per layer, each a subset of the old one.
+    """
+    if len(importances) != len(alives):
+        raise ValueError(f"{len(importances)} importance vectors for {len(alives)} alive masks; "
+                         "allowed: one per layer")
+    if min_width < 1:
+        raise ValueError(f"min_width={min_width}; allowed: >= 1")
+    new_alives, values, layer_of, index_of, spare = [], [], [], [], []
+    for layer, (imp, alive) in enumerate(zip(importances, alives)):
+        if imp.shape != alive.shape or imp.dim() != 1:
+            raise ValueError(f"layer {layer}: importance shape {tuple(imp.shape)} differs from alive "
+                             f"shape {tuple(alive.shape)}; allowed: equal 1-D shapes")
+        alive = alive.to(torch.bool)
+        imp = imp.detach().float().cpu()
+        new_alives.append(alive.clone())
+        n_alive = int(alive.sum())
+        spare.append(n_alive - min(int(min_width), n_alive))
+        idx = torch.nonzero(alive.cpu() & (imp < float(threshold)), as_tuple=False).flatten()
+        values.append(imp[idx])
+        layer_of.append(torch.full_like(idx, layer))
+        index_of.append(idx)
+    budget = math.inf if max_pruned is None else max(0, int(max_pruned))
+    if budget == 0 or not values:
+        return new_alives
+    values_all = torch.cat(values)
+    order = torch.argsort(values_all, stable=True)  # concatenation order breaks ties by layer, index
+    layers_all, indices_all = torch.cat(layer_of)[order].tolist(), torch.cat(index_of)[order].tolist()
+    for layer, idx in zip(layers_all, indices_all):
+        if budget <= 0:
+            break
+        if spare[layer] > 0:
+            new_alives[layer][idx] = False
+            spare[layer] -= 1
+            budget -= 1
+    return new_alives
+
+
 def _resolve_time(value, total_updates, name: str) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{name}={value!r}; allowed: float fraction in [0, 1] or int update count")
@@ -90,13 +169,18 @@ class PruneSchedule:
 
     def __init__(self, total_updates: int | None = None, *, prune_start: float | int = 0.1,
                  prune_end: float | int = 0.8, prune_every: int = 1000, max_ratio: float = 1.0,
-                 target_fraction: float | None = None, rule: str = "ramp"):
+                 target_fraction: float | None = None, rule: str = "ramp", scope: str = "layer",
+                 recovery_reg_scale: float = 1.0):
         if total_updates is not None and (isinstance(total_updates, bool) or int(total_updates) < 1):
             raise ValueError(f"total_updates={total_updates}; allowed: int >= 1 or None")
         if isinstance(prune_every, bool) or int(prune_every) < 1:
             raise ValueError(f"prune_every={prune_every}; allowed: int >= 1")
         if rule not in THRESHOLD_RULES:
             raise ValueError(f"rule={rule!r}; allowed: {', '.join(THRESHOLD_RULES)}")
+        if scope not in THRESHOLD_SCOPES:
+            raise ValueError(f"scope={scope!r}; allowed: {', '.join(THRESHOLD_SCOPES)}")
+        if not float(recovery_reg_scale) >= 0:
+            raise ValueError(f"recovery_reg_scale={recovery_reg_scale}; allowed: >= 0")
         if not float(max_ratio) > 0:
             raise ValueError(f"max_ratio={max_ratio}; allowed: > 0")
         if target_fraction is not None and not 0.0 < float(target_fraction) < 1.0:
@@ -113,6 +197,8 @@ class PruneSchedule:
         self.max_ratio = float(max_ratio)
         self.target_fraction = None if target_fraction is None else float(target_fraction)
         self.rule = rule
+        self.scope = scope
+        self.recovery_reg_scale = float(recovery_reg_scale)
 
     def is_prune_step(self, t: int) -> bool:
         if t < 1 or t < self.start or t > self.end:
@@ -125,6 +211,15 @@ class PruneSchedule:
         if self.end == self.start:
             return 1.0
         return min(1.0, (t - self.start) / (self.end - self.start))
+
+    def in_recovery(self, t: int) -> bool:
+        """Whether update ``t`` comes after the last prune event (the recovery phase)."""
+        return t > self.end
+
+    def reg_multiplier(self, t: int) -> float:
+        """Factor on the regulariser strength for update ``t``: ``recovery_reg_scale`` in the
+        recovery phase, else 1."""
+        return self.recovery_reg_scale if self.in_recovery(t) else 1.0
 
     def ramp(self, t: int) -> float:
         """Threshold multiple of the mean alive importance at time ``t`` (0 for rule='cubic')."""
@@ -158,7 +253,36 @@ class PruneSchedule:
             threshold = self.ramp(t) * mean
         return neurons_to_prune(importance, alive, threshold, min_width, max_pruned=cap)
 
+    def step(self, t: int, importances: Sequence[torch.Tensor], alives: Sequence[torch.Tensor],
+             original_widths: Sequence[int], min_width: int) -> list[torch.Tensor]:
+        """Apply the rule at time ``t`` to all hidden layers of one MLP (per ``scope``).
+
+        One entry per layer in each sequence (``importances``/``alives`` over the same
+        neurons, ``original_widths`` before any pruning); returns the new alive masks.
+        """
+        if not len(importances) == len(alives) == len(original_widths):
+            raise ValueError("importances, alives and original_widths differ in length; "
+                             "allowed: one entry per hidden layer")
+        if self.scope == "layer":
+            return [self.layer_step(t, imp, alive, width, min_width)
+                    for imp, alive, width in zip(importances, alives, original_widths)]
+        alives = [a.to(torch.bool) for a in alives]
+        normalised = [normalize_importance(imp.detach().float(), a) for imp, a in zip(importances, alives)]
+        cap = None
+        s = self.target(t)
+        if s is not None:
+            total = sum(int(w) for w in original_widths)
+            already = total - sum(int(a.sum()) for a in alives)
+            cap = max(0, int(math.floor(s * total + 1e-9)) - already)
+        if self.rule == "cubic":
+            threshold = math.inf
+        else:
+            pooled = torch.cat([n[a.to(n.device)] for n, a in zip(normalised, alives)])
+            threshold = self.ramp(t) * (float(pooled.mean()) if pooled.numel() else 0.0)
+        return neurons_to_prune_pooled(normalised, alives, threshold, min_width, max_pruned=cap)
+
     def state_dict(self) -> dict:
         return {"start": self.start, "end": self.end, "every": self.every,
                 "max_ratio": self.max_ratio, "target_fraction": self.target_fraction,
-                "rule": self.rule, "total_updates": self.total_updates}
+                "rule": self.rule, "scope": self.scope, "recovery_reg_scale": self.recovery_reg_scale,
+                "total_updates": self.total_updates}

@@ -1,0 +1,36 @@
+"""The issue-14 suites: they load, report on seeds the sweep never saw, and the dense Hopper
+cells can be shared with the RLx2 comparison (hopper100k) because they are the same runs."""
+from pathlib import Path
+
+import pytest
+
+from sparserl.bench.suite import load_suite, train_args
+
+SUITES = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
+REPORTED = ["struct_cartpole", "struct_lunar", "struct_mujoco", "highway"]
+
+
+@pytest.mark.parametrize("name,n_cells", [("struct_cartpole", 10), ("struct_lunar", 10), ("struct_mujoco", 12),
+                                          ("highway", 6), ("struct_sweep", 52)])
+def test_suites_load(tmp_path, name, n_cells):
+    suite = load_suite(SUITES / f"{name}.yaml", tmp_path)
+    assert len(suite.cells) == n_cells
+    assert {c.method for c in suite.cells} == {"dense", "structured"}
+
+
+def test_sweep_seeds_are_not_reporting_seeds(tmp_path):
+    sweep = {c.seed for c in load_suite(SUITES / "struct_sweep.yaml", tmp_path).cells}
+    reported = {c.seed for name in REPORTED for c in load_suite(SUITES / f"{name}.yaml", tmp_path).cells}
+    assert sweep == {100, 101} and not sweep & reported
+    labels = {c.label for c in load_suite(SUITES / "struct_sweep.yaml", tmp_path).cells}
+    assert {"structured-threshold_scope=global", "structured-recovery_reg_scale=0.0",
+            "structured-prune_end=0.5,prune_start=0.05"} <= labels
+
+
+def test_dense_hopper_cells_are_the_hopper100k_runs(tmp_path):
+    def dense_hopper(name):
+        cells = load_suite(SUITES / f"{name}.yaml", tmp_path / name).cells
+        return {c.key: [a for a in train_args(c) if str(tmp_path) not in a]
+                for c in cells if c.env == "Hopper-v5" and c.method == "dense"}
+    assert dense_hopper("struct_mujoco") == dense_hopper("hopper100k")
+    assert len(dense_hopper("struct_mujoco")) == 3

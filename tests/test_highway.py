@@ -1,0 +1,94 @@
+"""highway-env (optional extra `driving`): lazy registration, the flattened Kinematics
+observation, one short DQN run on it, and the example's PNG strip."""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparserl import envs
+from sparserl.envs import make_env
+from sparserl.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+needs_highway = pytest.mark.skipif(importlib.util.find_spec("highway_env") is None,
+                                   reason="highway-env not installed (pip install 'sparserl[driving]')")
+FLAT_ID = "sparserl-test/HighwayFastFlat-v0"
+
+
+def test_missing_lazy_package_is_a_one_line_user_error(monkeypatch):
+    monkeypatch.setattr(envs, "LAZY_ENV_MODULES", {"nosuchfamily": ("no_such_module_xyz", "pip install it")})
+    with pytest.raises(UserError, match="no_such_module_xyz"):
+        make_env("nosuchfamily-v0")
+
+
+@needs_highway
+def test_make_env_imports_highway_env_on_first_use():
+    # a fresh interpreter: nothing has imported highway_env, so gym.make alone does not know the id
+    code = ("import sys, gymnasium as gym\n"
+            "from sparserl.envs import make_env\n"
+            "assert 'highway-fast-v0' not in gym.registry\n"
+            "env = make_env('highway-fast-v0')\n"
+            "print('highway_env' in sys.modules, env.observation_space.shape)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "True (25,)"  # Kinematics 5 x 5, flattened for the MLPs
+
+
+def _flat_highway(**kwargs):
+    import gymnasium as gym
+    return gym.wrappers.FlattenObservation(make_env("highway-fast-v0"))
+
+
+@pytest.fixture()
+def flat_highway_id():
+    import gymnasium as gym
+    if FLAT_ID not in gym.registry:
+        gym.register(FLAT_ID, entry_point=_flat_highway)
+    return FLAT_ID
+
+
+@needs_highway
+def test_flattened_kinematics_observation(flat_highway_id):
+    from sparserl.envs import original_observation_space
+    raw = make_env("highway-fast-v0")  # make_env flattens any Box observation
+    assert raw.unwrapped.config["observation"]["type"] == "Kinematics"
+    rows, features = original_observation_space(raw).shape  # vehicles x (presence, x, y, vx, vy)
+    flat = make_env(flat_highway_id)
+    obs, _ = flat.reset(seed=0)
+    assert flat.observation_space.shape == obs.shape == (rows * features,)
+    raw_obs, _ = raw.unwrapped.reset(seed=0)
+    np.testing.assert_array_equal(obs, raw_obs.reshape(-1))
+    _, _, _, _, info = flat.step(flat.action_space.sample())
+    assert "crashed" in info  # what the collision rate counts
+
+
+@needs_highway
+def test_short_structured_dqn_run_on_highway(tmp_path, flat_highway_id):
+    from sparserl.config import TrainConfig, resolve
+    from sparserl.trainer import Trainer
+
+    cfg = resolve(TrainConfig(algo="dqn", env="highway-fast-v0", method="structured", steps=30, learning_starts=10,
+                              batch_size=8, train_freq=1, hidden=[16, 16], eval_every=0, eval_episodes=1,
+                              checkpoint_every=0, progress=False, tensorboard=False, out=str(tmp_path),
+                              prune_every=5, prune_start=0.1, prune_end=0.9, min_width=2))
+    summary = Trainer(cfg).train()
+    assert summary["updates"] == 20
+    assert np.isfinite(summary["final_eval_return"])
+    assert summary["architecture"]["q"] != [16, 16]  # pruned while driving
+
+
+@needs_highway
+def test_example_writes_a_png_strip(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("highway_frames", ROOT / "examples" / "highway_frames.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "road.png"
+    assert module.main(["--episodes", "1", "--frames", "2", "--every", "1", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "collision rate" in capsys.readouterr().out
