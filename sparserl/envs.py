@@ -12,8 +12,16 @@ CONTINUOUS_ALGOS = ("td3", "sac")
 DISCRETE_ALGOS = ("dqn",)
 
 
-def make_env(env_id: str, seed: int | None = None) -> gym.Env:
-    """A registered Gymnasium id (``Hopper-v5``) or ``module.path:ClassName``."""
+def make_env(env_id: str, seed: int | None = None, allow_import: bool = False) -> gym.Env:
+    """A registered Gymnasium id (``Hopper-v5``) or ``module.path:ClassName``.
+
+    Any id with a ``:`` imports a module (ours or Gymnasium's ``module:Env-v0``), which runs its
+    code, so it needs ``allow_import=True``: pass it only when the user typed the env id (``--env``)
+    or opted in (``--trust-env-module``), never for an id read from a config, run or checkpoint.
+    """
+    if isinstance(env_id, str) and ":" in env_id and not allow_import:
+        raise UserError(f"env {env_id!r} names module {env_id.partition(':')[0]!r}; pass --trust-env-module "
+                        f"to import it (importing runs its code)")
     try:
         if ":" in env_id and env_id not in gym.registry:
             module_name, _, class_name = env_id.partition(":")

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .checkpoint import atomic_write_bytes_via  # noqa: E402
+
 
 def learning_curve(rows: list[dict], path: str | Path, title: str = "") -> None:
     """Evaluation return (mean +- std over episodes) against env steps."""
@@ -24,5 +26,6 @@ def learning_curve(rows: list[dict], path: str | Path, title: str = "") -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    # Atomic like the checkpoints: a kill while saving never leaves a truncated PNG.
+    atomic_write_bytes_via(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
     plt.close(fig)

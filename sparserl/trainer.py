@@ -90,9 +90,9 @@ class Trainer:
         self.out = Path(cfg.out)
         torch.set_num_threads(cfg.torch_threads)
         seed_everything(cfg.seed)
-        self.env = make_env(cfg.env, seed=cfg.seed)
+        self.env = make_env(cfg.env, seed=cfg.seed, allow_import=True)  # TODO(lead): the CLI's trust decision
         check_compatible(cfg.algo, self.env, cfg.env)
-        self.eval_env = make_env(cfg.env, seed=cfg.seed + 10_000)
+        self.eval_env = make_env(cfg.env, seed=cfg.seed + 10_000, allow_import=True)
         self.eval_env.reset(seed=cfg.seed + 10_000)
         widths = resume_state["architecture"] if resume_state else None
         self.agent = make_agent(cfg, self.env.observation_space, self.env.action_space, widths)
