@@ -35,7 +35,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from . import checkpoint
 from .errors import UserError
 
 # The files of one run, by the name the trainer writes them under.
@@ -196,11 +195,13 @@ def clean_orphan_temps(path: str | os.PathLike) -> list[Path]:
     """Delete temporaries of interrupted atomic writes (``.NAME.XXXXXXXX.tmp``, ``metrics.csv.tmp``)
     in a run directory; return what was removed.  Call it only while holding :class:`RunDirLock`:
     a live writer's temporary looks exactly like an orphan."""
+    from .checkpoint import is_atomic_write_temp  # imports torch, which the lock does not need
+
     out = Path(path)
     artifact_temps = {f"{name}.tmp" for name in RUN_ARTIFACTS}
     removed = []
     for entry in out.iterdir() if out.is_dir() else ():
-        if (checkpoint.is_atomic_write_temp(entry.name) or entry.name in artifact_temps) \
+        if (is_atomic_write_temp(entry.name) or entry.name in artifact_temps) \
                 and entry.is_file() and not entry.is_symlink():
             entry.unlink(missing_ok=True)
             removed.append(entry)
@@ -225,7 +226,9 @@ def remove_run_artifacts(path: str | os.PathLike) -> None:
 
 def read_resume_progress(path: str | os.PathLike) -> tuple[int, int]:
     """``(step, steps)`` of a ``resume.pt``, read without loading its tensors (memory-mapped)."""
-    state = checkpoint.load(path, mmap=True)
+    from .checkpoint import load  # imports torch; the lock and the bench harness do not need it
+
+    state = load(path, mmap=True)
     try:
         step, steps = state["step"], state["config"]["steps"]
     except (KeyError, TypeError):
