@@ -40,7 +40,7 @@ def _first_bad(values: np.ndarray) -> str:
     """``nan at index 3`` for the first non-finite entry of an array."""
     flat = values.reshape(-1)
     index = int(np.flatnonzero(~np.isfinite(flat))[0])
-    where = f" at index {np.unravel_index(index, values.shape)}" if values.ndim > 1 else (
+    where = f" at index {tuple(int(i) for i in np.unravel_index(index, values.shape))}" if values.ndim > 1 else (
         f" at index {index}" if values.ndim == 1 else "")
     return f"{flat[index]}{where}"
 
