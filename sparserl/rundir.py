@@ -128,7 +128,8 @@ class RunDirLock:
         lock_path = self.path / LOCK
         while True:
             try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                # O_NOFOLLOW: a crafted run directory's ".lock -> /etc/passwd" must not be truncated.
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             except OSError as exc:
                 raise UserError(f"cannot create the lock file {lock_path}: {exc.strerror or exc}") from None
             try:
@@ -144,7 +145,7 @@ class RunDirLock:
             # The previous holder unlinks the file on release: if that happened between our open
             # and our flock, we hold a lock on a file nobody else will see; start again.
             try:
-                current = os.stat(lock_path)
+                current = os.lstat(lock_path)
                 mine = os.fstat(fd)
                 if (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
                     break
@@ -275,7 +276,9 @@ def check_out_dir(path: str | os.PathLike | None, overwrite: bool = False, resum
     (:func:`remove_run_artifacts`); the files of a run killed before its first checkpoint
     (``STARTED``) are deleted without asking, as they hold nothing to resume.  ``resuming=True``: the directory must exist
     and hold ``resume.pt``; the caller decides from the returned state and the requested steps.
-    Call it while holding :class:`RunDirLock` so the state cannot change underneath.
+    A run file that is a symbolic link is refused in both cases (a crafted directory could aim
+    ``config.yaml`` at a file elsewhere).  Call it while holding :class:`RunDirLock` so the state
+    cannot change underneath.
     """
     what = "--resume" if resuming else "--out"
     if overwrite and resuming:
@@ -284,6 +287,10 @@ def check_out_dir(path: str | os.PathLike | None, overwrite: bool = False, resum
     if resuming and not Path(text).is_dir():
         raise UserError(f"--resume {text}: no such run directory")
     out = ensure_run_dir(text, what)
+    links = [name for name in RUN_ARTIFACTS if (out / name).is_symlink()]
+    if links:  # writing through one (config.yaml -> ~/.bashrc) would change a file outside the run
+        raise UserError(f"{what} {text}: {links[0]} is a symbolic link; run files must be regular files "
+                        f"(remove the link)")
     status = finish_state(out)
     if resuming:
         if status.step is None:

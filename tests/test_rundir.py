@@ -81,6 +81,18 @@ def test_lock_is_exclusive_within_one_process_too(tmp_path):
             RunDirLock(tmp_path).acquire()
 
 
+def test_lock_file_symlink_is_refused_and_its_target_untouched(tmp_path):
+    """A crafted run directory whose .lock points at another file: locking must not truncate it."""
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK).symlink_to(target)
+    with pytest.raises(UserError, match="cannot create the lock file") as info:
+        RunDirLock(run).acquire()
+    assert "\n" not in str(info.value) and target.read_text() == "keep me"
+
+
 # --- --out checks --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make_path, message", [
@@ -176,6 +188,17 @@ def test_finished_or_unfinished_runs_are_not_overwritten_without_overwrite(tmp_p
     (out / "tb" / "events.out.tfevents.1").write_text("x")
     assert check_out_dir(out, overwrite=True).state is not RunState.EMPTY
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("resuming", [False, True])
+def test_run_files_that_are_symlinks_are_refused(tmp_path, resuming):
+    target = tmp_path / "bashrc"
+    target.write_text("keep me")
+    out = _run(tmp_path / "run", resume=(5, 10))
+    (out / "config.yaml").symlink_to(target)
+    with pytest.raises(UserError, match="config.yaml is a symbolic link"):
+        check_out_dir(out, overwrite=not resuming, resuming=resuming)
+    assert target.read_text() == "keep me" and (out / "resume.pt").exists()
 
 
 def test_run_killed_before_its_first_checkpoint_is_replaced_without_asking(tmp_path):
