@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,15 @@ from typing import Any
 import torch
 
 from .errors import UserError
+
+
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # mkstemp's 8 random characters
+
+
+def is_atomic_write_temp(name: str) -> bool:
+    """Whether a file name is a temporary of :func:`atomic_write_bytes_via` (``.NAME.XXXXXXXX.tmp``):
+    a kill between creating and renaming it leaves one behind."""
+    return bool(_TEMP_NAME.match(name))
 
 
 def atomic_write_bytes_via(path: str | Path, writer) -> None:
@@ -51,12 +61,15 @@ def rng_state_from_str(text: str) -> dict:
     return json.loads(text)
 
 
-def load(path: str | Path) -> dict:
+def load(path: str | Path, mmap: bool = False) -> dict:
+    """Load a checkpoint without running code from it (``weights_only``).  ``mmap=True`` maps
+    tensor data lazily instead of reading it: cheap when only a few scalars are needed (for
+    example the step of a ``resume.pt`` holding a large replay buffer)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # corrupted, truncated or not a torch file
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot read checkpoint {path}: {first[:200]}") from None

@@ -68,6 +68,11 @@ def _mapping(text: str) -> dict:
     return value
 
 
+def _add_trust_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-env-module", action="store_true",
+                        help="allow importing the module named by a stored 'module:Class' env id (runs its code)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sparserl", description="Train small (sparse or pruned) deep-RL agents.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -75,16 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train an agent", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys (e.g. a run's config.yaml)")
-    train.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR")
+    train.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR (with it only "
+                       "--steps, --progress, --device and --tensorboard may be given)")
+    train.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --out")
+    _add_trust_flag(train)
     _add_config_flags(train)
 
     ev = sub.add_parser("eval", help="evaluate a run's checkpoint")
     ev.add_argument("dir", help="run directory (holds checkpoint.pt)")
     ev.add_argument("--episodes", type=int, default=10)
     ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument("--env", default=None, help="evaluate in this env instead of the run's stored one")
+    _add_trust_flag(ev)
 
     fl = sub.add_parser("flops", help="per-layer parameter and FLOP table of a run")
     fl.add_argument("dir", help="run directory (holds checkpoint.pt)")
+    _add_trust_flag(fl)
 
     bench = sub.add_parser("bench", help="run an experiment grid (suite YAML)", add_help=False)
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -101,25 +112,56 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
     return config_from_options({**from_file, **given}, source=str(ns.config) if ns.config else "options")
 
 
+# Options that may accompany --resume; every other option is rejected (a resumed run keeps
+# its stored config, so a silently ignored --lr would be a lie).
+RESUME_OPTIONS = ("steps", "progress", "device", "tensorboard")
+
+
 def cmd_train(ns: argparse.Namespace) -> int:
     from . import checkpoint
+    from .rundir import RunState, open_run_dir
     from .trainer import Trainer
 
-    if ns.resume:
+    if ns.resume is not None:
+        extra = [f for f in dataclasses.fields(TrainConfig) if hasattr(ns, f.name) and f.name not in RESUME_OPTIONS]
+        if extra or ns.config or ns.overwrite:
+            names = [f"--{f.name.replace('_', '-')}" for f in extra] + (["--config"] if ns.config else []) \
+                + (["--overwrite"] if ns.overwrite else [])
+            raise UserError(f"--resume continues a run with its stored config; only "
+                            f"{', '.join('--' + o for o in RESUME_OPTIONS)} may be given with it, got {', '.join(names)}")
         run_dir = Path(ns.resume)
-        state = checkpoint.load(run_dir / "resume.pt")
-        cfg = TrainConfig.from_dict(state["config"])
-        if hasattr(ns, "steps"):
-            cfg.steps = ns.steps
-        cfg.out = str(run_dir)
-        cfg = resolve(cfg)
-        if int(state["step"]) >= cfg.steps:
-            raise UserError(f"run in {run_dir} already finished {state['step']} of {cfg.steps} steps; "
-                            f"pass a larger --steps to continue it")
-        trainer = Trainer(cfg, resume_state=state)
+        with open_run_dir(ns.resume, resuming=True) as status:
+            state = checkpoint.load(run_dir / "resume.pt")
+            try:
+                cfg = TrainConfig.from_dict(state["config"], source=str(run_dir / "resume.pt"))
+                saved_step = int(state["step"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise UserError(f"{run_dir / 'resume.pt'} is not a sparserl resume state ({exc})") from None
+            for name in RESUME_OPTIONS:
+                if hasattr(ns, name):
+                    setattr(cfg, name, getattr(ns, name))
+            cfg.out = str(run_dir)
+            cfg = resolve(cfg)
+            if cfg.steps < saved_step:
+                raise UserError(f"--steps {cfg.steps} is below the {saved_step} steps {run_dir} already ran")
+            if status.state is RunState.COMPLETE and cfg.steps == saved_step:
+                raise UserError(f"run in {run_dir} already finished {saved_step} of {cfg.steps} steps; "
+                                f"pass a larger --steps to continue it")
+            # the env id comes from the stored run: a module:Class id is imported only on request
+            trainer = Trainer(cfg, resume_state=state, allow_env_import=ns.trust_env_module)
+            summary = trainer.train()  # at the final step: writes only the missing final artifacts
     else:
-        trainer = Trainer(config_from_args(ns))
-    summary = trainer.train()
+        cfg = config_from_args(ns)
+        # an env typed on the command line is the user's choice; one from --config is data
+        explicit_env = hasattr(ns, "env") or ns.trust_env_module
+        created = not Path(cfg.out).exists()
+        try:
+            with open_run_dir(cfg.out, overwrite=ns.overwrite):
+                trainer = Trainer(cfg, allow_env_import=explicit_env)
+                summary = trainer.train()
+        except UserError:
+            _remove_if_unused(Path(cfg.out), created)
+            raise
     out = Path(trainer.cfg.out)
     print(f"final eval return: {summary['final_eval_return']:.2f} (best {summary['best_eval_return']:.2f})")
     print(f"logs:       {out / 'metrics.csv'}  (TensorBoard: {out / 'tb'})")
@@ -129,18 +171,35 @@ def cmd_train(ns: argparse.Namespace) -> int:
     return 0
 
 
-def load_agent(run_dir: str | Path, device: str = "cpu"):
-    """Rebuild a run's agent (shrunk architectures included) from its checkpoint."""
-    from . import checkpoint
+def _remove_if_unused(out: Path, created: bool) -> None:
+    """A run rejected before it wrote anything leaves no directory behind (only the lock was made)."""
+    if created and out.is_dir() and all(p.name == ".lock" for p in out.iterdir()):
+        for p in out.iterdir():
+            p.unlink()
+        out.rmdir()
+
+
+def load_agent(run_dir: str | Path, device: str = "cpu", env: str | None = None, trust_env_module: bool = False,
+               with_env: bool = True):
+    """Rebuild a run's agent (shrunk architectures included) from its checkpoint, and the env
+    to run it in: ``env`` (given by the user) or the stored id, whose module is imported only
+    with ``trust_env_module``. Checkpoints store their spaces, so ``with_env=False`` builds no env."""
     from .algos import make_agent
+    from .api import read_model, spaces_from_record
     from .envs import make_env
 
-    state = checkpoint.load(Path(run_dir) / "checkpoint.pt")
+    state = read_model(run_dir)
     cfg = TrainConfig.from_dict(state["config"])
-    env = make_env(cfg.env, kwargs=cfg.env_kwargs)
-    agent = make_agent(cfg, env.observation_space, env.action_space, state["architecture"], device)
+    live_env = None
+    if with_env or state.get("spaces") is None:
+        live_env = make_env(env or cfg.env, kwargs=cfg.env_kwargs, allow_import=bool(env) or trust_env_module)
+    if state.get("spaces") is not None:
+        obs_space, act_space = spaces_from_record(state["spaces"])
+    else:
+        obs_space, act_space = live_env.observation_space, live_env.action_space
+    agent = make_agent(cfg, obs_space, act_space, state["architecture"], device)
     agent.load_state_dict(state["agent"], with_training_state=False)
-    return cfg, agent, env
+    return cfg, agent, live_env
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
@@ -150,7 +209,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
     if ns.episodes <= 0:
         raise UserError(f"--episodes must be a positive integer, got {ns.episodes}")
-    cfg, agent, env = load_agent(ns.dir)
+    cfg, agent, env = load_agent(ns.dir, env=ns.env, trust_env_module=ns.trust_env_module)
     env.reset(seed=ns.seed)
     mean, std = evaluate(agent, env, ns.episodes)
     print(f"{cfg.algo}/{cfg.method} on {cfg.env}: return {mean:.2f} ± {std:.2f} over {ns.episodes} episodes")
@@ -160,7 +219,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 def cmd_flops(ns: argparse.Namespace) -> int:
     from .sparse.flops import format_table, layer_flops
 
-    cfg, agent, _ = load_agent(ns.dir)
+    cfg, agent, _ = load_agent(ns.dir, with_env=False, trust_env_module=ns.trust_env_module)
     for name, net in agent.networks.items():
         print(f"== {name} ({cfg.algo}/{cfg.method})")
         print(format_table(layer_flops(net)))

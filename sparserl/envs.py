@@ -36,9 +36,19 @@ def _gym_make(env_id: str, **kwargs) -> gym.Env:
         return gym.make(env_id, **kwargs)
 
 
-def make_env(env_id: str, seed: int | None = None, kwargs: dict | None = None) -> gym.Env:
+def make_env(env_id: str, seed: int | None = None, kwargs: dict | None = None,
+             allow_import: bool = False) -> gym.Env:
     """A registered Gymnasium id (``Hopper-v5``) or ``module.path:ClassName``; ``kwargs`` go to
-    the env constructor (``--env-kwargs``, e.g. highway-env's ``config``)."""
+    the env constructor (``--env-kwargs``, e.g. highway-env's ``config``).
+
+    Any id with a ``:`` imports a module (ours or Gymnasium's ``module:Env-v0``), which runs its
+    code, so it needs ``allow_import=True``: pass it only when the user typed the env id (``--env``,
+    the Python API) or opted in (``--trust-env-module``), never for an id read from a config, run
+    or checkpoint.
+    """
+    if isinstance(env_id, str) and ":" in env_id and not allow_import:
+        raise UserError(f"env {env_id!r} names module {env_id.partition(':')[0]!r}; pass --trust-env-module "
+                        f"to import it (importing runs its code)")
     kwargs = dict(kwargs or {})
     try:
         if ":" in env_id and env_id not in gym.registry:

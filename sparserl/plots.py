@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from .checkpoint import atomic_write_bytes_via
+
 
 def new_figure(figsize=(6, 4)):
     from matplotlib.figure import Figure
@@ -29,6 +31,7 @@ def _series(rows: list[dict], column: str) -> tuple[list[float], list[float]]:
             steps.append(float(r["step"]))
             values.append(v)
     return steps, values
+
 
 
 def learning_curve(rows: list[dict], path: str | Path, title: str = "") -> None:
@@ -65,4 +68,5 @@ def learning_curve(rows: list[dict], path: str | Path, title: str = "") -> None:
     else:
         ax.set_xlabel("environment steps")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    # Atomic like the checkpoints: a kill while saving never leaves a truncated PNG.
+    atomic_write_bytes_via(path, lambda fh: fig.savefig(fh, format="png", dpi=100))

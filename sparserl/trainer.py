@@ -27,6 +27,7 @@ from .callbacks import as_callback
 from .checkpoint import rng_state_from_str, rng_state_to_str
 from .config import TrainConfig, planned_updates, save_yaml
 from .envs import check_compatible, get_rng_state, make_env, prepare_env, set_rng_state
+from .faults import assert_finite_state, check_finite_losses, checked_env_reset, checked_env_step
 from .methods import make_method
 from .sparse.flops import count_parameters, forward_flops, layer_flops
 
@@ -104,20 +105,22 @@ class Trainer:
 
     ``env``: an already built env (the Python API passes the user's instance); otherwise
     ``cfg.env`` is made. ``write_files=False`` keeps everything in memory (no run
-    directory). ``callbacks``: see :mod:`sparserl.callbacks`.
+    directory). ``callbacks``: see :mod:`sparserl.callbacks`. ``allow_env_import``: may a
+    ``module:Class`` env id be imported (False when the id came from a stored run, not the user).
     """
 
     def __init__(self, cfg: TrainConfig, resume_state: dict | None = None, env=None, eval_env=None,
-                 write_files: bool = True, callbacks=None):
+                 write_files: bool = True, callbacks=None, allow_env_import: bool = True):
         self.cfg = cfg
         self.out = Path(cfg.out) if write_files else None
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)  # network initialisation and torch-side sampling (documented: --seed)
         self.device = resolve_device(cfg.device)
-        self.env = prepare_env(env, cfg.env) if env is not None else make_env(cfg.env, seed=cfg.seed, kwargs=cfg.env_kwargs)
+        self.env = prepare_env(env, cfg.env) if env is not None else make_env(cfg.env, seed=cfg.seed, kwargs=cfg.env_kwargs, allow_import=allow_env_import)
         check_compatible(cfg.algo, self.env, cfg.env)
         self.eval_env = (prepare_env(eval_env, cfg.env) if eval_env is not None
-                         else make_env(cfg.env, seed=cfg.seed + 10_000, kwargs=cfg.env_kwargs) if env is None
+                         else make_env(cfg.env, seed=cfg.seed + 10_000, kwargs=cfg.env_kwargs,
+                                  allow_import=allow_env_import) if env is None
                          else self._copy_env(env))
         self.eval_env.reset(seed=cfg.seed + 10_000)
         self.method = make_method(cfg)
@@ -148,7 +151,7 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.csv" if self.out is not None else None)
         if resume_state is None:
             self.episode_rng_state = {"seed": cfg.seed}  # how the current episode was reset
-            self.obs, _ = self.env.reset(seed=cfg.seed)
+            self.obs, _ = checked_env_reset(self.env, 0, seed=cfg.seed)
         else:
             self._load_resume(resume_state)
 
@@ -191,7 +194,7 @@ class Trainer:
                 behaviour = action
             else:
                 action, behaviour = self.agent.explore(self.obs, self.rng, self.progress())
-            next_obs, reward, terminated, truncated, _ = self.env.step(action)
+            next_obs, reward, terminated, truncated, _ = checked_env_step(self.env, action, self.step)
             self.buffer.add(self.obs, action, reward, next_obs, terminated, truncated, behaviour)
             self.episode_actions.append(np.asarray(action).copy())
             self.episode_return += float(reward)
@@ -202,12 +205,13 @@ class Trainer:
                 if writer:
                     writer.add_scalar("charts/episodic_return", self.episode_return, self.step)
                 self.episode_rng_state = {"state": get_rng_state(self.env)}
-                self.obs, _ = self.env.reset()
+                self.obs, _ = checked_env_reset(self.env, self.step)
                 self.episode_actions, self.episode_return, self.episode_len = [], 0.0, 0
 
             if self.step >= cfg.learning_starts and (self.step + 1) % cfg.train_freq == 0:
                 for _ in range(cfg.gradient_steps):
                     self.last_logs = self.agent.update(self.buffer.sample(cfg.batch_size, self.nstep_now()))
+                    check_finite_losses(self.last_logs, self.agent.gradient_steps)
                 self.method.after_update(self)
             self.agent.on_env_step(self.step)
             self.step += 1
@@ -242,11 +246,13 @@ class Trainer:
         self.callback.on_training_end(self)
         if self.out is None:
             return self.build_summary(wall)
+        # Final artifacts in an order that a kill at any instant leaves resumable or complete:
+        # resume.pt (at the final step), checkpoint.pt, the plot, and summary.json last
+        # (`--resume` of a run at its final step without a summary only writes these again).
         self.save_resume()
         self.save_checkpoint()
-        summary = self.write_summary(wall)
         self.plot()
-        return summary
+        return self.write_summary(wall)
 
     def _random_action(self):
         space = self.env.action_space
@@ -326,6 +332,11 @@ class Trainer:
         learning_curve(self.metrics.rows, self.out / "learning_curve.png", title=f"{self.cfg.algo}/{self.cfg.method} on {self.cfg.env}")
 
     # -- checkpoints ----------------------------------------------------------------------
+    def assert_finite(self) -> None:
+        """Never let a poisoned state overwrite the last good checkpoint."""
+        assert_finite_state({**self.agent.networks, **{f"{k}_target": v for k, v in self.agent.targets.items()}},
+                            self.step, self.agent.optimizers)
+
     def spaces_record(self) -> dict:
         from .api import spaces_record
         from .envs import original_observation_space
@@ -335,11 +346,13 @@ class Trainer:
         """``checkpoint.pt``: what ``sparserl eval``, ``sparserl.load`` and deployment need (no
         replay data); the same format as ``model.save``."""
         from .api import model_state
+        self.assert_finite()
         state = model_state(self.cfg, self.agent, self.spaces_record())
         state["step"] = self.step
         checkpoint.save(state, self.out / "checkpoint.pt")
 
     def save_resume(self) -> None:
+        self.assert_finite()
         state = {
             "config": self.cfg.to_dict(), "architecture": self.agent.architecture(), "step": self.step,
             "agent": self.agent.state_dict(), "buffer": self.buffer.state_dict(), "method": self.method.state_dict(),

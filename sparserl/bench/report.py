@@ -38,6 +38,7 @@ import yaml
 from sparserl.errors import UserError
 
 from . import stats
+from .suite import env_from_dir_name
 
 METHOD_ORDER = ["dense", "tiny", "static", "set", "rigl", "rlx2", "structured", "gmp"]
 _SEED_DIR = re.compile(r"^seed(\d+)$")
@@ -91,7 +92,7 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
             print(f"warning: skipping unreadable {path}", file=sys.stderr)
             continue
         label = cell.parent.name
-        env = cell.parent.parent.name
+        env = env_from_dir_name(cell.parent.parent.name)
         algo = cell.parent.parent.parent.name
         method = str(summary.get("method") or label.partition("-")[0])
         tag = label[len(method) + 1:] if label.startswith(method + "-") else (

@@ -14,6 +14,7 @@ from typing import Iterable
 
 from . import stats
 from .report import load_report_data, render_header, render_tables
+from .suite import is_safe_name
 
 FILE_HEADER = """# Results
 
@@ -39,6 +40,8 @@ def render_results_section(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT
     copied there and shown in the section, so the document does not point into ``runs/``."""
     data = load_report_data(run_dir, n_boot=n_boot)
     suite = data.manifest.get("suite") or data.run_dir.name
+    if not is_safe_name(suite):  # the manifest is data: its name must not steer where plots are copied
+        suite = data.run_dir.name
     sid = section_id(data.run_dir, suite)
     date = (data.manifest.get("finished_at") or data.manifest.get("started_at") or "")[:10]
     images = []

@@ -1,8 +1,14 @@
 """Run every cell of a suite as its own process, locally or on Ray; resumable; crash-tolerant.
 
 * A cell is done when its ``summary.json`` exists and parses; done cells are skipped, so a
-  killed ``sparserl bench`` resumes by running the same command again.  The directory of a
-  cell that was not done (killed, crashed) is wiped before the cell is run again.
+  killed ``sparserl bench`` resumes by running the same command again.  A cell that is not done
+  but resumable (:func:`sparserl.rundir.finish_state`: a ``resume.pt`` before its final step, or
+  at it with the final artifacts missing) is continued with ``--resume``; any other unfinished
+  cell directory (killed before its first checkpoint, crashed, unreadable ``resume.pt``) is
+  wiped and the cell restarts, so no cell fails forever on a state it left behind.
+* ``OUT`` is locked (:class:`sparserl.rundir.RunDirLock`) while the grid runs: a second
+  ``sparserl bench`` on the same directory stops with a one-line error instead of wiping the
+  first one's running cells.
 * Each cell is one process with one torch thread (``OMP_NUM_THREADS=MKL_NUM_THREADS=1``);
   ``workers`` processes run at once.  stdout/stderr go to ``stdout.log``/``stderr.log`` in the
   cell directory.
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sparserl.errors import UserError
+from sparserl.rundir import RunDirLock, finish_state
 
 from .suite import Cell, Suite, default_command, default_resume_command, load_suite
 
@@ -49,6 +56,18 @@ def is_done(cell_dir: str | Path) -> bool:
         json.loads(path.read_text())
         return True
     except (OSError, ValueError):
+        return False
+
+
+def is_resumable(cell_dir: str | Path) -> bool:
+    """Whether ``sparserl train --resume`` can finish the cell (steps left, or only its final
+    artifacts).  An unreadable ``resume.pt`` is not resumable: the cell restarts rather than
+    failing on it at every attempt."""
+    if not (Path(cell_dir) / "resume.pt").is_file():
+        return False
+    try:
+        return finish_state(cell_dir).resumable
+    except UserError:
         return False
 
 
@@ -81,13 +100,13 @@ def execute_cell(command: Sequence[str], cell_dir: str, timeout: float | None = 
                  procs: set | None = None, resume_command: Sequence[str] | None = None) -> dict:
     """Run one cell process to completion and record its outcome in ``cell_dir``.
 
-    If ``resume_command`` is given and the cell directory holds a ``resume.pt`` from an
-    interrupted attempt, that command continues it; otherwise leftovers of an earlier attempt
-    are deleted and ``command`` starts afresh.  Returns ``{"ok", "returncode", "stderr_tail",
+    If ``resume_command`` is given and the cell directory is resumable (:func:`is_resumable`),
+    that command continues it; otherwise leftovers of an earlier attempt are deleted and
+    ``command`` starts afresh.  Returns ``{"ok", "returncode", "stderr_tail",
     "wall_s", "resumed"}``.  Used by both backends (on Ray it runs inside the task).
     """
     cdir = Path(cell_dir)
-    resumed = bool(resume_command) and (cdir / "resume.pt").is_file()
+    resumed = bool(resume_command) and is_resumable(cdir)
     if resumed:
         command = list(resume_command)
         (cdir / "error.txt").unlink(missing_ok=True)
@@ -344,112 +363,108 @@ def run_suite(suite_path: str | Path, out_dir: str | Path, workers: int | None =
     suite = load_suite(suite_path, run_dir)
     build = command_builder or default_command
     resume_build = resume_builder or (default_resume_command if command_builder is None else None)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output directory {run_dir}: {exc}") from None
+    with RunDirLock(run_dir, "--out"):  # creates OUT; a second bench on it fails here
+        prev_suite = run_dir / "suite.yaml"
+        new_text = Path(suite_path).read_text()
+        if prev_suite.exists() and prev_suite.read_text() != new_text:
+            # Resuming with an edited suite is allowed (done cells are kept); keep the old copy.
+            shutil.copyfile(prev_suite, run_dir / f"suite.{int(time.time())}.yaml")
+        prev_suite.write_text(new_text)
 
-    prev_suite = run_dir / "suite.yaml"
-    new_text = Path(suite_path).read_text()
-    if prev_suite.exists() and prev_suite.read_text() != new_text:
-        # Resuming with an edited suite is allowed (done cells are kept); keep the old copy.
-        shutil.copyfile(prev_suite, run_dir / f"suite.{int(time.time())}.yaml")
-    prev_suite.write_text(new_text)
+        done = [c for c in suite.cells if is_done(c.out_dir)]
+        todo = [(c, list(map(str, build(c))),
+                 list(map(str, resume_build(c))) if resume_build else None)
+                for c in suite.cells if not is_done(c.out_dir)]
+        n_workers = int(workers) if workers else (None if backend == "ray" else (os.cpu_count() or 1))
 
-    done = [c for c in suite.cells if is_done(c.out_dir)]
-    todo = [(c, list(map(str, build(c))),
-             list(map(str, resume_build(c))) if resume_build else None)
-            for c in suite.cells if not is_done(c.out_dir)]
-    n_workers = int(workers) if workers else (None if backend == "ray" else (os.cpu_count() or 1))
+        manifest_path = run_dir / "manifest.json"
+        manifest = {}
+        if manifest_path.exists():
+            try:
+                manifest = json.loads(manifest_path.read_text())
+            except ValueError:
+                manifest = {}
+        started_at = _now()
+        manifest.update({
+            "suite": suite.name,
+            "suite_file": str(Path(suite_path).resolve()),
+            "command": command_line or f"run_suite({str(suite_path)!r}, {str(out_dir)!r}, "
+                                       f"workers={workers}, backend={backend!r})",
+            "backend": backend,
+            "workers": n_workers,
+            "machine": machine_info(),
+            "budgets": {"steps": sorted({c.steps for c in suite.cells}),
+                        "eval_every": sorted({c.eval_every for c in suite.cells}),
+                        "eval_episodes": sorted({c.eval_episodes for c in suite.cells})},
+            "seeds": sorted({c.seed for c in suite.cells}),
+            "score_floor": suite.score_floor,
+            "cells": [_cell_record(c, run_dir) for c in suite.cells],
+            "example_command": list(map(str, build(suite.cells[0]))),
+            "started_at": manifest.get("started_at", started_at),
+            "last_started_at": started_at,
+            "finished_at": None,
+        })
+        manifest.setdefault("sessions", []).append(
+            {"started_at": started_at, "backend": backend, "workers": n_workers,
+             "skipped": len(done), "to_run": len(todo)})
+        _write_json(manifest_path, manifest)
 
-    manifest_path = run_dir / "manifest.json"
-    manifest = {}
-    if manifest_path.exists():
+        results: dict[str, dict] = {}
+        lock = threading.Lock()
+        t0 = time.time()
+        bar = _progress(len(suite.cells), len(done), f"bench {suite.name}") if progress else None
+        counts = {"ok": 0, "failed": 0}
+
+        def on_result(cell: Cell, result: dict) -> None:
+            with lock:
+                results[cell.key] = result
+                counts["ok" if result.get("ok") else "failed"] += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(failed=counts["failed"], refresh=False)
+                if not result.get("ok"):
+                    msg = (f"cell {cell.key} failed ({result.get('reason', '')}); "
+                           f"see {cell.out_dir / 'error.txt'}")
+                    (bar.write if bar is not None else print)(msg, file=sys.stderr)
+                    _write_json(run_dir / "failures.json", _failures(suite, run_dir, results))
+
+        # Turn SIGTERM into an exception so running cells are killed rather than orphaned.
+        old_handler = None
+        if threading.current_thread() is threading.main_thread():
+            def _sigterm(signum, frame):
+                raise KeyboardInterrupt(f"signal {signum}")
+            old_handler = signal.signal(signal.SIGTERM, _sigterm)
+        extra: dict = {}
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except ValueError:
-            manifest = {}
-    started_at = _now()
-    manifest.update({
-        "suite": suite.name,
-        "suite_file": str(Path(suite_path).resolve()),
-        "command": command_line or f"run_suite({str(suite_path)!r}, {str(out_dir)!r}, "
-                                   f"workers={workers}, backend={backend!r})",
-        "backend": backend,
-        "workers": n_workers,
-        "machine": machine_info(),
-        "budgets": {"steps": sorted({c.steps for c in suite.cells}),
-                    "eval_every": sorted({c.eval_every for c in suite.cells}),
-                    "eval_episodes": sorted({c.eval_episodes for c in suite.cells})},
-        "seeds": sorted({c.seed for c in suite.cells}),
-        "score_floor": suite.score_floor,
-        "cells": [_cell_record(c, run_dir) for c in suite.cells],
-        "example_command": list(map(str, build(suite.cells[0]))),
-        "started_at": manifest.get("started_at", started_at),
-        "last_started_at": started_at,
-        "finished_at": None,
-    })
-    manifest.setdefault("sessions", []).append(
-        {"started_at": started_at, "backend": backend, "workers": n_workers,
-         "skipped": len(done), "to_run": len(todo)})
-    _write_json(manifest_path, manifest)
-
-    results: dict[str, dict] = {}
-    lock = threading.Lock()
-    t0 = time.time()
-    bar = _progress(len(suite.cells), len(done), f"bench {suite.name}") if progress else None
-    counts = {"ok": 0, "failed": 0}
-
-    def on_result(cell: Cell, result: dict) -> None:
-        with lock:
-            results[cell.key] = result
-            counts["ok" if result.get("ok") else "failed"] += 1
+            if todo:
+                if backend == "ray":
+                    extra = _run_ray(todo, n_workers, ray_address, on_result)
+                else:
+                    _run_local(todo, n_workers, on_result)
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGTERM, old_handler)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(failed=counts["failed"], refresh=False)
-            if not result.get("ok"):
-                msg = (f"cell {cell.key} failed ({result.get('reason', '')}); "
-                       f"see {cell.out_dir / 'error.txt'}")
-                (bar.write if bar is not None else print)(msg, file=sys.stderr)
-                _write_json(run_dir / "failures.json", _failures(suite, run_dir, results))
+                bar.close()
+            failures = _failures(suite, run_dir, results)
+            _write_json(run_dir / "failures.json", failures)
 
-    # Turn SIGTERM into an exception so running cells are killed rather than orphaned.
-    old_handler = None
-    if threading.current_thread() is threading.main_thread():
-        def _sigterm(signum, frame):
-            raise KeyboardInterrupt(f"signal {signum}")
-        old_handler = signal.signal(signal.SIGTERM, _sigterm)
-    extra: dict = {}
-    try:
-        if todo:
-            if backend == "ray":
-                extra = _run_ray(todo, n_workers, ray_address, on_result)
-            else:
-                _run_local(todo, n_workers, on_result)
-    finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
-        if bar is not None:
-            bar.close()
-        failures = _failures(suite, run_dir, results)
-        _write_json(run_dir / "failures.json", failures)
-
-    manifest.update(extra)
-    manifest["finished_at"] = _now()
-    manifest["sessions"][-1].update(finished_at=manifest["finished_at"],
-                                    completed=counts["ok"], failed=counts["failed"],
-                                    elapsed_s=round(time.time() - t0, 1))
-    _write_json(manifest_path, manifest)
-    return {
-        "out_dir": str(run_dir),
-        "total": len(suite.cells),
-        "skipped": len(done),
-        "ran": len(results),
-        "completed": counts["ok"],
-        "failed": len(failures),
-        "failures": failures,
-        "elapsed_s": round(time.time() - t0, 2),
-    }
+        manifest.update(extra)
+        manifest["finished_at"] = _now()
+        manifest["sessions"][-1].update(finished_at=manifest["finished_at"],
+                                        completed=counts["ok"], failed=counts["failed"],
+                                        elapsed_s=round(time.time() - t0, 1))
+        _write_json(manifest_path, manifest)
+        return {
+            "out_dir": str(run_dir),
+            "total": len(suite.cells),
+            "skipped": len(done),
+            "ran": len(results),
+            "completed": counts["ok"],
+            "failed": len(failures),
+            "failures": failures,
+            "elapsed_s": round(time.time() - t0, 2),
+        }
 
 
 def dump_suite_cells(suite_path: str | Path, out_dir: str | Path,

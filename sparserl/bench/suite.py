@@ -20,7 +20,12 @@ A suite is a YAML mapping::
         tag: ""                 # optional explicit dir-name tag (replaces the sweep-derived one)
         steps / seeds / eval_every / eval_episodes / timeout: per-group overrides of the defaults
 
-Each cell runs in ``OUT/<algo>/<env>/<method>[-<tag>]/seed<k>/``.  The tag is the explicit
+Each cell runs in ``OUT/<algo>/<env>/<method>[-<tag>]/seed<k>/``.  Every part is one directory
+level: names may not contain ``/`` (nor ``..`` as a part, NUL, or a leading ``.``/``-``), except
+a Gymnasium namespace in an env id (``ALE/Pong-v5``), whose ``/`` becomes ``+`` in the directory
+name (``ALE+Pong-v5``; see :func:`env_dir_name`).  The resolved cell directory must lie inside
+``OUT`` (a symlink pointing elsewhere is refused), so a suite can neither write nor delete outside
+``OUT``.  The tag is the explicit
 ``tag`` if given, else ``key=value`` pairs of the group's ``sweep`` joined by ``,``.  Options in
 ``overrides`` are deliberately kept out of the directory name: they are settings, not
 experimental factors, so a suite-wide ``learning_starts`` does not rename every method column.
@@ -33,6 +38,7 @@ inside ``sweep`` to sweep over list values; in tags lists are comma-joined).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import sys
@@ -52,7 +58,9 @@ GROUP_KEYS = {
     "algo", "env", "method", "overrides", "sweep", "tag", "steps", "seeds", "eval_every",
     "eval_episodes", "timeout",
 }
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]*")  # one directory level: no '/'
+_ENV_PART = r"[A-Za-z0-9][A-Za-z0-9_.:-]*"  # no '+': it stands for '/' in directory names
+_ENV_RE = re.compile(rf"(?:{_ENV_PART}/)?{_ENV_PART}")  # optional Gymnasium namespace
 _KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 _TAG_BAD = re.compile(r"[^A-Za-z0-9_.=,+-]")
 
@@ -81,7 +89,23 @@ class Cell:
     @property
     def key(self) -> str:
         """``algo/env/label/seedK`` -- the cell directory relative to the run directory."""
-        return f"{self.algo}/{self.env}/{self.label}/seed{self.seed}"
+        return f"{self.algo}/{env_dir_name(self.env)}/{self.label}/seed{self.seed}"
+
+
+def env_dir_name(env: str) -> str:
+    """An env id as one directory level: a Gymnasium namespace's ``/`` becomes ``+``
+    (``ALE/Pong-v5`` -> ``ALE+Pong-v5``), which no valid env id of a suite contains."""
+    return env.replace("/", "+")
+
+
+def env_from_dir_name(name: str) -> str:
+    """Inverse of :func:`env_dir_name` (for reports, which read envs from directory names)."""
+    return name.replace("+", "/")
+
+
+def is_safe_name(name: Any) -> bool:
+    """A name usable as one directory level (suite, algo and method names)."""
+    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
 
 
 @dataclass
@@ -167,10 +191,13 @@ def _as_str_list(value: Any, what: str, where: str) -> list[str]:
     items = value if isinstance(value, list) else [value]
     if not items:
         raise UserError(f"{where}: '{what}' is an empty list")
+    pattern, allowed = (_ENV_RE, "[namespace/]name of [A-Za-z0-9_.:-]") if what == "env" else (
+        _NAME_RE, "[A-Za-z0-9_.:+-] without '/'")
     out = []
     for item in items:
-        if not isinstance(item, str) or not _NAME_RE.match(item):
-            raise UserError(f"{where}: '{what}' must be a name or a list of names, got {item!r}")
+        if not isinstance(item, str) or not pattern.fullmatch(item):
+            raise UserError(f"{where}: '{what}' must be a name or a list of names ({allowed}, starting with "
+                            f"a letter or digit), got {item!r}")
         out.append(item)
     return out
 
@@ -225,8 +252,8 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
         raise UserError(f"{source}: unknown key(s) {', '.join(map(str, unknown))}; "
                         f"allowed: {', '.join(sorted(SUITE_KEYS))}")
     name = raw.get("name") or (path.stem if path else "suite")
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise UserError(f"{source}: 'name' must be a simple name, got {name!r}")
+    if not is_safe_name(name):
+        raise UserError(f"{source}: 'name' must be a simple name ([A-Za-z0-9_.:+-] without '/'), got {name!r}")
     defaults = {
         "steps": _as_pos_int(raw.get("steps", 100_000), "steps", source),
         "seeds": _as_seeds(raw.get("seeds", [0]), source),
@@ -245,6 +272,7 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
         raise UserError(f"{source}: 'cells' must be a non-empty list of groups")
 
     out_dir = Path(out_dir)
+    root = out_dir.resolve()
     cells: dict[str, Cell] = {}
     for gi, group in enumerate(groups):
         where = f"{source}: cells[{gi}]"
@@ -291,9 +319,12 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
             cell = Cell(
                 algo=algo, env=env, method=method, seed=seed, steps=steps,
                 eval_every=eval_every, eval_episodes=eval_episodes,
-                out_dir=out_dir / algo / env / label / f"seed{seed}", tag=tag,
-                overrides=tuple(sorted(opts.items())), timeout=timeout,
+                out_dir=out_dir, tag=tag, overrides=tuple(sorted(opts.items())), timeout=timeout,
             )
+            cell = dataclasses.replace(cell, out_dir=out_dir / cell.key)
+            if not cell.out_dir.resolve().is_relative_to(root):  # e.g. a symlink inside OUT
+                raise UserError(f"{where}: cell directory {cell.out_dir} resolves to {cell.out_dir.resolve()}, "
+                                f"outside --out {root}")
             previous = cells.get(cell.key)
             if previous is not None and previous != cell:
                 raise UserError(f"{where}: cell {cell.key} is defined twice with different "

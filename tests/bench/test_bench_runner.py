@@ -13,7 +13,9 @@ import pytest
 from sparserl.bench import make_report, run_suite
 from sparserl.bench.cli import bench_main
 from sparserl.bench.runner import execute_cell, is_done
+from sparserl import checkpoint
 from sparserl.errors import UserError
+from sparserl.rundir import RunDirLock
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -106,20 +108,46 @@ def test_failing_cells_are_recorded_and_the_rest_complete(tmp_path, fake_builder
     assert dict(zip(table["label"], table["n_seeds"])) == {"dense": 2, "static": 2}
 
 
-def test_execute_cell_resume_and_restart(tmp_path):
+def _write_resume(cell: Path, step: int, steps: int) -> None:
+    checkpoint.save({"step": step, "config": {"steps": steps}}, cell / "resume.pt")
+
+
+WRITE_SUMMARY = [sys.executable, "-c",
+                 "import sys, pathlib; pathlib.Path(sys.argv[1], 'summary.json').write_text('{}')"]
+
+
+@pytest.mark.parametrize("step", [5, 10], ids=["mid-run", "killed-during-final-writes"])
+def test_execute_cell_resumes_a_resumable_cell(tmp_path, step):
+    """Both an interrupted run and one killed after its final resume.pt (no summary yet) are
+    continued with the resume command, not wiped and not failed."""
     cell = tmp_path / "cell"
     cell.mkdir()
-    (cell / "resume.pt").write_text("state")
-    write_summary = [sys.executable, "-c",
-                     "import sys, pathlib; pathlib.Path(sys.argv[1], 'summary.json').write_text('{}')",
-                     str(cell)]
-    res = execute_cell(["false"], str(cell), resume_command=write_summary)
+    _write_resume(cell, step, 10)
+    res = execute_cell(["false"], str(cell), resume_command=[*WRITE_SUMMARY, str(cell)])
     assert res["ok"] and res["resumed"] and (cell / "resume.pt").exists()
-    (cell / "summary.json").unlink()
-    res = execute_cell(write_summary, str(cell))  # no resume command: start afresh
+
+
+def test_execute_cell_restarts_without_resume_command_or_with_a_broken_resume_file(tmp_path):
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    _write_resume(cell, 5, 10)
+    res = execute_cell([*WRITE_SUMMARY, str(cell)], str(cell))  # no resume command: start afresh
     assert res["ok"] and not res["resumed"] and not (cell / "resume.pt").exists()
+    (cell / "summary.json").unlink()
+    (cell / "resume.pt").write_text("not a checkpoint")  # would fail every resume attempt
+    res = execute_cell([*WRITE_SUMMARY, str(cell)], str(cell), resume_command=["false"])
+    assert res["ok"] and not res["resumed"] and not (cell / "resume.pt").exists()
+    (cell / "summary.json").unlink()
     res = execute_cell([sys.executable, "-c", "pass"], str(cell))
     assert not res["ok"] and "no valid summary.json" in (cell / "error.txt").read_text()
+
+
+def test_a_second_bench_on_the_same_out_is_refused(tmp_path, fake_builder):
+    out = tmp_path / "out"
+    with RunDirLock(out):  # stands for a bench already running on OUT
+        with pytest.raises(UserError, match="is in use by pid"):
+            run_suite(SMOKE, out, workers=1, command_builder=fake_builder, progress=False)
+    assert not list(out.glob("*/*/*/seed*"))  # nothing ran, nothing was wiped
 
 
 @pytest.mark.parametrize("kwargs, message", [

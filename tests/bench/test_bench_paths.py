@@ -1,0 +1,104 @@
+"""Suites cannot write or delete outside --out: names are single directory levels, a Gymnasium
+namespace maps to '+', and the resolved cell directory must lie inside OUT."""
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from sparserl.bench import make_report, run_suite
+from sparserl.bench.results_md import render_results_section
+from sparserl.bench.suite import env_dir_name, env_from_dir_name, load_suite
+from sparserl.errors import UserError
+
+
+def _tree(root):
+    """Every path under root with the bytes of its files (to prove nothing changed)."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    """tmp/box/out is --out; tmp/victim.txt and tmp/box/keep/ must survive every suite."""
+    (tmp_path / "victim.txt").write_text("precious")
+    (tmp_path / "box" / "keep").mkdir(parents=True)
+    (tmp_path / "box" / "keep" / "data.txt").write_text("also precious")
+    return tmp_path
+
+
+@pytest.mark.parametrize("cell", [
+    "{algo: 'td3/../../..', env: E-v0, method: dense}",
+    "{algo: '..', env: E-v0, method: dense}",
+    "{algo: td3, env: '../../victim', method: dense}",
+    "{algo: td3, env: 'a/../../..', method: dense}",
+    "{algo: td3, env: 'ALE/Pong/v5', method: dense}",
+    "{algo: td3, env: '/etc', method: dense}",
+    "{algo: td3, env: 'E+v0', method: dense}",
+    "{algo: td3, env: E-v0, method: 'dense/../../../keep'}",
+    "{algo: td3, env: E-v0, method: \"dense\\0\"}",
+    "{algo: \"td3\\n\", env: E-v0, method: dense}",
+    "{algo: td3, env: E-v0, method: dense, tag: '../../keep'}",
+])
+def test_path_escaping_names_are_refused_and_nothing_is_touched(sandbox, fake_builder, cell):
+    suite = sandbox / "suite.yaml"
+    suite.write_text(f"steps: 10\neval_every: 5\neval_episodes: 1\ncells:\n  - {cell}\n")
+    before = _tree(sandbox)
+    with pytest.raises(UserError) as info:
+        run_suite(suite, sandbox / "box" / "out", workers=1, command_builder=fake_builder, progress=False)
+    assert "\n" not in str(info.value)
+    assert _tree(sandbox) == before  # not even --out was created
+
+
+def test_suite_name_with_a_slash_is_refused(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: a/../../x\ncells: [{algo: td3, env: E-v0, method: dense}]\n")
+    with pytest.raises(UserError, match="'name' must be a simple name"):
+        load_suite(suite, tmp_path / "out")
+
+
+def test_symlinked_cell_directory_pointing_outside_out_is_refused(sandbox, fake_builder):
+    out = sandbox / "box" / "out"
+    out.mkdir()
+    os.symlink(sandbox / "box" / "keep", out / "td3")  # a directory in OUT that leads elsewhere
+    suite = sandbox / "suite.yaml"
+    suite.write_text("steps: 10\neval_every: 5\neval_episodes: 1\ncells: [{algo: td3, env: E-v0, method: dense}]\n")
+    before = _tree(sandbox / "box" / "keep")
+    with pytest.raises(UserError, match="outside --out"):
+        run_suite(suite, out, workers=1, command_builder=fake_builder, progress=False)
+    assert _tree(sandbox / "box" / "keep") == before
+
+
+def test_gymnasium_namespace_is_one_directory_level_and_reported_with_its_slash(tmp_path, fake_builder):
+    assert env_from_dir_name(env_dir_name("ALE/Pong-v5")) == "ALE/Pong-v5"
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("steps: 10\neval_every: 5\neval_episodes: 1\nseeds: [0, 1]\n"
+                     "cells: [{algo: td3, env: [ALE/Pong-v5, E-v0], method: [dense, static]}]\n")
+    out = tmp_path / "out"
+    res = run_suite(suite, out, workers=2, command_builder=fake_builder, progress=False)
+    assert res["completed"] == 8 and res["failed"] == 0
+    cell_dirs = sorted(p.parent.relative_to(out).as_posix() for p in out.rglob("summary.json"))
+    assert "td3/ALE+Pong-v5/dense/seed0" in cell_dirs
+    assert all(d.count("/") == 3 for d in cell_dirs)  # algo/env/label/seedK, nothing deeper
+    # The child got the real id on its command line, and the report reads it back from the directory.
+    summary = json.loads((out / "td3/ALE+Pong-v5/dense/seed0/summary.json").read_text())
+    assert summary["env"] == "ALE/Pong-v5"
+    runs = pd.read_csv(make_report(out, n_boot=50, plots=False)["runs_csv"])
+    assert sorted(set(runs["env"])) == ["ALE/Pong-v5", "E-v0"]
+
+
+def test_results_md_ignores_a_path_like_suite_name_in_a_manifest(tmp_path, fake_builder):
+    """The manifest is data: a crafted 'suite' name must not steer where plots are copied."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("steps: 10\neval_every: 5\neval_episodes: 1\ncells: [{algo: td3, env: E-v0, method: dense}]\n")
+    out = tmp_path / "box" / "run"
+    run_suite(suite, out, workers=1, command_builder=fake_builder, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["suite"] = "../../escaped"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "plots").mkdir(exist_ok=True)
+    (out / "plots" / "curve.png").write_bytes(b"\x89PNG")
+    section_id, _ = render_results_section(out, n_boot=50, plots_dir=tmp_path / "box" / "docs" / "img")
+    assert section_id == "run/run"
+    assert (tmp_path / "box" / "docs" / "img" / "run" / "curve.png").is_file()
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "box" / "escaped").exists()
