@@ -28,7 +28,7 @@ NETWORKS = {"ppo": {"actor", "critic"}, "a2c": {"actor", "critic"}, "dqn": {"q"}
 def make(algo, seed=0, **extra):
     cls, env, kwargs = ALGOS[algo]
     return cls("MlpPolicy", env, seed=seed, policy_kwargs=dict(ARCH),  # SB3 adds keys to this dict
-               device="cpu", **kwargs, **extra)
+               device="cpu", **{**kwargs, **extra})
 
 
 def weights(module):
@@ -147,6 +147,9 @@ def test_bad_inputs_raise_user_error():
         model.learn(64, callback=SparseTrainingCallback("static", sparsity={"q": 0.9}))
     with pytest.raises(UserError, match="sparsity"):
         make("ppo").learn(64, callback=SparseTrainingCallback("static", sparsity=1.5))
+    episodic = make("dqn", train_freq=(1, "episode"))   # gradient steps unknown in advance
+    with pytest.raises(UserError, match="planned_updates"):
+        episodic.learn(64, callback=SparseTrainingCallback("rigl"))
 
 
 # ------------------------------------------------------------------------------ structured
@@ -222,23 +225,37 @@ def test_structured_surgery_keeps_the_masked_networks_outputs():
         torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
 
 
-def test_structured_sac_shrinks_actor_heads_critics_and_targets(tmp_path):
-    model = make("sac")
+STRUCTURED_CHAINS = {"a2c": {"actor", "critic"}, "dqn": {"q"}, "sac": {"actor", "critic.qf0", "critic.qf1"},
+                     "td3": {"actor", "critic.qf0", "critic.qf1"}}
+TARGET_PAIRS = {"a2c": (), "dqn": (("q_net", "q_net_target"),), "sac": (("critic", "critic_target"),),
+                "td3": (("actor", "actor_target"), ("critic", "critic_target"))}
+
+
+def shapes(module):
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("algo", sorted(STRUCTURED_CHAINS))
+def test_structured_other_algorithms_shrink_targets_and_reload(algo, tmp_path):
+    model = make(algo)
     cb = StructuredPruningCallback(**PRUNE)
     model.learn(STEPS, callback=cb)
     arch = getattr(model, ARCHITECTURE_ATTRIBUTE)
-    assert set(arch) == {"actor", "critic.qf0", "critic.qf1"}
-    actor = model.policy.actor
-    assert actor.mu.in_features == actor.log_std.in_features == arch["actor"][-1] < 32
-    for i, (q, qt) in enumerate(zip(model.policy.critic.q_networks, model.policy.critic_target.q_networks)):
-        assert [m.weight.shape for m in q[::2]] == [m.weight.shape for m in qt[::2]]   # Linear, ReLU, ...
-        assert q[0].out_features == arch[f"critic.qf{i}"][0]
-    path = tmp_path / "sac.zip"
+    assert set(arch) == STRUCTURED_CHAINS[algo]
+    assert any(w < 32 for widths in arch.values() for w in widths), "no neuron was removed"
+    for online, target in TARGET_PAIRS[algo]:
+        assert shapes(getattr(model.policy, online)) == shapes(getattr(model.policy, target))
+    if algo == "sac":   # log_std reads the last hidden layer too: it must follow its shrinks
+        actor = model.policy.actor
+        assert actor.mu.in_features == actor.log_std.in_features == arch["actor"][-1]
+
+    path = tmp_path / f"{algo}.zip"
     model.save(path)
-    loaded = load(path, SAC, env=model.get_env(), device="cpu")
+    loaded = load(path, type(model), env=model.get_env(), device="cpu")
+    loaded_state = loaded.policy.state_dict()
     for k, v in model.policy.state_dict().items():
-        assert torch.equal(v, loaded.policy.state_dict()[k]), k
-    loaded.learn(60)   # SAC resumes with the shrunk actor/critics and their optimizer state
+        assert torch.equal(v, loaded_state[k]), k
+    loaded.learn(60)   # resumes with the shrunk networks and their optimizer state
 
 
 def test_structured_rejects_gsde():
