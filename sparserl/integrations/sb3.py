@@ -90,9 +90,10 @@ passing it to a later ``learn()`` of the same model continues its counters and s
 
 Save / load
 -----------
-Masked weights are exact zeros, so ``model.save()`` / ``Algo.load()`` keep the sparsity (the
-masks themselves are not saved: a new ``SparseTrainingCallback`` with ``init="magnitude"``
-on a loaded model keeps its non-zero weights, since they are the largest in magnitude). A
+Masked weights are exact zeros, so ``model.save()`` / ``Algo.load()`` keep the sparsity. The
+masks themselves are not saved: a new ``SparseTrainingCallback`` on a loaded model (same
+sparsity and allocation, ``init="magnitude"``) keeps its non-zero weights, since they are the
+largest in magnitude (an active weight that happens to be exactly zero may be swapped). A
 shrunk model stores its hidden widths in the attribute ``sparserl_architecture`` that SB3
 saves with the model; SB3's own ``load`` rebuilds the default widths and fails on the shapes,
 so use :func:`load`, which rebuilds the shrunk shape (optimizer state included).
@@ -125,8 +126,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("sparserl.integrations.sb3 needs Stable-Baselines3: "
                       "pip install 'sparserl[sb3]' (stable-baselines3>=2.3)") from exc
 
-__all__ = ["SparseTrainingCallback", "StructuredPruningCallback", "load", "planned_gradient_steps",
-           "sparse_networks", "prunable_chains", "ARCHITECTURE_ATTRIBUTE", "SPARSE_METHODS"]
+__all__ = ["SparseTrainingCallback", "StructuredPruningCallback", "load", "resize_to_architecture",
+           "planned_gradient_steps", "sparse_networks", "prunable_chains", "ARCHITECTURE_ATTRIBUTE",
+           "SPARSE_METHODS"]
 
 SPARSE_METHODS = ("rigl", "set", "static")
 #: model attribute (saved by SB3 with the model) holding the hidden widths of shrunk chains
