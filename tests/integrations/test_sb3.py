@@ -1,0 +1,264 @@
+"""Stable-Baselines3 callbacks: exact sparsity, target zero patterns, save/load, neuron surgery."""
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("stable_baselines3", reason="Stable-Baselines3 not installed (pip install 'sparserl[sb3]')")
+
+from stable_baselines3 import A2C, DQN, PPO, SAC, TD3  # noqa: E402
+
+from sparserl.errors import UserError  # noqa: E402
+from sparserl.integrations.sb3 import (ARCHITECTURE_ATTRIBUTE, SparseTrainingCallback,  # noqa: E402
+                                       StructuredPruningCallback, load, planned_gradient_steps)
+from sparserl.sparse import layer_nonzero_counts  # noqa: E402
+
+STEPS = 200
+ARCH = dict(net_arch=[32, 32])
+ALGOS = {
+    "ppo": (PPO, "CartPole-v1", dict(n_steps=64, batch_size=32, n_epochs=2)),
+    "a2c": (A2C, "CartPole-v1", dict(n_steps=8)),
+    "dqn": (DQN, "CartPole-v1", dict(learning_starts=50, train_freq=2, target_update_interval=20, buffer_size=500)),
+    "sac": (SAC, "Pendulum-v1", dict(learning_starts=50, buffer_size=500)),
+    "td3": (TD3, "Pendulum-v1", dict(learning_starts=50, buffer_size=500, policy_delay=2)),
+}
+NETWORKS = {"ppo": {"actor", "critic"}, "a2c": {"actor", "critic"}, "dqn": {"q"},
+            "sac": {"actor", "critic"}, "td3": {"actor", "critic"}}
+
+
+def make(algo, seed=0, **extra):
+    cls, env, kwargs = ALGOS[algo]
+    return cls("MlpPolicy", env, seed=seed, policy_kwargs=dict(ARCH),  # SB3 adds keys to this dict
+               device="cpu", **{**kwargs, **extra})
+
+
+def weights(module):
+    return dict(module.named_parameters())
+
+
+def targets_of(model, name):
+    policy = model.policy
+    if name == "q":
+        return [policy.q_net_target]
+    if name == "critic" and hasattr(policy, "critic_target"):
+        return [policy.critic_target]
+    if name == "actor" and hasattr(policy, "actor_target"):
+        return [policy.actor_target]
+    return []
+
+
+def assert_masked(module, masks):
+    params = weights(module)
+    for name, mask in masks.items():
+        w = params[name].detach()
+        assert torch.count_nonzero(w[~mask]) == 0, f"{name}: masked weights are not exactly zero"
+
+
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_sparse_callback_keeps_exact_sparsity_targets_and_save_load(algo, tmp_path):
+    model = make(algo)
+    cb = SparseTrainingCallback("rigl", sparsity=0.9, delta=10)
+    model.learn(STEPS, callback=cb)
+
+    assert set(cb.sparse) == NETWORKS[algo]
+    for name, sparse in cb.sparse.items():
+        params = weights(sparse.module)
+        shapes = {n: tuple(params[n].shape) for n in sparse.masks}
+        assert sparse.nonzero_counts() == layer_nonzero_counts(shapes, 0.9, "erk")
+        assert sparse.n_topology_updates > 0, f"{name}: RigL never updated the topology"
+        assert_masked(sparse.module, sparse.masks)
+        for target in targets_of(model, name):
+            assert_masked(target, sparse.masks)
+        assert "step" not in vars(cb.networks[name].optimizer), "step wrapper left on the optimizer"
+
+    path = tmp_path / "model.zip"
+    model.save(path)
+    loaded = type(model).load(path, device="cpu")
+    for name, sparse in cb.sparse.items():
+        online = sparse.module
+        # the same sub-module in the loaded model, found by its path inside the policy
+        path_in_policy = next(p for p, m in model.policy.named_modules() if m is online)
+        loaded_online = loaded.policy.get_submodule(path_in_policy)
+        for wname in sparse.masks:
+            assert torch.equal(weights(loaded_online)[wname], weights(online)[wname])
+        assert_masked(loaded_online, sparse.masks)
+        for target in targets_of(loaded, name):
+            assert_masked(target, sparse.masks)
+
+
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_schedules_count_each_networks_gradient_steps(algo):
+    model = make(algo)
+    cb = SparseTrainingCallback("static", sparsity=0.8)
+    model.learn(STEPS, callback=cb)
+    planned = planned_gradient_steps(model, STEPS)
+    counted = cb.sparse["q" if algo == "dqn" else "critic"].step
+    assert counted == planned
+    if algo == "td3":
+        assert cb.sparse["actor"].step == planned // 2   # policy_delay=2
+    elif algo != "dqn":
+        assert cb.sparse["actor"].step == planned
+    assert cb.sparse["q" if algo == "dqn" else "actor"].schedule.t_end == max(1, planned // (2 if algo == "td3" else 1))
+
+
+@pytest.mark.parametrize("method", ["set", "static"])
+def test_other_methods_and_per_network_sparsity(method):
+    model = make("ppo")
+    cb = SparseTrainingCallback(method, sparsity={"actor": 0.8, "critic": 0.95}, delta=4)
+    model.learn(STEPS, callback=cb)
+    for name, target in (("actor", 0.8), ("critic", 0.95)):
+        sparse = cb.sparse[name]
+        shapes = {n: tuple(weights(sparse.module)[n].shape) for n in sparse.masks}
+        assert sparse.nonzero_counts() == layer_nonzero_counts(shapes, target, "erk")
+        assert_masked(sparse.module, sparse.masks)
+        assert (sparse.n_topology_updates > 0) == (method == "set")
+    logged = model.logger.name_to_value
+    assert logged["sparse/critic_sparsity"] == pytest.approx(cb.sparse["critic"].sparsity())
+    assert logged["sparse/actor_forward_flops"] < logged["sparse/actor_forward_flops_dense"]
+
+
+@pytest.mark.parametrize("method", ["static", "rigl"])
+def test_gradient_clipping_sees_the_sparse_gradient(method, monkeypatch):
+    """SB3 clips the gradient norm before optimizer.step(): masked entries must already be zero
+    then, except on a RigL topology-update step, which needs the dense gradient."""
+    seen = []   # (dense gradient expected?, any masked entry non-zero?)
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def checking_clip(params, *args, **kwargs):
+        params = list(params)
+        for sparse in cb.sparse.values():
+            grads = weights(sparse.module)
+            leaked = any(bool(grads[n].grad[~m].ne(0).any()) for n, m in sparse.masks.items())
+            seen.append((method == "rigl" and sparse.schedule.is_update_step(sparse.step + 1), leaked))
+        return clip(params, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", checking_clip)   # SB3 looks it up per call
+    model = make("ppo")
+    cb = SparseTrainingCallback(method, sparsity=0.9, delta=5)
+    model.learn(STEPS, callback=cb)
+    assert seen and all(leaked == dense for dense, leaked in seen)
+    assert any(dense for dense, _ in seen) == (method == "rigl")
+
+
+def test_bad_inputs_raise_user_error():
+    with pytest.raises(UserError, match="method"):
+        SparseTrainingCallback("dense")
+    model = make("ppo")
+    with pytest.raises(UserError, match="unknown network"):
+        model.learn(64, callback=SparseTrainingCallback("static", sparsity={"q": 0.9}))
+    with pytest.raises(UserError, match="sparsity"):
+        make("ppo").learn(64, callback=SparseTrainingCallback("static", sparsity=1.5))
+    episodic = make("dqn", train_freq=(1, "episode"))   # gradient steps unknown in advance
+    with pytest.raises(UserError, match="planned_updates"):
+        episodic.learn(64, callback=SparseTrainingCallback("rigl"))
+
+
+# ------------------------------------------------------------------------------ structured
+PRUNE = dict(prune_every=2, prune_start=0.1, prune_end=0.8, min_width=2)
+
+
+def ppo_outputs(model, obs):
+    with torch.no_grad():
+        obs_t = torch.as_tensor(obs)
+        dist = model.policy.get_distribution(obs_t)
+        return dist.distribution.logits.clone(), model.policy.predict_values(obs_t).clone()
+
+
+def chain_params(model):
+    return sum(p.numel() for p in model.policy.parameters())
+
+
+def test_structured_callback_shrinks_ppo_and_load_restores_shape(tmp_path):
+    model = make("ppo")
+    dense_params = chain_params(model)
+    cb = StructuredPruningCallback(**PRUNE)
+    model.learn(STEPS, callback=cb)
+
+    arch = getattr(model, ARCHITECTURE_ATTRIBUTE)
+    assert arch == {"actor": cb.pruners["actor"].architecture(), "critic": cb.pruners["critic"].architecture()}
+    assert sum(map(sum, arch.values())) < 4 * 32, "no neuron was removed"
+    assert chain_params(model) < dense_params
+    policy_net = model.policy.mlp_extractor.policy_net
+    assert [policy_net[0].out_features, policy_net[2].out_features] == arch["actor"]
+    assert model.policy.action_net.in_features == arch["actor"][-1]
+    # the optimizer steps exactly the (new) parameters, with state of their shapes
+    opt = model.policy.optimizer
+    stepped = [p for g in opt.param_groups for p in g["params"]]
+    assert {id(p) for p in stepped} == {id(p) for p in model.policy.parameters()}
+    for p in stepped:
+        for v in opt.state.get(p, {}).values():
+            if torch.is_tensor(v) and v.dim() > 0:
+                assert v.shape == p.shape
+    assert model.logger.name_to_value["structured/actor_neurons_alive"] == sum(arch["actor"])
+
+    model.learn(64, reset_num_timesteps=False)   # the shrunk model keeps training in plain SB3
+
+    path = tmp_path / "pruned.zip"
+    model.save(path)
+    loaded = load(path, PPO, env=model.get_env(), device="cpu")
+    assert type(loaded) is PPO
+    assert getattr(loaded, ARCHITECTURE_ATTRIBUTE) == arch
+    saved_state, loaded_state = model.policy.state_dict(), loaded.policy.state_dict()
+    assert saved_state.keys() == loaded_state.keys()
+    for k in saved_state:
+        assert torch.equal(saved_state[k], loaded_state[k]), k
+    obs = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
+    for a, b in zip(ppo_outputs(model, obs), ppo_outputs(loaded, obs)):
+        assert torch.equal(a, b)
+    loaded.learn(64)   # optimizer state was rebuilt at the shrunk shapes
+
+
+def test_structured_surgery_keeps_the_masked_networks_outputs():
+    model = make("ppo")
+    cb = StructuredPruningCallback(shrink=False, **PRUNE)
+    model.learn(STEPS, callback=cb)
+    masked = sum(p.num_masked() for p in cb.pruners.values())
+    assert masked > 0, "nothing was pruned"
+    before_params = chain_params(model)
+    obs = np.random.default_rng(1).normal(size=(32, 4)).astype(np.float32)
+    before = ppo_outputs(model, obs)
+
+    assert cb.shrink_now()
+
+    assert chain_params(model) < before_params
+    assert sum(p.num_masked() for p in cb.pruners.values()) == 0
+    for a, b in zip(before, ppo_outputs(model, obs)):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+
+
+STRUCTURED_CHAINS = {"a2c": {"actor", "critic"}, "dqn": {"q"}, "sac": {"actor", "critic.qf0", "critic.qf1"},
+                     "td3": {"actor", "critic.qf0", "critic.qf1"}}
+TARGET_PAIRS = {"a2c": (), "dqn": (("q_net", "q_net_target"),), "sac": (("critic", "critic_target"),),
+                "td3": (("actor", "actor_target"), ("critic", "critic_target"))}
+
+
+def shapes(module):
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("algo", sorted(STRUCTURED_CHAINS))
+def test_structured_other_algorithms_shrink_targets_and_reload(algo, tmp_path):
+    model = make(algo)
+    cb = StructuredPruningCallback(**PRUNE)
+    model.learn(STEPS, callback=cb)
+    arch = getattr(model, ARCHITECTURE_ATTRIBUTE)
+    assert set(arch) == STRUCTURED_CHAINS[algo]
+    assert any(w < 32 for widths in arch.values() for w in widths), "no neuron was removed"
+    for online, target in TARGET_PAIRS[algo]:
+        assert shapes(getattr(model.policy, online)) == shapes(getattr(model.policy, target))
+    if algo == "sac":   # log_std reads the last hidden layer too: it must follow its shrinks
+        actor = model.policy.actor
+        assert actor.mu.in_features == actor.log_std.in_features == arch["actor"][-1]
+
+    path = tmp_path / f"{algo}.zip"
+    model.save(path)
+    loaded = load(path, type(model), env=model.get_env(), device="cpu")
+    loaded_state = loaded.policy.state_dict()
+    for k, v in model.policy.state_dict().items():
+        assert torch.equal(v, loaded_state[k]), k
+    loaded.learn(60)   # resumes with the shrunk networks and their optimizer state
+
+
+def test_structured_rejects_gsde():
+    model = PPO("MlpPolicy", "Pendulum-v1", use_sde=True, n_steps=64, batch_size=32, seed=0, device="cpu")
+    with pytest.raises(UserError, match="use_sde"):
+        model.learn(64, callback=StructuredPruningCallback())
