@@ -175,8 +175,21 @@ class Agent:
             "plugins": {k: [p.state_dict() for p in ps] for k, ps in self.plugins.items()},
             "n_updates": dict(self.n_updates),
             "train_flops": self.train_flops, "train_flops_dense": self.train_flops_dense,
+            "flops_cache": self._named_flops_cache(),
             "extra": self.extra_state(),
         }
+
+    def _module_paths(self) -> dict[int, str]:
+        return {id(m): f"{kind}:{name}:{sub}"
+                for kind, roots in (("net", self.networks), ("target", self.targets))
+                for name, root in roots.items() for sub, m in root.named_modules()}
+
+    def _named_flops_cache(self) -> dict:
+        """The per-module FLOP counts in use, by module path: the count of a sparse network is
+        taken when it changes (a topology update), so an exact resume must restore it rather
+        than recount weights that have moved since."""
+        paths = self._module_paths()
+        return {paths[k]: [float(v[0]), float(v[1])] for k, v in self._flops_cache.items() if k in paths}
 
     def load_state_dict(self, state: dict, with_training_state: bool = True) -> None:
         for k, v in state["networks"].items():
@@ -194,6 +207,9 @@ class Agent:
             self.train_flops_dense = float(state["train_flops_dense"])
             self.load_extra_state(state["extra"])
         self._flops_cache.clear()
+        if with_training_state and state.get("flops_cache"):
+            ids = {path: key for key, path in self._module_paths().items()}
+            self._flops_cache.update({ids[p]: tuple(v) for p, v in state["flops_cache"].items() if p in ids})
 
     def extra_state(self) -> dict:
         return {}
