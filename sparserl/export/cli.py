@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import zipfile
 from pathlib import Path
 
 from ..errors import UserError
@@ -71,7 +72,7 @@ def load_exported(path: str | Path, workdir: str | Path):
             return CPolicy(lib)
         if suffix in (".so", ".dylib", ".dll"):
             return CPolicy(path)
-    except (ValueError, OSError, KeyError) as exc:
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"--exported {path}: cannot load it ({str(exc).splitlines()[0][:200]})") from None
     raise UserError(f"--exported {path}: expected a .npz, a generated .c or a compiled .so")
 

@@ -86,3 +86,7 @@ def test_bad_input_exits_2_with_one_line(rlx2_run, tmp_path):
     _one_line_error(*run_main(["eval", str(rlx2_run), "--exported", str(blocker)]), "expected a .npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip file")
     _one_line_error(*run_main(["eval", str(rlx2_run), "--exported", str(tmp_path / "junk.npz")]), "cannot load")
+    assert run_main(["export", str(rlx2_run), "--format", "npz", "--out", str(tmp_path / "cut.npz")])[0] == 0
+    data = (tmp_path / "cut.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])  # a truncated download
+    _one_line_error(*run_main(["eval", str(rlx2_run), "--exported", str(tmp_path / "cut.npz")]), "cannot load")
