@@ -214,6 +214,27 @@ def test_onnx_model_passes_the_checker(tmp_path, structured_td3):
     assert widths == policy_spec_of(structured_td3).hidden  # the shrunk architecture, not the configured one
 
 
+def test_torch_export_loads_without_sparserl(tmp_path, sparse_td3):
+    obs = random_obs(sparse_td3, n=8)
+    export_policy(sparse_td3, "torch", tmp_path / "p.pt2")
+    np.save(tmp_path / "obs.npy", obs)
+    script = f"""
+import importlib.abc, sys
+class BlockSparserl(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "sparserl" or name.startswith("sparserl."):
+            raise ImportError("sparserl is blocked in this test")
+        return None
+sys.meta_path.insert(0, BlockSparserl())
+import numpy as np, torch
+module = torch.export.load({str(tmp_path / "p.pt2")!r}).module()
+np.save({str(tmp_path / "out.npy")!r}, module(torch.from_numpy(np.load({str(tmp_path / "obs.npy")!r}))).numpy())
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_actions(sparse_td3, np.load(tmp_path / "out.npy"), sparse_td3.act(obs))
+
+
 def test_torch_export_holds_the_final_architecture(tmp_path, structured_dqn):
     export_policy(structured_dqn, "torch", tmp_path / "p.pt2")
     module = torch.export.load(str(tmp_path / "p.pt2")).module()
