@@ -21,6 +21,7 @@ demo: setup
 	    --buffer-min 8000 --buffer-check-every 2000 --out runs/demo
 
 test: setup
+	@command -v cc >/dev/null || (apt-get update -qq && apt-get install -y -qq gcc) || echo "no C compiler: the generated-C export tests will skip"
 	$(BIN)/python -m pytest -q tests
 
 clean:

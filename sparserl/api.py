@@ -203,6 +203,13 @@ class BaseAlgorithm:
         model.agent.load_state_dict(state["agent"], with_training_state=False)
         return model
 
+    def export(self, path: Union[str, Path], format: str = "npz"):
+        """Export the deterministic policy (``torch``, ``onnx``, ``npz`` or ``c``) with the
+        observation flattening and action scaling of training built in; returns the per-layer
+        storage report (``sparserl export`` on the command line)."""
+        from .export import export_policy
+        return export_policy(self._require_agent(), format, path)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(env={self.config.env!r}, method={self.config.method!r}, seed={self.config.seed})"
 

@@ -1,4 +1,4 @@
-"""``sparserl`` command line: train | eval | flops | bench | report.
+"""``sparserl`` command line: train | eval | flops | export | bench | report.
 
 Every ``TrainConfig`` field is a ``train`` flag (``batch_size`` -> ``--batch-size``), with
 its one-line description as ``--help``.  Precedence, lowest first: built-in defaults,
@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=12345)
     ev.add_argument("--env", default=None, help="evaluate in this env instead of the run's stored one")
     _add_trust_flag(ev)
+    from .export.cli import add_export_parser, add_exported_argument
+    add_exported_argument(ev)
+    add_export_parser(sub)
 
     fl = sub.add_parser("flops", help="per-layer parameter and FLOP table of a run")
     fl.add_argument("dir", help="run directory (holds checkpoint.pt)")
@@ -210,6 +213,12 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     if ns.episodes <= 0:
         raise UserError(f"--episodes must be a positive integer, got {ns.episodes}")
     cfg, agent, env = load_agent(ns.dir, env=ns.env, trust_env_module=ns.trust_env_module)
+    if ns.exported:
+        from .export.cli import evaluate_exported
+        mean, std = evaluate_exported(ns.dir, ns.exported, ns.episodes, ns.seed, ns.env, ns.trust_env_module)
+        print(f"exported {ns.exported} ({cfg.algo}/{cfg.method}) on {cfg.env}: return {mean:.2f} ± {std:.2f} "
+              f"over {ns.episodes} episodes")
+        return 0
     env.reset(seed=ns.seed)
     mean, std = evaluate(agent, env, ns.episodes)
     print(f"{cfg.algo}/{cfg.method} on {cfg.env}: return {mean:.2f} ± {std:.2f} over {ns.episodes} episodes")
@@ -224,6 +233,8 @@ def cmd_flops(ns: argparse.Namespace) -> int:
         print(f"== {name} ({cfg.algo}/{cfg.method})")
         print(format_table(layer_flops(net)))
         print()
+    from .export.cli import size_section
+    print(size_section(agent) + "\n")
     summary_path = Path(ns.dir) / "summary.json"
     if summary_path.exists():
         import json
@@ -243,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             from . import bench
             return (bench.bench_main if argv[0] == "bench" else bench.report_main)(argv[1:]) or 0
         ns = build_parser().parse_args(argv)
-        return {"train": cmd_train, "eval": cmd_eval, "flops": cmd_flops}[ns.command](ns)
+        from .export.cli import cmd_export
+        return {"train": cmd_train, "eval": cmd_eval, "flops": cmd_flops, "export": cmd_export}[ns.command](ns)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -72,3 +72,9 @@ class DQN(Agent):
         """Target update on the env-step clock, as in the DQN papers."""
         if (step + 1) % self.cfg.target_update_every == 0:
             self.update_target("q", self.cfg.tau)
+
+    def policy_spec(self):
+        """The greedy policy ``argmax_a Q(obs, a)`` as plain arrays, for export."""
+        from ..export.spec import PolicySpec
+        return PolicySpec.from_linears(self.q.linear_layers(), head="argmax", obs_shape=self.spaces[0].shape,
+                                       reference_hidden=self.cfg.hidden)

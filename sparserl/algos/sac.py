@@ -154,3 +154,12 @@ class SAC(Agent):
             self.log_alpha.copy_(state["log_alpha"])
         if self.alpha_optimizer is not None:
             self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+
+    def policy_spec(self):
+        """The deterministic policy ``tanh(mean) * scale + bias`` as plain arrays, for export
+        (only the mean half of the actor's output layer; log_std is not needed to act)."""
+        from ..export.spec import PolicySpec
+        return PolicySpec.from_linears(self.actor.net.linear_layers(), head="tanh", obs_shape=self.spaces[0].shape,
+                                       keep_outputs=int(np.prod(self.spaces[1].shape)),
+                                       action_scale=self.actor.scale, action_offset=self.actor.bias,
+                                       reference_hidden=self.cfg.hidden)

@@ -133,3 +133,10 @@ class TD3(Agent):
 
     def load_extra_state(self, state: dict) -> None:
         self.n_critic_updates = int(state["n_critic_updates"])
+
+    def policy_spec(self):
+        """The deterministic policy as plain arrays (``tanh(net(obs)) * scale + bias``), for export."""
+        from ..export.spec import PolicySpec
+        return PolicySpec.from_linears(self.actor.net.linear_layers(), head="tanh", obs_shape=self.spaces[0].shape,
+                                       action_scale=self.actor.scale, action_offset=self.actor.bias,
+                                       reference_hidden=self.cfg.hidden)

@@ -156,3 +156,13 @@ def test_importing_sparserl_has_no_side_effects():
             "print(before == matplotlib.get_backend())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_model_export_npz_matches_predict(tmp_path):
+    from sparserl.runtime import Policy
+    model = TD3("Pendulum-v1", method="static", seed=0, actor_sparsity=0.9, critic_sparsity=0.9, **TINY)
+    model.learn(120)
+    report = model.export(tmp_path / "policy.npz", format="npz")
+    assert report is not None
+    obs = np.random.default_rng(2).uniform(-1, 1, size=(6, 3)).astype(np.float32)
+    np.testing.assert_allclose(Policy.load(tmp_path / "policy.npz").act(obs), model.predict(obs)[0], atol=1e-5)

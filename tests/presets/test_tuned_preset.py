@@ -48,7 +48,7 @@ def test_command_line_beats_the_preset():
 def test_td3_entries_equal_the_hopper100k_dense_settings(env):
     suite = yaml.safe_load((ROOT / "benchmarks" / "suites" / "hopper100k.yaml").read_text())
     (dense,) = [g for g in suite["cells"] if g["method"] == ["dense"]]
-    plain = resolve(TrainConfig(algo="td3", env=env, **dense["overrides"])).to_dict()
+    plain = resolve(TrainConfig(algo="td3", env=env, **suite.get("overrides", {}), **dense.get("overrides", {}))).to_dict()
     tuned = _train_cfg("--algo", "td3", "--env", env, "--preset", "tuned").to_dict()
     plain.pop("preset"), tuned.pop("preset")
     assert tuned == plain

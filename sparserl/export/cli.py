@@ -1,0 +1,97 @@
+"""``sparserl export`` and ``sparserl eval --exported``: the CLI side of :mod:`sparserl.export`."""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import zipfile
+from pathlib import Path
+
+from ..errors import UserError
+from . import FORMATS, export_policy, format_report, policy_spec_of
+from .storage import export_report
+
+LOAD_HINTS = {
+    "torch": "load: torch.export.load(PATH).module()(obs_batch)  # (B, obs_dim) float32",
+    "onnx": "load: onnxruntime.InferenceSession(PATH).run(None, {'obs': obs_batch})[0]",
+    "npz": "load: from sparserl.runtime import Policy; Policy.load(PATH).act(obs)  # numpy only",
+    "c": "build: cc -std=c99 -O2 -c PATH (call sparserl_act(obs, out); see the .h); "
+         "or run it: sparserl eval RUN_DIR --exported PATH",
+}
+
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("export", help="write a run's policy as torch, onnx, npz or C")
+    parser.add_argument("dir", help="run directory (holds checkpoint.pt)")
+    parser.add_argument("--format", required=True, choices=FORMATS,
+                        help="torch: torch.export program; onnx: ONNX model; npz: compact arrays for "
+                             "sparserl.runtime (numpy only); c: C99 source + header")
+    parser.add_argument("--out", required=True, metavar="PATH", help="output file (for c: a .c path; the .h goes next to it)")
+    return parser
+
+
+def add_exported_argument(eval_parser: argparse.ArgumentParser) -> None:
+    eval_parser.add_argument("--exported", metavar="PATH",
+                             help="evaluate an exported policy instead of the checkpoint: a .npz, a generated "
+                                  ".c (compiled here with cc) or a compiled shared library (.so)")
+
+
+def cmd_export(ns: argparse.Namespace) -> int:
+    from ..cli import load_agent
+
+    cfg, agent, _ = load_agent(ns.dir)
+    report = export_policy(agent, ns.format, ns.out)
+    extra = f" and {Path(ns.out).with_suffix('.h')}" if ns.format == "c" else ""
+    print(f"wrote the {cfg.algo}/{cfg.method} policy for {cfg.env} as {ns.format}: {ns.out}{extra}")
+    print(format_report(report))
+    print(LOAD_HINTS[ns.format].replace("PATH", repr(str(ns.out))))
+    return 0
+
+
+def size_section(agent) -> str:
+    """The ``sparserl flops`` section: the deployed policy's per-layer stored form and size."""
+    return "== deployed policy (sparserl export): stored form and size\n" + format_report(
+        export_report(policy_spec_of(agent)))
+
+
+def load_exported(path: str | Path, workdir: str | Path):
+    """A policy object with ``act(obs)`` from a ``.npz``, a ``.so`` or a generated ``.c``
+    (compiled into ``workdir``)."""
+    from ..runtime import CPolicy, Policy
+    from .c_format import compile_c
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--exported {path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            return Policy.load(path)
+        if suffix == ".c":
+            # a fresh file name: the dynamic loader returns an already loaded library for a reused path
+            lib = compile_c([path], Path(tempfile.mkdtemp(dir=workdir)) / f"{path.stem}.so")
+            return CPolicy(lib)
+        if suffix in (".so", ".dylib", ".dll"):
+            return CPolicy(path)
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"--exported {path}: cannot load it ({str(exc).splitlines()[0][:200]})") from None
+    raise UserError(f"--exported {path}: expected a .npz, a generated .c or a compiled .so")
+
+
+def evaluate_exported(run_dir: str | Path, path: str | Path, episodes: int, seed: int, env=None,
+                      trust_env_module: bool = False) -> tuple[float, float]:
+    """Mean and std return of the exported policy at ``path`` on the run's environment (or the
+    env id the user gave), episodes seeded exactly as ``sparserl eval`` seeds the checkpoint's."""
+    import numpy as np
+
+    from ..cli import load_agent
+    from ..trainer import evaluate
+
+    cfg, _, env = load_agent(run_dir, env=env, trust_env_module=trust_env_module)
+    obs_dim = int(np.prod(env.observation_space.shape))
+    with tempfile.TemporaryDirectory() as workdir:
+        policy = load_exported(path, workdir)
+        if policy.obs_dim != obs_dim:
+            raise UserError(f"--exported {path} takes {policy.obs_dim} observation values, "
+                            f"but {cfg.env} (the run's env) has {obs_dim}")
+        env.reset(seed=seed)
+        return evaluate(policy, env, episodes)
