@@ -64,12 +64,8 @@ def _summary(run_dir):
     return {k: v for k, v in data.items() if k not in TIMING_COLUMNS | {"wall_time_s", "machine"}}
 
 
-@pytest.mark.parametrize("algo", ["td3", "dqn", "sac"])
-def test_interrupted_and_resumed_run_equals_uninterrupted(algo, tmp_path, monkeypatch, capsys):
-    full, part = tmp_path / "full", tmp_path / "part"
-    assert main(_train_args(algo, full)) == 0
-
-    # Run B is killed (Ctrl-C) right after its first resumable checkpoint.
+def run_interrupted(monkeypatch, args) -> None:
+    """Run ``sparserl train ARGS`` and kill it (Ctrl-C) right after its first resumable checkpoint."""
     real_save_resume = Trainer.save_resume
 
     def save_then_interrupt(self):
@@ -79,7 +75,14 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(algo, tmp_path, monkey
 
     with monkeypatch.context() as patch:
         patch.setattr(Trainer, "save_resume", save_then_interrupt)
-        assert main(_train_args(algo, part)) == 130
+        assert main(args) == 130
+
+
+@pytest.mark.parametrize("algo", ["td3", "dqn", "sac"])
+def test_interrupted_and_resumed_run_equals_uninterrupted(algo, tmp_path, monkeypatch, capsys):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert main(_train_args(algo, full)) == 0
+    run_interrupted(monkeypatch, _train_args(algo, part))
     assert not (part / "checkpoint.pt").exists(), "the interrupted run must not have finished"
     state = checkpoint.load(part / "resume.pt")
     assert state["step"] == CHECKPOINT_EVERY

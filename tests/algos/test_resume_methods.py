@@ -15,9 +15,8 @@ import pytest
 
 from sparserl import checkpoint
 from sparserl.cli import main
-from sparserl.trainer import Trainer
 
-from test_resume import CHECKPOINT_EVERY, _metrics, _summary, _train_args, assert_same
+from test_resume import _metrics, _summary, _train_args, assert_same, run_interrupted
 
 METHOD_FLAGS = {
     "static": ["--actor-sparsity", "0.8", "--critic-sparsity", "0.8"],
@@ -39,16 +38,7 @@ def args_for(method, out):
 def test_every_method_resumes_exactly(method, tmp_path, monkeypatch, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(args_for(method, full)) == 0
-    real_save_resume = Trainer.save_resume
-
-    def save_then_interrupt(self):
-        real_save_resume(self)
-        if self.step == CHECKPOINT_EVERY:
-            raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(Trainer, "save_resume", save_then_interrupt)
-        assert main(args_for(method, part)) == 130
+    run_interrupted(monkeypatch, args_for(method, part))
     assert main(["train", "--resume", str(part)]) == 0
     full_ckpt, part_ckpt = checkpoint.load(full / "checkpoint.pt"), checkpoint.load(part / "checkpoint.pt")
     assert_same(full_ckpt["agent"], part_ckpt["agent"], "agent")  # weights, masks, optimizer, FLOP counters
