@@ -20,6 +20,7 @@ from .errors import UserError
 ALGOS = ("dqn", "td3", "sac")
 METHODS = ("dense", "tiny", "static", "set", "rigl", "rlx2", "structured", "gmp", "neuron-magnitude")
 ALLOCATIONS = ("erk", "uniform")
+SPARSE_BACKENDS = ("masked", "csr", "auto")
 
 
 def _f(default: Any, help: str, choices: tuple | None = None):
@@ -80,6 +81,8 @@ class TrainConfig:
     grad_accumulation: int = _f(1, "minibatches the RigL dense gradient is accumulated over")
     reset_adam: bool = _f(True, "reset Adam moments of dropped and grown weights")
     skip_step_on_update: bool = _f(True, "skip the optimizer step on topology-update steps (reference)")
+    sparse_backend: str = _f("masked", "sparse execution: masked dense, csr kernels, or auto (measured per layer)",
+                             SPARSE_BACKENDS)
     # --- RLx2: multi-step target and dynamic buffer --------------------------------------
     nstep: int = _f(1, "multi-step TD target length n (rlx2 default: 3)")
     nstep_delay: Optional[int] = _f(None, "updates with n=1 before switching to n (rlx2 default: 10%)")
@@ -136,6 +139,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise UserError(f"unknown --method {cfg.method!r}; allowed: {', '.join(METHODS)}")
     if cfg.allocation not in ALLOCATIONS:
         raise UserError(f"unknown --allocation {cfg.allocation!r}; allowed: {', '.join(ALLOCATIONS)}")
+    if cfg.sparse_backend not in SPARSE_BACKENDS:
+        raise UserError(f"unknown --sparse-backend {cfg.sparse_backend!r}; allowed: {', '.join(SPARSE_BACKENDS)}")
     data = cfg.to_dict()
     for key, value in ALGO_DEFAULTS[cfg.algo].items():
         if data.get(key) is None:

@@ -260,6 +260,7 @@ def attach_method(agent, cfg, total_updates: int) -> None:
                     drop_fraction=cfg.drop_fraction, t_end=updates, stop_step=stop,
                     reset_optimizer_state=cfg.reset_adam, skip_step_on_update=cfg.skip_step_on_update,
                     grad_accumulation=min(cfg.grad_accumulation, cfg.topology_delta),
+                    backend=cfg.sparse_backend,
                     generator=torch.Generator().manual_seed(cfg.seed * 1000 + len(agent.plugins)))
             except ValueError as exc:
                 raise UserError(f"--{name}-sparsity {sparsity_of(cfg, name)}: {exc}") from None
