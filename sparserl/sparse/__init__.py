@@ -9,8 +9,8 @@ this machine, measured and cached), ``core.SparseTraining`` (the facade).
 """
 from .allocation import global_density, layer_densities, layer_nonzero_counts
 from .core import BACKENDS, SparseTraining, make_execution
-from .crossover import Crossover, measure_crossover
-from .csr import AutoExecution, CsrExecution, CsrLayout, SparseLinear, csr_linear
+from .crossover import Crossover
+from .csr import AutoExecution, CsrExecution, CsrLayout, SparseLinear, csr_linear, feature_major_linear
 from .flops import (LayerFlops, count_parameters, dense_gradient_extra_flops, format_table,
                     forward_flops, layer_flops, totals, training_flops_per_sample)
 from .masks import (DENSE_MASKED, SparseExecution, apply_masks, attach_execution, count_active,
@@ -22,7 +22,7 @@ from .updaters import LayerChange, RigLUpdater, SETUpdater, StaticUpdater, Updat
 
 __all__ = [
     "SparseTraining", "BACKENDS", "make_execution",
-    "CsrExecution", "AutoExecution", "CsrLayout", "SparseLinear", "csr_linear", "Crossover", "measure_crossover",
+    "CsrExecution", "AutoExecution", "CsrLayout", "SparseLinear", "csr_linear", "feature_major_linear", "Crossover",
     "layer_densities", "layer_nonzero_counts", "global_density",
     "create_masks", "apply_masks", "mask_gradients", "sync_masks", "count_active",
     "linear_weight_names", "weight_shapes",

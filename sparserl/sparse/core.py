@@ -41,7 +41,7 @@ from torch import nn
 
 from .allocation import METHODS as ALLOCATIONS
 from .allocation import layer_nonzero_counts
-from .csr import AutoExecution, CsrExecution, CsrLayout, SparseLinear
+from .csr import AutoExecution, CsrExecution, CsrLayout, DenseGradRequest, SparseLinear, use_feature_major
 from .masks import (DENSE_MASKED, INITS, SparseExecution, apply_masks, count_active, create_masks, get_weights,
                     linear_weight_names, mask_gradients, sync_masks, weight_shapes)
 from .optim_state import reset_optimizer_state
@@ -159,15 +159,19 @@ class SparseTraining:
         apply_masks(module, self.masks)
 
         # Compressed layers (online) by weight name; every other managed layer stays masked.
+        self._request = DenseGradRequest()
         self.compressed: dict[str, SparseLinear] = {}
         for name in names:
             if name != "weight" and execution.compresses(self.shapes[name], self.allocated[name]):
                 self._compress(name)
         self._masked_masks = {n: m for n, m in self.masks.items() if n not in self.compressed}
         self._weights = get_weights(module, self._masked_masks)
-        self._masked_owners = [module.get_submodule(_module_name(n)) if _module_name(n) else module
-                               for n in self._weights]
+        self._masked_owners = self._owners_in(module)
+        if self.compressed:  # one activation layout through the whole chain (see feature_major_linear)
+            for owner in self._masked_owners:
+                use_feature_major(owner)
         self._targets: dict[int, tuple[nn.Module, dict[str, SparseLinear], list[torch.Tensor]]] = {}
+        self._target_owners: dict[int, list[nn.Module]] = {}
         self._pending_optimizer_state: dict[tuple[str, str], torch.Tensor] = {}
         if self.compressed and optimizer is not None:
             optimizer.register_state_dict_post_hook(self._optimizer_state_to_dense)
@@ -188,6 +192,7 @@ class SparseTraining:
         layer_name = _module_name(name)
         linear = self.module.get_submodule(layer_name)
         sparse = SparseLinear.from_linear(linear, self.masks[name], self.execution)
+        sparse.operand.request = self._request
         if self.optimizer is not None:
             old = linear.weight
             for group in self.optimizer.param_groups:
@@ -226,10 +231,9 @@ class SparseTraining:
 
     def _arm_dense_grads(self) -> None:
         """Tell compressed layers whether the *next* backward must produce the dense gradient."""
-        wanted = self._needs_dense_grad(self.step + 1)
+        self._request.active = self._needs_dense_grad(self.step + 1)
         for layer in self.compressed.values():
-            layer.capture_dense_grad = wanted
-            layer.dense_weight_grad = None
+            layer.operand.dense_grad = None
 
     def _dense_grad(self, name: str) -> Optional[torch.Tensor]:
         layer = self.compressed.get(name)
@@ -364,6 +368,7 @@ class SparseTraining:
             key = id(target)
             if key not in self._targets:
                 self._targets[key] = (target, self._compress_target(target), [])
+                self._target_owners[key] = self._owners_in(target)
                 self._target_weights_stale = True
             _, target_layers, target_weights = self._targets[key]
             for name, layer in target_layers.items():
@@ -371,7 +376,7 @@ class SparseTraining:
                 if layer.layout is not online:
                     layer.set_layout(online)
                 layer.clear_residual()
-            if self._has_attached_execution(target):
+            if self._has_attached_execution(self._target_owners[key]):
                 sync_masks(target, self._masked_masks)
                 continue
             if self._target_weights_stale:
@@ -400,14 +405,22 @@ class SparseTraining:
                 current = SparseLinear.from_linear(current, self.masks[name], self.execution, layout=online.layout)
                 _replace_submodule(target, layer_name, current)
             layers[name] = current
+        if layers:
+            for name in self._weights:
+                use_feature_major(target.get_submodule(_module_name(name)) if _module_name(name) else target)
         return layers
 
-    def _has_attached_execution(self, module: Optional[nn.Module] = None) -> bool:
+    def _owners_in(self, module: nn.Module) -> list[nn.Module]:
+        """The modules owning the masked weights, in ``module`` (online or a target)."""
+        return [module.get_submodule(_module_name(n)) if _module_name(n) else module for n in self._weights]
+
+    def _has_attached_execution(self, owners: Optional[list] = None) -> bool:
         """Whether the inference seam :func:`attach_execution` routes a masked layer (then the
-        masks, not the multiply-by-0/1 fast path, must also refresh the layer's mask copy)."""
-        owners = self._masked_owners if module is None else \
-            [module.get_submodule(_module_name(n)) if _module_name(n) else module for n in self._weights]
-        return any(getattr(m, "_sparserl_mask", None) is not None for m in owners)
+        masks, not the multiply-by-0/1 fast path, must also refresh the layer's mask copy).
+        Checked every step (a backend can be attached at any time), so it reads ``__dict__``
+        directly: ``getattr`` on a module goes through ``nn.Module.__getattr__``."""
+        owners = self._masked_owners if owners is None else owners
+        return any(m.__dict__.get("_sparserl_mask") is not None for m in owners)
 
     # ------------------------------------------------------------ optimizer state format
     def _values_index(self, optimizer: torch.optim.Optimizer) -> dict[str, int]:

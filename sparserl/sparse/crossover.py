@@ -1,17 +1,18 @@
-"""When the CSR kernels beat a dense matmul: measured on the running machine, cached on disk.
+"""Whether the CSR kernels beat a dense matmul: measured on the running machine, cached on disk.
 
-The ``auto`` backend needs, for a layer shape, a batch size and forward-only vs
-forward+backward, the density below which the sparse kernels are faster than computing the
-same layer densely.  That depends on the CPU, the BLAS, the thread count and the torch
-version, so it is measured here once per (machine, shape, batch bucket, mode) and kept in a
-small JSON file (``~/.cache/sparserl/csr_crossover.json``; ``$SPARSERL_CACHE_DIR`` or
-``$XDG_CACHE_HOME/sparserl`` override the folder).
+The ``auto`` backend needs, for a layer (shape, density), a batch size and forward-only vs
+forward + both gradients, the answer to "is the sparse path faster than computing this layer
+densely?".  That depends on the CPU, the BLAS, the thread count and the torch version, so it
+is measured here once per (machine, shape, density, batch bucket, mode) and kept in a small
+JSON file (``~/.cache/sparserl/csr_crossover.json``; ``$SPARSERL_CACHE_DIR`` or
+``$XDG_CACHE_HOME/sparserl`` override the folder) together with the two timings.
 
-Measurement: the dense time ``T_d`` (independent of density) and the sparse time at two
-densities; sparse time is close to linear in the non-zero count, so the crossover is where
-the line ``T_s(d)`` meets ``T_d`` (clipped to [0, 1]).  Batch sizes are bucketed (1, 4, 16,
-64, 256 and above), so a training run measures at most a few keys per layer shape; a
-1024x1024 layer takes about a second to measure, a 256x256 one a fraction of that.
+Measurement: the layer's dense path and its sparse path at the layer's own density (a fit
+over densities was tried first: for small layers the sparse time is dominated by per-call
+overhead and the extrapolated crossover was meaningless), alternated call by call, the
+minimum of each over a short time budget (robust to other load on the machine).  Batch
+sizes are bucketed (1, 4, 16, 64, 256 and above), so a run measures a handful of keys per
+layer; a 256x256 layer takes a fraction of a second, a 1024x1024 one about a second.
 """
 from __future__ import annotations
 
@@ -23,11 +24,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 BUCKETS = (1, 4, 16, 64, 256)
-#: densities at which the sparse kernels are timed (the crossover is interpolated between them)
-PROBE_DENSITIES = (0.01, 0.1)
 CACHE_FILE = "csr_crossover.json"
 
 
@@ -48,7 +46,7 @@ def cache_dir() -> Path:
 
 
 def machine_id() -> str:
-    """CPU model, thread count and torch version: what the crossover depends on."""
+    """CPU model, thread count and torch version: what the answer depends on."""
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
@@ -61,79 +59,88 @@ def machine_id() -> str:
     return f"{model}|threads={torch.get_num_threads()}|torch={torch.__version__}"
 
 
-def _best_time(fn: Callable[[], None], budget_s: float = 0.05, min_reps: int = 3) -> float:
-    """Minimum over repetitions of one call's time (robust to other load on the machine)."""
-    fn()  # warm-up
-    best, spent, reps = float("inf"), 0.0, 0
-    while reps < min_reps or spent < budget_s:
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        best, spent, reps = min(best, dt), spent + dt, reps + 1
-        if reps >= 200:
-            break
+def _alternating_min(fns: list[Callable[[], None]], budget_s: float = 0.15, min_reps: int = 15,
+                     max_reps: int = 300) -> list[float]:
+    """Minimum time of each function, calling them in turn so that load changes hit all alike.
+
+    With one torch thread the clock is the process's CPU time: on a shared machine a call
+    descheduled half-way would otherwise count the other processes' time (seen: whole
+    batches of 16 ms readings for a 50 us call).  With several threads CPU time would add the
+    threads up, so wall time is used."""
+    clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
+    for fn in fns:
+        fn()  # warm-up
+    best = [float("inf")] * len(fns)
+    start, reps = time.perf_counter(), 0
+    while reps < min_reps or (time.perf_counter() - start < budget_s and reps < max_reps):
+        for k, fn in enumerate(fns):
+            t0 = clock()
+            fn()
+            best[k] = min(best[k], clock() - t0)
+        reps += 1
     return best
 
 
-def measure_crossover(n_out: int, n_in: int, batch: int, training: bool) -> float:
-    """Density below which the CSR path of a ``(n_out, n_in)`` layer is faster than the dense
-    path at this batch size (forward only, or forward + both gradients when ``training``)."""
-    from .csr import CsrLayout, csr_linear
+def measure(n_out: int, n_in: int, density: float, batch: int, training: bool) -> tuple[float, float]:
+    """Seconds per call of a ``(n_out, n_in)`` layer at ``density`` and ``batch`` computed
+    densely and through the CSR kernels: forward only, or forward + both gradients when
+    ``training``.  Inputs are feature-major, as inside a chain of such layers."""
+    from .csr import CsrLayout, CsrOperand, csr_linear, feature_major_linear
 
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, n_in, generator=g, requires_grad=training)
+    x = torch.randn(n_in, batch, generator=g).t().requires_grad_(training)
     bias = torch.zeros(n_out, requires_grad=training)
-
-    def run(forward) -> float:
-        def once():
-            y = forward()
-            if training:
-                y.sum().backward()
-        with torch.set_grad_enabled(training):
-            return _best_time(once)
-
     weight = torch.randn(n_out, n_in, generator=g, requires_grad=training)
-    t_dense = run(lambda: F.linear(x, weight, bias))
-    times = []
-    for density in PROBE_DENSITIES:
-        k = max(1, int(round(density * n_out * n_in)))
-        mask = torch.zeros(n_out * n_in, dtype=torch.bool)
-        mask[torch.randperm(n_out * n_in, generator=g)[:k]] = True
-        layout = CsrLayout(mask.view(n_out, n_in))
-        values = torch.randn(k, generator=g, requires_grad=training)
-        times.append(run(lambda: csr_linear(x, values, bias, layout)))
-    (d1, d2), (t1, t2) = PROBE_DENSITIES, times
-    slope = (t2 - t1) / (d2 - d1)
-    if slope <= 0:  # overhead-dominated: the sparse time does not grow measurably with density
-        return 1.0 if t1 < t_dense else 0.0
-    return float(min(1.0, max(0.0, d1 + (t_dense - t1) / slope)))
+    k = min(n_out * n_in, max(1, int(round(density * n_out * n_in))))
+    mask = torch.zeros(n_out * n_in, dtype=torch.bool)
+    mask[torch.randperm(n_out * n_in, generator=g)[:k]] = True
+    operand = CsrOperand(CsrLayout(mask.view(n_out, n_in)))
+    values = torch.randn(k, generator=g, requires_grad=training)
+    grad = torch.randn(n_out, batch, generator=g).t()
+
+    def call(forward):
+        def once():
+            with torch.set_grad_enabled(training):
+                y = forward()
+                if training:
+                    y.backward(grad)
+        return once
+
+    dense_s, sparse_s = _alternating_min([call(lambda: feature_major_linear(x, weight, bias)),
+                                          call(lambda: csr_linear(x, values, bias, operand))])
+    return dense_s, sparse_s
 
 
 class Crossover:
-    """Crossover densities by (shape, batch bucket, mode), measured lazily and cached on disk.
-
-    ``measure`` can be replaced (tests, or a fixed policy); ``path=None`` uses :func:`cache_dir`.
-    """
+    """Sparse-vs-dense answers by (shape, density, batch bucket, mode), measured lazily and
+    cached on disk.  ``measure`` can be replaced (tests, a fixed policy); ``path=None`` uses
+    :func:`cache_dir`."""
 
     def __init__(self, path: Optional[Path] = None,
-                 measure: Callable[[int, int, int, bool], float] = measure_crossover):
+                 measure: Callable[[int, int, float, int, bool], tuple[float, float]] = measure):
         self.path = Path(path) if path is not None else cache_dir() / CACHE_FILE
         self.measure = measure
         self.machine = machine_id()
-        self._memory: dict[str, float] = {}
+        self._memory: dict[str, tuple[float, float]] = {}
 
-    def key(self, n_out: int, n_in: int, batch: int, training: bool) -> str:
-        return f"{n_out}x{n_in}|b{batch_bucket(batch)}|{'train' if training else 'infer'}"
+    @staticmethod
+    def key(n_out: int, n_in: int, density: float, batch: int, training: bool) -> str:
+        return f"{n_out}x{n_in}|d{density:.4f}|b{batch_bucket(batch)}|{'train' if training else 'infer'}"
 
-    def density(self, n_out: int, n_in: int, batch: int, training: bool) -> float:
-        key = self.key(n_out, n_in, batch, training)
+    def timings(self, n_out: int, n_in: int, density: float, batch: int, training: bool) -> tuple[float, float]:
+        """``(dense_s, sparse_s)`` for this layer and call, measured once per machine."""
+        key = self.key(n_out, n_in, density, batch, training)
         if key not in self._memory:
             stored = self._read().get(self.machine, {})
             if key not in stored:
-                stored[key] = float(self.measure(n_out, n_in, batch_bucket(batch), training))
+                stored[key] = list(self.measure(n_out, n_in, round(density, 4), batch_bucket(batch), training))
                 self._write(key, stored[key])
-            self._memory[key] = float(stored[key])
+            self._memory[key] = tuple(stored[key])
         return self._memory[key]
+
+    def sparse_faster(self, n_out: int, n_in: int, density: float, batch: int, training: bool) -> bool:
+        dense_s, sparse_s = self.timings(n_out, n_in, density, batch, training)
+        return sparse_s < dense_s
 
     def _read(self) -> dict:
         try:
@@ -142,7 +149,7 @@ class Crossover:
         except (OSError, ValueError):
             return {}
 
-    def _write(self, key: str, value: float) -> None:
+    def _write(self, key: str, value: list) -> None:
         """Merge one entry into the file (re-read first: other runs may have added entries);
         written atomically.  An unwritable cache only costs a re-measurement next time."""
         try:
@@ -160,7 +167,7 @@ _DEFAULT: Optional[Crossover] = None
 
 
 def default_crossover() -> Crossover:
-    """The process-wide crossover table (one per process, file shared between processes)."""
+    """The process-wide table (one per process; the file is shared between processes)."""
     global _DEFAULT
     if _DEFAULT is None:
         _DEFAULT = Crossover()
