@@ -90,6 +90,13 @@ def build(row: Row, args):
     return cfg, agent
 
 
+def nonzero_weights(agent) -> int:
+    """Non-zero Linear weights over the agent's trained networks (actor + critic)."""
+    from sparserl.sparse.flops import count_parameters
+
+    return sum(count_parameters(net)["nonzero"] for net in agent.networks.values())
+
+
 def compressed_layers(agent) -> str:
     """``csr layers / managed layers`` over the agent's sparse plugins ('-' when none)."""
     counts = [p.sparse.layer_backends() for ps in agent.plugins.values() for p in ps if hasattr(p, "sparse")]
@@ -99,15 +106,18 @@ def compressed_layers(agent) -> str:
     return f"{backends.count('csr')}/{len(backends)}"
 
 
-def time_row(row: Row, args, buffer) -> tuple[float, str]:
+def time_row(row: Row, args, buffer) -> tuple[float, float, str, int]:
+    """(updates per wall-clock second, updates per CPU second of this process, csr layers,
+    non-zero weights)."""
     cfg, agent = build(row, args)
     n = args.updates_wide if row.width > 256 else args.updates
     for _ in range(args.warmup):
         agent.update(buffer.sample(cfg.batch_size, cfg.nstep))
-    t0 = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         agent.update(buffer.sample(cfg.batch_size, cfg.nstep))
-    return n / (time.perf_counter() - t0), compressed_layers(agent)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return n / wall, n / cpu, compressed_layers(agent), nonzero_weights(agent)
 
 
 def parse_level(text: str) -> tuple[int, float, float]:
@@ -196,28 +206,36 @@ def main() -> None:
     buffer = filled_buffer()
     rows = rows_for(args)
     rates: dict[Row, list[float]] = {r: [] for r in rows}
+    cpu_rates: dict[Row, list[float]] = {r: [] for r in rows}
     layers: dict[Row, str] = {}
+    weights: dict[Row, int] = {}
     for _ in range(args.repeats):
         for row in rows:
-            rate, layers[row] = time_row(row, args, buffer)
-            rates[row].append(rate)
-            print(f"{row.label:45s} {rate:8.1f} upd/s  csr layers {layers[row]}", flush=True)
+            wall, cpu, layers[row], weights[row] = time_row(row, args, buffer)
+            rates[row].append(wall)
+            cpu_rates[row].append(cpu)
+            print(f"{row.label:45s} {wall:8.1f} upd/s wall {cpu:8.1f} upd/s CPU  csr layers {layers[row]}", flush=True)
     median = {r: statistics.median(v) for r, v in rates.items()}
+    cpu_median = {r: statistics.median(v) for r, v in cpu_rates.items()}
 
-    lines = ["| algo | width | sparsity a/c | method | backend | csr layers | updates/s | vs dense | vs masked |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| algo | width | sparsity a/c | weights | method | backend | csr layers | upd/s (CPU) | vs dense "
+             "| vs masked | upd/s (wall) | vs dense (wall) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        dense = median[Row(row.algo, "dense", 256)]
-        masked = median.get(Row(row.algo, row.method, row.width, row.actor_sparsity, row.critic_sparsity, "masked"))
+        dense_row = Row(row.algo, "dense", 256)
+        masked_row = Row(row.algo, row.method, row.width, row.actor_sparsity, row.critic_sparsity, "masked")
         sp = "-" if row.method == "dense" else f"{row.actor_sparsity:g}/{row.critic_sparsity:g}"
         backend = row.backend if row.method not in ("dense", "tiny") else "-"
-        vs_masked = f"{median[row] / masked:.2f}x" if masked and row.backend != "masked" else ""
-        lines.append(f"| {row.algo} | {row.width} | {sp} | {row.method} | {backend} | {layers[row]} | "
-                     f"{median[row]:.1f} | {median[row] / dense:.2f}x | {vs_masked} |")
+        vs_masked = (f"{cpu_median[row] / cpu_median[masked_row]:.2f}x"
+                     if masked_row in cpu_median and row.backend != "masked" else "")
+        lines.append(f"| {row.algo} | {row.width} | {sp} | {weights[row]:,} | {row.method} | {backend} | {layers[row]} | "
+                     f"{cpu_median[row]:.1f} | {cpu_median[row] / cpu_median[dense_row]:.2f}x | {vs_masked} | "
+                     f"{median[row]:.1f} | {median[row] / median[dense_row]:.2f}x |")
     print("\n".join(lines))
     sbx = sbx_td3_rate(args)
-    sbx_line = (f"SBX TD3 (JAX) on the same shapes: {sbx:.1f} updates/s, {sbx / median[Row('td3', 'dense', 256)]:.2f}x "
-                f"our dense TD3." if sbx is not None else "SBX TD3: not measured (`sbx` is not installed).")
+    sbx_line = (f"SBX TD3 (JAX) on the same shapes: {sbx:.1f} updates/s (wall), "
+                f"{sbx / median[Row('td3', 'dense', 256)]:.2f}x our dense TD3 (wall)." if sbx is not None
+                else "SBX TD3: not measured (`sbx` is not installed).")
     print(sbx_line)
     profile_lines = profile_update(args, buffer) if args.profile else []
     if profile_lines:
@@ -231,10 +249,13 @@ def main() -> None:
                 f"{args.updates} updates (width > 256: {args.updates_wide}) after {args.warmup} warm-up updates"),
                 args.note),
             "",
+            "`weights`: non-zero Linear weights of actor + critic. `upd/s (CPU)`: updates per CPU-second of the benchmark process (one thread), the primary figure "
+            "on a shared machine: wall time also counts the time other processes held the cores. "
             "`vs dense`: against dense 256-wide of the same algorithm; `vs masked`: against the same method "
             "and sparsity with the masked backend. `csr layers`: compressed / managed Linear layers (ERK keeps "
-            "the small input/output layers dense or nearly so; `auto` compresses where its measured crossover "
-            "says the CSR kernels win at batch 256). RLx2 samples 3-step windows.",
+            "the small input/output layers dense or nearly so; `csr` compresses every layer that has inactive "
+            "connections, `auto` only those where its measured crossover says the CSR kernels win at batch "
+            "256). RLx2 samples 3-step windows.",
             "",
             *lines,
             "",

@@ -271,6 +271,7 @@ class SparseLinear(nn.Linear):
         self.execution = execution
         self.residual: Optional[torch.Tensor] = None
         self._path_cache: dict = {}
+        self._inference_weight: dict = {}  # key -> dense weight for gradient-free dense calls
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, mask: torch.Tensor, execution: "CsrExecution",
@@ -334,10 +335,25 @@ class SparseLinear(nn.Linear):
         values, bias = params["values"], params["bias"]
         if self.residual is None and (self.execution.always_sparse or self._sparse_path(x, values)):
             return csr_linear(x, values, bias, self.operand)
-        weight = self._dense(values)
-        if self.operand.request.active and weight.requires_grad:
-            weight.register_hook(self.operand.store_dense_grad)
+        if torch.is_grad_enabled() and (values.requires_grad or x.requires_grad):
+            weight = self._dense(values)
+            if self.operand.request.active and weight.requires_grad:
+                weight.register_hook(self.operand.store_dense_grad)
+        else:
+            weight = self._inference_dense(values)
         return feature_major_linear(x, weight, bias)
+
+    def _inference_dense(self, values: torch.Tensor) -> torch.Tensor:
+        """The dense weight for gradient-free dense calls (e.g. acting at batch 1 under
+        ``auto``), rebuilt only after the values change: evaluation episodes and the env steps
+        between two policy updates reuse it instead of scattering the values every call."""
+        if self.residual is not None:
+            return self._dense(values.detach())
+        key = (values.data_ptr(), values._version, id(self.layout))
+        cached = self._inference_weight.get("w")
+        if cached is None or cached[0] != key:
+            cached = self._inference_weight["w"] = (key, self.layout.to_dense(values.detach()))
+        return cached[1]
 
     def _sparse_path(self, x: torch.Tensor, values: torch.Tensor) -> bool:
         training = torch.is_grad_enabled() and (values.requires_grad or x.requires_grad)
