@@ -10,7 +10,10 @@ JSON file (``~/.cache/sparserl/csr_crossover.json``; ``$SPARSERL_CACHE_DIR`` or
 Measurement: the layer's dense path and its sparse path at the layer's own density (a fit
 over densities was tried first: for small layers the sparse time is dominated by per-call
 overhead and the extrapolated crossover was meaningless), alternated call by call, the
-minimum of each over a short time budget (robust to other load on the machine).  Batch
+minimum of each over a short time budget (robust to other load on the machine).  Whether to
+compress a layer at all is decided on a whole training step of it (``"step"``: kernels plus
+the optimizer update and the masking a masked layer needs every step), since that is what the
+choice changes; which path a compressed layer takes per call, on its kernels alone.  Batch
 sizes are bucketed (1, 4, 16, 64, 256 and above), so a run measures a handful of keys per
 layer; a 256x256 layer takes a fraction of a second, a 1024x1024 one about a second.
 """
@@ -81,33 +84,60 @@ def _alternating_min(fns: list[Callable[[], None]], budget_s: float = 0.15, min_
     return best
 
 
-def measure(n_out: int, n_in: int, density: float, batch: int, training: bool) -> tuple[float, float]:
-    """Seconds per call of a ``(n_out, n_in)`` layer at ``density`` and ``batch`` computed
-    densely and through the CSR kernels: forward only, or forward + both gradients when
-    ``training``.  Inputs are feature-major, as inside a chain of such layers."""
+MODES = ("infer", "train", "step")
+
+
+def measure(n_out: int, n_in: int, density: float, batch: int, mode: str) -> tuple[float, float]:
+    """Seconds per call of a ``(n_out, n_in)`` layer at ``density`` and ``batch``, computed
+    densely and through the CSR kernels.  ``mode``: ``"infer"`` forward only; ``"train"``
+    forward + both gradients; ``"step"`` a whole training step of the layer: forward, both
+    gradients and an Adam update -- for the masked form also masking the gradient, the weight
+    and a target copy, as ``SparseTraining`` does every step -- of the dense weight vs the
+    non-zero values.  Inputs are feature-major, as inside a chain of such layers."""
     from .csr import CsrLayout, CsrOperand, csr_linear, feature_major_linear
 
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
+    training = mode != "infer"
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n_in, batch, generator=g).t().requires_grad_(training)
-    bias = torch.zeros(n_out, requires_grad=training)
-    weight = torch.randn(n_out, n_in, generator=g, requires_grad=training)
     k = min(n_out * n_in, max(1, int(round(density * n_out * n_in))))
     mask = torch.zeros(n_out * n_in, dtype=torch.bool)
     mask[torch.randperm(n_out * n_in, generator=g)[:k]] = True
-    operand = CsrOperand(CsrLayout(mask.view(n_out, n_in)))
-    values = torch.randn(k, generator=g, requires_grad=training)
+    mask = mask.view(n_out, n_in)
+    operand = CsrOperand(CsrLayout(mask))
+    weight = torch.nn.Parameter(torch.randn(n_out, n_in, generator=g) * mask, requires_grad=training)
+    values = torch.nn.Parameter(torch.randn(k, generator=g), requires_grad=training)
+    bias_d = torch.nn.Parameter(torch.zeros(n_out), requires_grad=training)
+    bias_s = torch.nn.Parameter(torch.zeros(n_out), requires_grad=training)
     grad = torch.randn(n_out, batch, generator=g).t()
+    mask_f, target = mask.float(), weight.detach().clone()
+    opt_d = torch.optim.Adam([weight, bias_d], foreach=True) if mode == "step" else None
+    opt_s = torch.optim.Adam([values, bias_s], foreach=True) if mode == "step" else None
 
-    def call(forward):
-        def once():
-            with torch.set_grad_enabled(training):
-                y = forward()
-                if training:
-                    y.backward(grad)
-        return once
+    def dense():
+        with torch.set_grad_enabled(training):
+            y = feature_major_linear(x, weight, bias_d)
+            if training:
+                y.backward(grad)
+        if opt_d is not None:
+            with torch.no_grad():
+                weight.grad.mul_(mask_f)
+                opt_d.step()
+                weight.mul_(mask_f)
+                target.mul_(mask_f)
+            opt_d.zero_grad(set_to_none=True)
 
-    dense_s, sparse_s = _alternating_min([call(lambda: feature_major_linear(x, weight, bias)),
-                                          call(lambda: csr_linear(x, values, bias, operand))])
+    def sparse():
+        with torch.set_grad_enabled(training):
+            y = csr_linear(x, values, bias_s, operand)
+            if training:
+                y.backward(grad)
+        if opt_s is not None:
+            opt_s.step()
+            opt_s.zero_grad(set_to_none=True)
+
+    dense_s, sparse_s = _alternating_min([dense, sparse])
     return dense_s, sparse_s
 
 
@@ -117,29 +147,30 @@ class Crossover:
     :func:`cache_dir`."""
 
     def __init__(self, path: Optional[Path] = None,
-                 measure: Callable[[int, int, float, int, bool], tuple[float, float]] = measure):
+                 measure: Callable[[int, int, float, int, str], tuple[float, float]] = measure):
         self.path = Path(path) if path is not None else cache_dir() / CACHE_FILE
         self.measure = measure
         self.machine = machine_id()
         self._memory: dict[str, tuple[float, float]] = {}
 
     @staticmethod
-    def key(n_out: int, n_in: int, density: float, batch: int, training: bool) -> str:
-        return f"{n_out}x{n_in}|d{density:.4f}|b{batch_bucket(batch)}|{'train' if training else 'infer'}"
+    def key(n_out: int, n_in: int, density: float, batch: int, mode: str) -> str:
+        return f"{n_out}x{n_in}|d{density:.4f}|b{batch_bucket(batch)}|{mode}"
 
-    def timings(self, n_out: int, n_in: int, density: float, batch: int, training: bool) -> tuple[float, float]:
-        """``(dense_s, sparse_s)`` for this layer and call, measured once per machine."""
-        key = self.key(n_out, n_in, density, batch, training)
+    def timings(self, n_out: int, n_in: int, density: float, batch: int, mode: str) -> tuple[float, float]:
+        """``(dense_s, sparse_s)`` for this layer and call (see :func:`measure`), measured
+        once per machine."""
+        key = self.key(n_out, n_in, density, batch, mode)
         if key not in self._memory:
             stored = self._read().get(self.machine, {})
             if key not in stored:
-                stored[key] = list(self.measure(n_out, n_in, round(density, 4), batch_bucket(batch), training))
+                stored[key] = list(self.measure(n_out, n_in, round(density, 4), batch_bucket(batch), mode))
                 self._write(key, stored[key])
             self._memory[key] = tuple(stored[key])
         return self._memory[key]
 
-    def sparse_faster(self, n_out: int, n_in: int, density: float, batch: int, training: bool) -> bool:
-        dense_s, sparse_s = self.timings(n_out, n_in, density, batch, training)
+    def sparse_faster(self, n_out: int, n_in: int, density: float, batch: int, mode: str) -> bool:
+        dense_s, sparse_s = self.timings(n_out, n_in, density, batch, mode)
         return sparse_s < dense_s
 
     def _read(self) -> dict:

@@ -447,9 +447,9 @@ class CsrExecution(SparseExecution):
 class AutoExecution(CsrExecution):
     """``auto`` backend: compress a layer only where the CSR kernels are faster on this machine.
 
-    A layer is compressed when, at ``reference_batch`` and in training (forward + both
-    gradients), its sparse path was measured faster than computing it densely (see
-    :mod:`~sparserl.sparse.crossover`); a compressed layer then picks per call, by batch size
+    A layer is compressed when, at ``reference_batch``, a whole training step of it (forward,
+    both gradients, optimizer update, masking) was measured faster compressed than masked
+    (see :mod:`~sparserl.sparse.crossover`); a compressed layer then picks per call, by batch size
     and whether gradients are needed, between the sparse kernels and a dense matmul on its
     reconstructed weight (acting at batch 1 usually goes dense).  Layers denser than
     ``max_density`` are never compressed and never measured.
@@ -475,7 +475,8 @@ class AutoExecution(CsrExecution):
         density = nnz / (shape[0] * shape[1])
         if density >= 1.0 or density > self.max_density:
             return False
-        return self.crossover.sparse_faster(shape[0], shape[1], density, self.reference_batch, True)
+        return self.crossover.sparse_faster(shape[0], shape[1], density, self.reference_batch, "step")
 
     def use_sparse_kernel(self, layout, batch, training):
-        return self.crossover.sparse_faster(layout.n_out, layout.n_in, layout.density, batch, training)
+        return self.crossover.sparse_faster(layout.n_out, layout.n_in, layout.density, batch,
+                                            "train" if training else "infer")

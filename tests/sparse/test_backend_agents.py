@@ -93,7 +93,7 @@ def test_csr_run_equals_masked_run(algo, method, tmp_path):
 class MiddleLayersOnly:
     """Stand-in for the measured crossover: only the 32x32 hidden layers, only real batches."""
 
-    def sparse_faster(self, n_out, n_in, density, batch, training):
+    def sparse_faster(self, n_out, n_in, density, batch, mode):
         return (n_out, n_in) == (32, 32) and batch >= 8
 
 

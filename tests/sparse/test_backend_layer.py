@@ -156,8 +156,8 @@ class FixedAnswers:
     def __init__(self, density, min_batch=16):
         self.density, self.min_batch, self.calls = density, min_batch, []
 
-    def sparse_faster(self, n_out, n_in, density, batch, training):
-        self.calls.append((n_out, n_in, batch, training))
+    def sparse_faster(self, n_out, n_in, density, batch, mode):
+        self.calls.append((n_out, n_in, batch, mode))
         return density <= self.density and batch >= self.min_batch
 
 
@@ -188,23 +188,30 @@ def test_auto_picks_layers_and_paths_from_the_crossover():
     assert seen == [(1, False, False), (256, False, True)]  # batch 1 dense; asked once per key
 
 
+def test_real_measurement_returns_positive_timings():
+    from sparserl.sparse.crossover import measure
+    for mode in ("infer", "train", "step"):
+        dense_s, sparse_s = measure(16, 8, 0.25, 4, mode)
+        assert dense_s > 0 and sparse_s > 0
+
+
 def test_crossover_is_measured_once_and_cached_on_disk(tmp_path):
     calls = []
 
-    def fake_measure(n_out, n_in, density, batch, training):
-        calls.append((n_out, n_in, density, batch, training))
+    def fake_measure(n_out, n_in, density, batch, mode):
+        calls.append((n_out, n_in, density, batch, mode))
         return (2.0, 1.0) if density < 0.1 else (1.0, 2.0)
 
     path = tmp_path / "cache" / "crossover.json"
     first = Crossover(path, measure=fake_measure)
-    assert first.sparse_faster(256, 256, 0.02, 300, True)       # batch 300 -> bucket 256
-    assert first.sparse_faster(256, 256, 0.02, 256, True)       # same key: from memory
-    assert not first.sparse_faster(256, 256, 0.3, 256, True)
-    assert calls == [(256, 256, 0.02, 256, True), (256, 256, 0.3, 256, True)]
+    assert first.sparse_faster(256, 256, 0.02, 300, "train")       # batch 300 -> bucket 256
+    assert first.sparse_faster(256, 256, 0.02, 256, "train")       # same key: from memory
+    assert not first.sparse_faster(256, 256, 0.3, 256, "train")
+    assert calls == [(256, 256, 0.02, 256, "train"), (256, 256, 0.3, 256, "train")]
     stored = json.loads(path.read_text())
     assert list(stored) == [first.machine] and len(stored[first.machine]) == 2
     second = Crossover(path, measure=fake_measure)  # a later process reads the file
-    assert second.sparse_faster(256, 256, 0.02, 256, True) and len(calls) == 2
+    assert second.sparse_faster(256, 256, 0.02, 256, "train") and len(calls) == 2
     assert batch_bucket(1) == 1 and batch_bucket(3) == 1 and batch_bucket(100) == 64 and batch_bucket(10**6) == 256
 
 

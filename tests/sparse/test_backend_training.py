@@ -49,7 +49,7 @@ def _step(net, target, opt, s, x, y, tau=0.1):
     return loss.item()
 
 
-def _assert_same_training(a, b, exact_masks=True):
+def _assert_same_training(a, b):
     (net_a, target_a, opt_a, s_a), (net_b, target_b, opt_b, s_b) = a, b
     for name in s_a.masks:
         assert torch.equal(s_a.masks[name], s_b.masks[name]), name
@@ -213,7 +213,7 @@ def test_reset_optimizer_state_false_needs_masked():
 
 
 class Answers:
-    def sparse_faster(self, n_out, n_in, density, batch, training):
+    def sparse_faster(self, n_out, n_in, density, batch, mode):
         return (n_out, n_in) == (48, 48) and batch >= 8  # only the middle layer, only for real batches
 
 
