@@ -6,16 +6,17 @@ costs as much time as a dense one.  Here a layer keeps only its active weights, 
 (:class:`CsrLayout`).  Per call:
 
 * forward ``y = x W^T + b`` is a CSR x dense product (``torch.addmm`` with a sparse CSR
-  matrix; MKL on CPU), computed as ``(W x^T)^T`` so that the activations of consecutive
-  sparse layers stay in the column-major layout the kernel reads fastest;
+  matrix; MKL on CPU), computed as ``(W x^T)^T`` so that activations stay *feature-major*
+  (``x^T`` contiguous), the layout the kernels read fastest (see :class:`_CsrLinear`);
 * the input gradient ``gx = gy W`` is a CSR x dense product with the transposed structure
   (kept alongside, its values are a permutation of ``values``);
 * the weight gradient is computed *only at the non-zero positions* as a sampled dense-dense
   product (``torch.sparse.sampled_addmm``: for each active (i, j), ``sum_b gy[b, i] x[b, j]``),
   so no dense weight gradient is ever materialised ...
-* ... except when the layer is asked to (``capture_dense_grad``): RigL grows connections
-  by the dense gradient on topology-update steps, so on those steps the backward computes
-  ``gy^T x`` densely, keeps it in ``dense_weight_grad`` and gathers the values' gradient from it.
+* ... except when the layer is asked to (its :class:`DenseGradRequest` is active): RigL grows
+  connections by the dense gradient on topology-update steps, so on those steps the backward
+  computes ``gy^T x`` densely, keeps it (``dense_weight_grad``) and gathers the values'
+  gradient from it.
 
 A gather-based weight gradient (``(gy[:, rows] * x[:, cols]).sum(0)``) was measured too: it
 needs a batch x nnz temporary and was 5-50x slower than ``sampled_addmm`` on CPU (256x256,
@@ -38,7 +39,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .masks import SparseExecution
-
 
 
 class CsrLayout:
