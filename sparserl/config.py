@@ -23,6 +23,7 @@ from .methods import METHODS, method_class
 ALGOS = ("dqn", "td3", "sac")
 ALLOCATIONS = ("erk", "uniform")
 PRESET_DIR = Path(__file__).parent / "presets"
+SPARSE_BACKENDS = ("masked", "csr", "auto")
 
 
 def _f(default: Any, help: str, choices: tuple | None = None):
@@ -95,6 +96,8 @@ class TrainConfig:
     regrow_dropped: bool = _f(True, "a connection dropped at a topology update may be regrown in the same "
                               "update, keeping its value (RigL / RLx2 reference); --no-regrow-dropped excludes it")
     skip_step_on_update: bool = _f(True, "skip the optimizer step on topology-update steps (reference)")
+    sparse_backend: str = _f("masked", "sparse execution: masked dense, csr kernels, or auto (measured per layer)",
+                             SPARSE_BACKENDS)
     # --- RLx2: multi-step target and dynamic buffer --------------------------------------
     nstep: Optional[int] = _f(None, "multi-step TD target length n (default: 3 for rlx2, else 1)")
     nstep_delay: Optional[int] = _f(None, "updates with n=1 before switching to n (rlx2 default: 10%)")
@@ -174,6 +177,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     method = method_class(cfg.method)
     if cfg.allocation not in ALLOCATIONS:
         raise UserError(f"unknown --allocation {cfg.allocation!r}; allowed: {', '.join(ALLOCATIONS)}")
+    if cfg.sparse_backend not in SPARSE_BACKENDS:
+        raise UserError(f"unknown --sparse-backend {cfg.sparse_backend!r}; allowed: {', '.join(SPARSE_BACKENDS)}")
     data = cfg.to_dict()
     if data.get("learning_starts") is None and isinstance(cfg.steps, int):
         # the warm-up default scales down for short runs, so a default run always trains

@@ -90,7 +90,7 @@ class SparseMethod(Method):
                     drop_fraction=cfg.drop_fraction, t_end=updates, stop_step=stop,
                     reset_optimizer_state=cfg.reset_adam, skip_step_on_update=cfg.skip_step_on_update,
                     grad_accumulation=min(cfg.grad_accumulation, cfg.topology_delta),
-                    regrow_dropped=cfg.regrow_dropped,
+                    regrow_dropped=cfg.regrow_dropped, backend=cfg.sparse_backend,
                     generator=torch.Generator().manual_seed(cfg.seed * 1000 + index))
             except ValueError as exc:
                 raise UserError(f"--{name}-sparsity {sparsity_of(cfg, name)}: {exc}") from None

@@ -3,10 +3,14 @@
 Parts: ``allocation`` (uniform / ERK layer densities), ``masks`` (create, enforce, sync
 targets, execution seam), ``updaters`` (static / SET / RigL: which connections change),
 ``schedules`` (when and how many; GMP ramp), ``optim_state`` (reset Adam moments of changed
-entries), ``flops`` (parameter and FLOP accounting), ``core.SparseTraining`` (the facade).
+entries), ``flops`` (parameter and FLOP accounting), ``csr`` (compressed layers and CSR
+kernels: the ``csr`` / ``auto`` execution backends), ``crossover`` (where CSR beats dense on
+this machine, measured and cached), ``core.SparseTraining`` (the facade).
 """
 from .allocation import global_density, layer_densities, layer_nonzero_counts
-from .core import SparseTraining
+from .core import BACKENDS, SparseTraining, make_execution
+from .crossover import Crossover
+from .csr import AutoExecution, CsrExecution, CsrLayout, SparseLinear, csr_linear, feature_major_linear
 from .flops import (LayerFlops, count_parameters, dense_gradient_extra_flops, format_table,
                     forward_flops, layer_flops, totals, training_flops_per_sample)
 from .masks import (DENSE_MASKED, SparseExecution, apply_masks, attach_execution, count_active,
@@ -17,7 +21,8 @@ from .schedules import TopologySchedule, gmp_sparsity
 from .updaters import LayerChange, RigLUpdater, SETUpdater, StaticUpdater, Updater, make_updater
 
 __all__ = [
-    "SparseTraining",
+    "SparseTraining", "BACKENDS", "make_execution",
+    "CsrExecution", "AutoExecution", "CsrLayout", "SparseLinear", "csr_linear", "feature_major_linear", "Crossover",
     "layer_densities", "layer_nonzero_counts", "global_density",
     "create_masks", "apply_masks", "mask_gradients", "sync_masks", "count_active",
     "linear_weight_names", "weight_shapes",

@@ -13,7 +13,8 @@ Conventions (per sample, ``nn.Linear`` layers only):
 * RigL's topology update additionally needs the *dense* weight gradient on the update
   minibatch(es): extra = (dense_forward - sparse_forward) FLOPs per sample used for it
   (the weight-gradient pass done densely instead of sparsely). This module reports what a
-  sparse implementation costs; our PyTorch simulation runs everything densely.
+  sparse implementation costs: the ``masked`` backend computes everything densely, the
+  ``csr`` backend (``SparseTraining(backend="csr")``) runs such a sparse implementation.
 
 Masks may be keyed by weight name (``"layers.0.weight"``) or module name (``"layers.0"``).
 """

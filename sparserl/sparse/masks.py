@@ -144,16 +144,29 @@ def count_active(masks: Masks) -> dict[str, int]:
 class SparseExecution:
     """THE seam for how a masked Linear layer computes ``y = x @ W.T + b``.
 
-    ``linear(x, weight, bias, mask)`` receives the full weight (masked entries are exact
-    zeros) and the layer's current bool mask. This default is a dense matmul on the masked
-    weight, identical to ``nn.Linear.forward``. A compressed-sparse backend (CSR / block
-    kernels) subclasses this and overrides :meth:`linear` (it may cache a compressed weight,
-    e.g. keyed on ``weight._version``); nothing in allocation, updaters or schedules changes.
+    Two ways a backend is used:
 
-    Backends only affect the forward computation; training code keeps relying on
-    ``weight.grad`` being the dense gradient, so a backend used during RigL training must
-    still produce dense weight gradients (or be attached only for inference).
+    * by ``SparseTraining(backend=...)``: :meth:`compresses` says, per layer, whether the
+      layer is replaced by a compressed module that trains only its active weights
+      (:class:`~sparserl.sparse.csr.CsrExecution`, ``AutoExecution``); this default says no,
+      so layers stay ``nn.Linear`` with masked dense weights ("masked" backend);
+    * by :func:`attach_execution` (inference seam on a masked network): ``linear(x, weight,
+      bias, mask)`` receives the full weight (masked entries are exact zeros) and the layer's
+      current bool mask. This default is a dense matmul on the masked weight, identical to
+      ``nn.Linear.forward``; a backend must keep producing dense ``weight.grad`` when a weight
+      gradient is required (training code relies on it).
+
+    Nothing in allocation, updaters or schedules depends on the backend.
     """
+
+    name = "masked"
+    #: whether :meth:`compresses` can ever be True (backends that own the optimizer state)
+    compresses_layers = False
+
+    def compresses(self, shape: tuple[int, int], nnz: int) -> bool:
+        """Whether ``SparseTraining`` replaces a layer of this shape / non-zero count by a
+        compressed module (False: it stays an ``nn.Linear`` with a masked dense weight)."""
+        return False
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                mask: torch.Tensor) -> torch.Tensor:
