@@ -86,7 +86,10 @@ class BaseAlgorithm:
             self.options["preset"] = preset
         if self.log_dir is not None:
             self.options["out"] = self.log_dir
-        self.config: TrainConfig = config_from_options(self.options, source=f"{type(self).__name__}()")
+        # checked now (a bad option fails here, in one line); the rules that compare options with
+        # the run length wait for learn(total_timesteps)
+        self.config: TrainConfig = config_from_options(self.options, source=f"{type(self).__name__}()",
+                                                       run_length_known=False)
         self.trainer = None
         self.agent = None
         self._spaces: Optional[dict] = None
@@ -105,7 +108,11 @@ class BaseAlgorithm:
                 raise UserError("this model was loaded for inference; continue training a run with "
                                 "`sparserl train --resume RUN_DIR --steps N`")
             options = {**self.options, "steps": int(total_timesteps), "progress": bool(progress_bar)}
-            self.config = config_from_options(options, source=f"{type(self).__name__}.learn()")
+            where = f"{type(self).__name__}.learn(total_timesteps={int(total_timesteps)})"
+            try:  # the options were checked by __init__; what is new here is the run length (--steps)
+                self.config = config_from_options(options, source=where)
+            except UserError as exc:
+                raise UserError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
             self.trainer = Trainer(self.config, env=self.env, write_files=self.log_dir is not None,
                                    callbacks=callback)
             self.agent = self.trainer.agent

@@ -11,43 +11,55 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import typing
 from pathlib import Path
 
-from .config import ALGO_DEFAULTS, TrainConfig, config_from_options, load_yaml, resolve
+from .config import ALGO_DEFAULTS, FIELD_TYPES, FIELDS, TrainConfig, check_option, check_options, config_from_options, load_yaml, resolve
 from .errors import UserError
+from .validation import coerce, kind_of
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, no usage dump
-        raise UserError(f"{self.prog}: {message}")
+        raise UserError(f"{self.prog}: {' '.join(message.split())}")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    hints = typing.get_type_hints(TrainConfig)
+    """One flag per ``TrainConfig`` field. Values are read by the same
+    :func:`~sparserl.config.check_option` as YAML files and the Python API (so ``--lr 3e-4`` and
+    ``--learning-starts 1e3`` mean what they mean in a YAML file); ranges and the rules between
+    options are checked when the config is resolved."""
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        args = typing.get_args(kind)
-        base = next((a for a in args if a is not type(None)), kind) if args else kind
-        help_ = f.metadata.get("help", "").replace("%", "%%")
-        choices = f.metadata.get("choices")
-        default_txt = f" (default: {_default_text(f)})"
-        common = dict(dest=f.name, default=argparse.SUPPRESS, help=help_ + default_txt)
+        base, _ = kind_of(FIELD_TYPES[f.name])
+        choices, check = f.metadata.get("choices"), f.metadata.get("check")
+        allowed = f"; {check.text}" if check is not None and base in (int, float) else ""
+        help_ = (f.metadata.get("help", "") + allowed + f" (default: {_default_text(f)})").replace("%", "%%")
+        common = dict(dest=f.name, default=argparse.SUPPRESS, help=help_)
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif typing.get_origin(base) is list:
-            parser.add_argument(flag, nargs="+", type=int, metavar="N", **common)
+            parser.add_argument(flag, nargs="+", type=_element_reader(f.name), metavar="N", **common)
         elif base is dict or typing.get_origin(base) is dict:
             parser.add_argument(flag, type=_mapping, metavar="YAML", **common)
         else:
-            parser.add_argument(flag, type=base, choices=choices, metavar=None if choices else base.__name__.upper(),
-                                **common)
+            metavar = "{" + ",".join(choices) + "}" if choices else base.__name__.upper()
+            parser.add_argument(flag, type=functools.partial(check_option, f.name), metavar=metavar, **common)
+
+
+def _element_reader(name: str):
+    """argparse ``type`` for one element of a list option (``--hidden 256 256``): the list's
+    element type and check (the whole list is checked again when the config is resolved)."""
+    (element,) = typing.get_args(kind_of(FIELD_TYPES[name])[0])
+    return functools.partial(coerce, name, element, check=FIELDS[name].metadata.get("check"))
 
 
 def _default_text(f: dataclasses.Field) -> str:
     """The real default: per algorithm where it depends on the algorithm, else the method's."""
+    if f.metadata.get("default_doc"):
+        return f.metadata["default_doc"]
     if f.default is not None:
         return str(f.default)
     per_algo = {algo: d[f.name] for algo, d in ALGO_DEFAULTS.items() if f.name in d}
@@ -62,10 +74,8 @@ def _mapping(text: str) -> dict:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise argparse.ArgumentTypeError(f"not YAML/JSON: {str(exc).splitlines()[0]}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"must be a mapping like '{{key: value}}', got {text!r}")
-    return value
+        raise UserError(f"--env-kwargs {text!r}: not YAML/JSON ({str(exc).splitlines()[0]})") from None
+    return check_option("env_kwargs", value)
 
 
 def _add_trust_flag(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +122,7 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
     given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(ns, f.name)}
     from_file = load_yaml(ns.config) if ns.config else {}
     TrainConfig.from_dict(from_file, source=str(ns.config))  # rejects unknown keys early
+    check_options(from_file, str(ns.config))  # a bad value in the file is an error even if a flag overrides it
     return config_from_options({**from_file, **given}, source=str(ns.config) if ns.config else "options")
 
 
@@ -123,7 +134,7 @@ RESUME_OPTIONS = ("steps", "progress", "device", "tensorboard")
 def cmd_train(ns: argparse.Namespace) -> int:
     from . import checkpoint
     from .rundir import RunState, open_run_dir
-    from .trainer import Trainer
+    from .trainer import RESUME_KEYS, Trainer
 
     if ns.resume is not None:
         extra = [f for f in dataclasses.fields(TrainConfig) if hasattr(ns, f.name) and f.name not in RESUME_OPTIONS]
@@ -134,12 +145,14 @@ def cmd_train(ns: argparse.Namespace) -> int:
                             f"{', '.join('--' + o for o in RESUME_OPTIONS)} may be given with it, got {', '.join(names)}")
         run_dir = Path(ns.resume)
         with open_run_dir(ns.resume, resuming=True) as status:
-            state = checkpoint.load(run_dir / "resume.pt")
-            try:
-                cfg = TrainConfig.from_dict(state["config"], source=str(run_dir / "resume.pt"))
-                saved_step = int(state["step"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise UserError(f"{run_dir / 'resume.pt'} is not a sparserl resume state ({exc})") from None
+            resume_file = run_dir / "resume.pt"
+            state = checkpoint.load(resume_file)
+            missing = [k for k in RESUME_KEYS if k not in state] if isinstance(state, dict) else list(RESUME_KEYS)
+            if missing:
+                raise UserError(f"{resume_file} is not a sparserl resume state (missing {', '.join(missing[:4])}"
+                                f"{' ...' if len(missing) > 4 else ''}; a checkpoint.pt or model file cannot be resumed)")
+            cfg = TrainConfig.from_dict(state["config"], source=str(resume_file))
+            saved_step = status.step  # an integer: read and checked by open_run_dir
             for name in RESUME_OPTIONS:
                 if hasattr(ns, name):
                     setattr(cfg, name, getattr(ns, name))
@@ -151,7 +164,13 @@ def cmd_train(ns: argparse.Namespace) -> int:
                 raise UserError(f"run in {run_dir} already finished {saved_step} of {cfg.steps} steps; "
                                 f"pass a larger --steps to continue it")
             # the env id comes from the stored run: a module:Class id is imported only on request
-            trainer = Trainer(cfg, resume_state=state, allow_env_import=ns.trust_env_module)
+            try:
+                trainer = Trainer(cfg, resume_state=state, allow_env_import=ns.trust_env_module)
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+                # the state is data: a damaged or foreign one is bad input, not a crash
+                detail = " ".join(str(exc).split())[:200]
+                raise UserError(f"cannot resume from {resume_file}: its state does not fit this run "
+                                f"({type(exc).__name__}: {detail})") from None
             summary = trainer.train()  # at the final step: writes only the missing final artifacts
     else:
         cfg = config_from_args(ns)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -17,81 +18,111 @@ from typing import Any, Optional
 import yaml
 
 from .errors import UserError
-
 from .methods import METHODS, method_class
+from .validation import Check, at_least, between, coerce
 
 ALGOS = ("dqn", "td3", "sac")
 ALLOCATIONS = ("erk", "uniform")
 PRESET_DIR = Path(__file__).parent / "presets"
 SPARSE_BACKENDS = ("masked", "csr", "auto")
 
+# Allowed values shared by several options (the text is what --help and errors print).
+POSITIVE = at_least(1)                                   # counts, sizes, periods
+NON_NEGATIVE = at_least(0)
+POSITIVE_REAL = at_least(0, strict=True)
+UNIT = between(0, 1)                                     # [0, 1]
+UNIT_OPEN_TOP = between(0, 1, high_open=True)            # [0, 1): a sparsity of 1 has no weights
+UNIT_OPEN_BOTTOM = between(0, 1, low_open=True)          # (0, 1]
+SEED_MAX = 2 ** 32 - 1                                   # numpy's and gymnasium's seed range
+MAX_NSTEP = 100                                          # n-step windows are gathered per sample
+MAX_TORCH_THREADS = 1024                                 # torch crashes (SIGSEGV) far above this
 
-def _f(default: Any, help: str, choices: tuple | None = None):
-    return field(default=default, metadata={"help": help, "choices": choices})
+
+def _is_device(text: str) -> bool:
+    return text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit())
+
+
+def _f(default: Any, help: str, choices: tuple | None = None, check: Check | None = None,
+       default_doc: str | None = None):
+    """A config field: its default, one-line help, and the values it allows (``choices`` or a
+    :class:`~sparserl.validation.Check`); ``default_doc`` says in ``--help`` how a ``None``
+    default is filled. :func:`check_options` enforces ``choices``/``check`` for every source."""
+    return field(default=default, metadata={"help": help, "choices": choices, "check": check,
+                                            "default_doc": default_doc})
 
 
 @dataclass
 class TrainConfig:
     # --- what to run -------------------------------------------------------------------
     algo: str = _f("td3", "algorithm", ALGOS)
-    env: str = _f("Pendulum-v1", "Gymnasium id or module.path:ClassName")
+    env: str = _f("Pendulum-v1", "Gymnasium id or module.path:ClassName",
+                  check=Check(lambda v: bool(v.strip()), "a Gymnasium id or module.path:ClassName"))
     env_kwargs: Optional[dict] = _f(None, "keyword arguments for the env constructor (YAML/JSON mapping)")
-    steps: int = _f(10_000, "environment steps")
-    seed: int = _f(0, "random seed (torch, numpy, env)")
-    out: str = _f("runs/default", "output directory")
+    steps: int = _f(10_000, "environment steps", check=POSITIVE)
+    seed: int = _f(0, "random seed (torch, numpy, env)", check=between(0, SEED_MAX, text="in [0, 2**32-1]"))
+    out: str = _f("runs/default", "output directory",
+                  check=Check(lambda v: bool(v.strip()) and "\0" not in v, "a directory path"))
     method: str = _f("dense", "sparse/pruning method", METHODS)
     preset: Optional[str] = _f(None, "per-env settings: 'paper' (RLx2 paper) or 'tuned' (rl-zoo tuned dense baselines)",
                                ("paper", "tuned"))
     # --- evaluation, logging, checkpoints -----------------------------------------------
-    eval_every: int = _f(5_000, "env steps between deterministic evaluations")
-    eval_episodes: int = _f(10, "episodes per evaluation")
-    checkpoint_every: int = _f(10_000, "env steps between resumable checkpoints (0: only at the end)")
+    eval_every: int = _f(5_000, "env steps between deterministic evaluations (0: only at the end)", check=NON_NEGATIVE)
+    eval_episodes: int = _f(10, "episodes per evaluation", check=POSITIVE)
+    checkpoint_every: int = _f(10_000, "env steps between resumable checkpoints (0: only at the end)",
+                               check=NON_NEGATIVE)
     progress: bool = _f(True, "show a progress bar")
     tensorboard: bool = _f(True, "write TensorBoard events")
-    torch_threads: int = _f(1, "torch intra-op threads, set for the process (1 is fastest for these small MLPs)")
-    device: str = _f("auto", "where networks, replay sampling and masks live: auto (cuda if available), cpu, cuda, cuda:N")
+    torch_threads: int = _f(1, "torch intra-op threads, set for the process (1 is fastest for these small MLPs)",
+                            check=between(1, MAX_TORCH_THREADS))
+    device: str = _f("auto", "where networks, replay sampling and masks live: auto (cuda if available), cpu, cuda, cuda:N",
+                     check=Check(_is_device, "auto, cpu, cuda or cuda:N"))
     schedule_steps: Optional[int] = _f(None, "env steps the schedules (epsilon, topology, pruning, n-step delay) are planned "
-                                             "over (default: --steps; a resumed or extended run keeps its original plan)")
+                                             "over (a resumed or extended run keeps its original plan)",
+                                       check=POSITIVE, default_doc="--steps")
     # --- common hyper-parameters (None: the algorithm's default) -------------------------
-    hidden: Optional[list[int]] = _f(None, "hidden layer widths, e.g. 256 256")
+    hidden: Optional[list[int]] = _f(None, "hidden layer widths, e.g. 256 256", check=POSITIVE)
     init: str = _f("default", "weight init of every Linear layer, before any mask: 'default' (PyTorch) or "
                    "'orthogonal' (zero biases; the RLx2 reference's SAC)", ("default", "orthogonal"))
-    lr: Optional[float] = _f(None, "Adam learning rate")
-    batch_size: Optional[int] = _f(None, "minibatch size")
-    gamma: float = _f(0.99, "discount factor")
-    tau: Optional[float] = _f(None, "soft target update rate (1.0 = hard copy)")
-    buffer_size: Optional[int] = _f(None, "replay capacity (maximum)")
-    learning_starts: Optional[int] = _f(None, "random warm-up env steps before updates (default: the algorithm's, "
-                                              "at most 10% of --steps so a short run still trains)")
-    train_freq: Optional[int] = _f(None, "env steps between update rounds")
-    gradient_steps: Optional[int] = _f(None, "gradient updates per round")
+    lr: Optional[float] = _f(None, "Adam learning rate", check=POSITIVE_REAL)
+    batch_size: Optional[int] = _f(None, "minibatch size (at most --buffer-size)", check=POSITIVE)
+    gamma: float = _f(0.99, "discount factor", check=UNIT)
+    tau: Optional[float] = _f(None, "soft target update rate (1.0 = hard copy)", check=UNIT_OPEN_BOTTOM)
+    buffer_size: Optional[int] = _f(None, "replay capacity (maximum)", check=POSITIVE)
+    learning_starts: Optional[int] = _f(None, "random warm-up env steps before updates; must be below --steps",
+                                        check=NON_NEGATIVE,
+                                        default_doc="the algorithm's (td3 25000, sac 25000, dqn 1000), lowered to "
+                                                    "--steps // 10 for shorter runs so that a default run trains")
+    train_freq: Optional[int] = _f(None, "env steps between update rounds", check=POSITIVE)
+    gradient_steps: Optional[int] = _f(None, "gradient updates per round", check=POSITIVE)
     # --- TD3 -----------------------------------------------------------------------------
-    exploration_noise: float = _f(0.1, "TD3 Gaussian exploration noise (x max action)")
-    policy_noise: float = _f(0.2, "TD3 target policy smoothing noise (x max action)")
-    noise_clip: float = _f(0.5, "TD3 target noise clip (x max action)")
-    policy_delay: Optional[int] = _f(None, "TD3/SAC: critic updates per actor (and TD3 target) update")
+    exploration_noise: float = _f(0.1, "TD3 Gaussian exploration noise (x max action)", check=NON_NEGATIVE)
+    policy_noise: float = _f(0.2, "TD3 target policy smoothing noise (x max action)", check=NON_NEGATIVE)
+    noise_clip: float = _f(0.5, "TD3 target noise clip (x max action)", check=NON_NEGATIVE)
+    policy_delay: Optional[int] = _f(None, "TD3/SAC: critic updates per actor (and TD3 target) update", check=POSITIVE)
     # --- SAC -----------------------------------------------------------------------------
-    alpha: float = _f(0.2, "SAC initial entropy coefficient")
+    alpha: float = _f(0.2, "SAC initial entropy coefficient", check=POSITIVE_REAL)
     autotune: bool = _f(True, "SAC automatic entropy tuning (target entropy = -|A|)")
     sac_collect: str = _f("sample", "SAC action executed while collecting data after warm-up: 'sample' "
                           "(standard SAC) or the deterministic 'mean' (the RLx2 reference code)", ("sample", "mean"))
     # --- DQN -----------------------------------------------------------------------------
-    eps_start: float = _f(1.0, "DQN initial epsilon")
-    eps_end: float = _f(0.05, "DQN final epsilon")
-    eps_fraction: float = _f(0.5, "DQN fraction of the run over which epsilon decays")
-    target_update_every: Optional[int] = _f(None, "DQN env steps between target updates")
+    eps_start: float = _f(1.0, "DQN initial epsilon", check=UNIT)
+    eps_end: float = _f(0.05, "DQN final epsilon (at most --eps-start)", check=UNIT)
+    eps_fraction: float = _f(0.5, "DQN fraction of the run over which epsilon decays", check=UNIT_OPEN_BOTTOM)
+    target_update_every: Optional[int] = _f(None, "DQN env steps between target updates", check=POSITIVE)
     double_q: bool = _f(True, "DQN: Double-DQN target")
     # --- sparse training (static, set, rigl, rlx2, tiny) ---------------------------------
-    actor_sparsity: float = _f(0.9, "actor weight sparsity")
-    critic_sparsity: float = _f(0.9, "critic weight sparsity (both critics)")
-    q_sparsity: float = _f(0.9, "DQN Q-network weight sparsity")
+    actor_sparsity: float = _f(0.9, "actor weight sparsity", check=UNIT_OPEN_TOP)
+    critic_sparsity: float = _f(0.9, "critic weight sparsity (both critics)", check=UNIT_OPEN_TOP)
+    q_sparsity: float = _f(0.9, "DQN Q-network weight sparsity", check=UNIT_OPEN_TOP)
     allocation: str = _f("erk", "layer-wise sparsity allocation", ALLOCATIONS)
     mask_init: Optional[str] = _f(None, "initial mask (default: random for static, else magnitude)", ("magnitude", "random"))
-    topology_delta: int = _f(10_000, "gradient updates of a network between topology updates")
-    drop_fraction: float = _f(0.5, "initial drop fraction zeta0 (cosine-annealed)")
-    topology_stop: Optional[float] = _f(None, "stop topology updates after this fraction of updates")
+    topology_delta: int = _f(10_000, "gradient updates of a network between topology updates", check=POSITIVE)
+    drop_fraction: float = _f(0.5, "initial drop fraction zeta0 (cosine-annealed)", check=UNIT)
+    topology_stop: Optional[float] = _f(None, "stop topology updates after this fraction of updates",
+                                        check=UNIT_OPEN_BOTTOM, default_doc="never stop")
     grow: Optional[str] = _f(None, "growth criterion (default: by method)", ("gradient", "random"))
-    grad_accumulation: int = _f(1, "minibatches the RigL dense gradient is accumulated over")
+    grad_accumulation: int = _f(1, "minibatches the RigL dense gradient is accumulated over (at most "
+                                "--topology-delta)", check=POSITIVE)
     reset_adam: bool = _f(True, "reset Adam moments of dropped and grown weights")
     regrow_dropped: bool = _f(True, "a connection dropped at a topology update may be regrown in the same "
                               "update, keeping its value (RigL / RLx2 reference); --no-regrow-dropped excludes it")
@@ -99,14 +130,19 @@ class TrainConfig:
     sparse_backend: str = _f("masked", "sparse execution: masked dense, csr kernels, or auto (measured per layer)",
                              SPARSE_BACKENDS)
     # --- RLx2: multi-step target and dynamic buffer --------------------------------------
-    nstep: Optional[int] = _f(None, "multi-step TD target length n (default: 3 for rlx2, else 1)")
-    nstep_delay: Optional[int] = _f(None, "updates with n=1 before switching to n (rlx2 default: 10%)")
+    nstep: Optional[int] = _f(None, "multi-step TD target length n (default: 3 for rlx2, else 1; at most --steps)",
+                              check=between(1, MAX_NSTEP))
+    nstep_delay: Optional[int] = _f(None, "updates with n=1 before switching to n (rlx2 default: 10%)",
+                                    check=NON_NEGATIVE)
     dynamic_buffer: Optional[bool] = _f(None, "dynamic-capacity replay buffer (default: on for rlx2, else off)")
-    buffer_min: int = _f(100_000, "dynamic buffer: minimum capacity")
-    buffer_max: Optional[int] = _f(None, "dynamic buffer: maximum capacity (default buffer_size)")
+    buffer_min: Optional[int] = _f(None, "dynamic buffer: minimum capacity (at most --buffer-max)", check=POSITIVE,
+                                   default_doc="100000, lowered to --buffer-max / --buffer-size if smaller")
+    buffer_max: Optional[int] = _f(None, "dynamic buffer: maximum capacity (at most --buffer-size)", check=POSITIVE,
+                                   default_doc="--buffer-size")
     buffer_threshold: Optional[float] = _f(None, "dynamic buffer: policy-distance threshold (default: 0.2 for "
-                                           "mse, the reference; the same drift sqrt(0.4*|A|) for l2)")
-    buffer_check_every: int = _f(10_000, "dynamic buffer: env steps between checks")
+                                           "mse, the reference; the same drift sqrt(0.4*|A|) for l2)",
+                                           check=NON_NEGATIVE)
+    buffer_check_every: int = _f(10_000, "dynamic buffer: env steps between checks", check=POSITIVE)
     policy_distance: str = _f("mse", "dynamic buffer: distance metric (mse: mean delta^2/2, the reference; "
                               "l2: the paper's Euclidean distance)", ("mse", "l2"))
     buffer_shrink: str = _f("reference", "dynamic buffer: eviction rule (reference: drop 10% of the size, no cap; "
@@ -115,14 +151,16 @@ class TrainConfig:
     # --- structured pruning (structured, neuron-magnitude) and GMP ----------------------
     importance: str = _f("fluctuation", "neuron importance estimator", ("activation", "fluctuation", "taylor", "magnitude"))
     regularizer: str = _f("importance", "group penalty", ("importance", "group-lasso", "none"))
-    reg_lambda: float = _f(1e-4, "group-sparse regulariser strength")
-    prune_every: int = _f(1_000, "updates between prune events")
+    reg_lambda: float = _f(1e-4, "group-sparse regulariser strength", check=NON_NEGATIVE)
+    prune_every: int = _f(1_000, "updates between prune events", check=POSITIVE)
     # 0.05 / 0.5: the winner of the CartPole part of benchmarks/suites/struct_sweep.yaml (seeds 100-101):
     # pruning done by mid-run leaves half the run to recover (the old 0.1 / 0.8 recovered less)
-    prune_start: float = _f(0.05, "fraction of updates when pruning starts")
-    prune_end: float = _f(0.5, "fraction of updates when pruning ends (the rest of the run recovers)")
-    min_width: int = _f(4, "minimum neurons kept per hidden layer")
-    target_neuron_fraction: float = _f(0.93, "structured: fraction of hidden neurons to remove by prune_end")
+    prune_start: float = _f(0.05, "fraction of updates when pruning starts (below --prune-end)", check=UNIT_OPEN_TOP)
+    prune_end: float = _f(0.5, "fraction of updates when pruning ends (the rest of the run recovers)",
+                          check=UNIT_OPEN_BOTTOM)
+    min_width: int = _f(4, "minimum neurons kept per hidden layer", check=POSITIVE)
+    target_neuron_fraction: float = _f(0.93, "structured: fraction of hidden neurons to remove by prune_end",
+                                       check=UNIT_OPEN_TOP)
     threshold_scope: str = _f("layer", "structured: prune each hidden layer to the target on its own (layer), or "
                               "pool layer-normalised importance and the neuron budget over all hidden layers of "
                               "an MLP (global; each layer keeps --min-width)", ("layer", "global"))
@@ -130,9 +168,11 @@ class TrainConfig:
                              "the cubic target (ramp), or exactly the cubic target's least important (cubic)",
                              ("ramp", "cubic"))
     recovery_reg_scale: float = _f(1.0, "structured: --reg-lambda multiplier after --prune-end (the recovery "
-                                   "phase; 0 = fine-tune the pruned network without the regulariser)")
-    prune_guard: Optional[float] = _f(None, "pause pruning while eval return is this fraction below its best")
-    gmp_sparsity: float = _f(0.95, "GMP final weight sparsity")
+                                   "phase; 0 = fine-tune the pruned network without the regulariser)",
+                                   check=NON_NEGATIVE)
+    prune_guard: Optional[float] = _f(None, "pause pruning while eval return is this fraction below its best",
+                                      check=NON_NEGATIVE, default_doc="off")
+    gmp_sparsity: float = _f(0.95, "GMP final weight sparsity", check=UNIT_OPEN_TOP)
 
     # --------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -140,11 +180,38 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        """A config of these keys, values as given (:func:`resolve` checks and completes it)."""
+        if not isinstance(data, dict):
+            raise UserError(f"{source}: must be a mapping of config keys to values, got {type(data).__name__}")
+        unknown = sorted(str(k) for k in set(data) - set(FIELDS))
         if unknown:
             raise UserError(f"{source}: unknown key(s) {', '.join(unknown)}; see `sparserl train --help`")
         return cls(**data)
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(TrainConfig)}
+FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrainConfig)
+
+
+def check_option(name: str, value: Any) -> Any:
+    """One option's value in its declared type, within its declared choices/range; else a
+    one-line :class:`UserError` (see :mod:`sparserl.validation`)."""
+    meta = FIELDS[name].metadata
+    return coerce(name, FIELD_TYPES[name], value, meta.get("choices"), meta.get("check"))
+
+
+def check_options(options: dict, source: str | None = None) -> dict:
+    """The validation layer every source goes through (CLI flags, YAML files, presets, the
+    Python API, a stored run's config): each known option type-coerced (YAML's ``3e-4`` is a
+    float, ``1e3`` for an integer option is 1000, ``'false'`` a bool) and range-checked.
+    Returns a new dict; unknown keys are left to :meth:`TrainConfig.from_dict`. ``source``
+    (a file name, ``TD3()``) prefixes the error so the user knows where the value came from."""
+    try:
+        return {key: check_option(key, value) if key in FIELDS else value for key, value in options.items()}
+    except UserError as exc:
+        if source is None:
+            raise
+        raise UserError(f"{source}: {exc}") from None
 
 
 ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -163,91 +230,96 @@ ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
 # Default warm-up: the algorithm's (25k TD3/SAC, 1k DQN) or steps / 10, whichever is smaller.
 WARMUP_DIVISOR = 10
 
+# Default minimum capacity of the dynamic buffer, lowered to the maximum when that is smaller.
+BUFFER_MIN_DEFAULT = 100_000
+
 # Fallbacks for options that are neither set by the user nor by the method's defaults.
 GENERIC_DEFAULTS: dict[str, Any] = {"nstep": 1, "dynamic_buffer": False, "mask_init": "magnitude"}
 
 
-def resolve(cfg: TrainConfig) -> TrainConfig:
-    """The one place a config is completed: the user's values, then the method's defaults
-    (``Method.DEFAULTS``), the algorithm's defaults and generic fallbacks for options still
-    unset, then derived values and validation. Returns a new config; the CLI, YAML files,
-    presets, ``--resume`` and the Python API all go through here."""
-    if cfg.algo not in ALGOS:
-        raise UserError(f"unknown --algo {cfg.algo!r}; allowed: {', '.join(ALGOS)}")
-    method = method_class(cfg.method)
-    if cfg.allocation not in ALLOCATIONS:
-        raise UserError(f"unknown --allocation {cfg.allocation!r}; allowed: {', '.join(ALLOCATIONS)}")
-    if cfg.sparse_backend not in SPARSE_BACKENDS:
-        raise UserError(f"unknown --sparse-backend {cfg.sparse_backend!r}; allowed: {', '.join(SPARSE_BACKENDS)}")
-    data = cfg.to_dict()
-    if data.get("learning_starts") is None and isinstance(cfg.steps, int):
+def resolve(cfg: TrainConfig, run_length_known: bool = True) -> TrainConfig:
+    """The one place a config is completed: the user's values (type-coerced and range-checked
+    by :func:`check_options`), then the method's defaults (``Method.DEFAULTS``), the
+    algorithm's defaults and generic fallbacks for options still unset, then derived values
+    and the rules between options (:func:`check_combination`, ``Method.validate``). Returns a
+    new config; the CLI, YAML files, presets, ``--resume`` and the Python API all go through here.
+
+    ``run_length_known=False`` (the Python API's constructor, before ``learn(total_timesteps)``
+    fixes ``steps``) skips the rules that compare options with ``--steps``."""
+    data = check_options(cfg.to_dict())
+    method = method_class(data["method"])
+    if data["learning_starts"] is None:
         # the warm-up default scales down for short runs, so a default run always trains
-        data["learning_starts"] = min(ALGO_DEFAULTS[cfg.algo]["learning_starts"], cfg.steps // WARMUP_DIVISOR)
-    for layer in (method.defaults(data), ALGO_DEFAULTS[cfg.algo], GENERIC_DEFAULTS):
+        data["learning_starts"] = min(ALGO_DEFAULTS[data["algo"]]["learning_starts"], data["steps"] // WARMUP_DIVISOR)
+    for layer in (method.defaults(data), ALGO_DEFAULTS[data["algo"]], GENERIC_DEFAULTS):
         for key, value in layer.items():
             if data.get(key) is None:
                 data[key] = copy.deepcopy(value)
     out = TrainConfig(**data)
     if out.schedule_steps is None:
         out.schedule_steps = out.steps
-    for f in fields(TrainConfig):  # a --config file bypasses argparse's choices
-        choices, value = f.metadata.get("choices"), getattr(out, f.name)
-        if choices and value is not None and value not in choices:
-            raise UserError(f"--{f.name.replace('_', '-')} {value!r} is not allowed; allowed: {', '.join(choices)}")
-    for name in ("steps", "batch_size", "buffer_size", "eval_episodes", "train_freq", "gradient_steps",
-                 "topology_delta", "prune_every", "buffer_check_every", "nstep", "policy_delay", "schedule_steps"):
-        value = getattr(out, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-    if out.eval_every < 0 or out.checkpoint_every < 0 or out.learning_starts < 0:
-        raise UserError("--eval-every, --checkpoint-every and --learning-starts must be >= 0")
-    for name in ("actor_sparsity", "critic_sparsity", "q_sparsity", "gmp_sparsity"):
-        value = getattr(out, name)
-        if not 0.0 <= value < 1.0:
-            raise UserError(f"--{name.replace('_', '-')} must be in [0, 1), got {value!r}")
-    if not 0.0 <= out.drop_fraction <= 1.0:
-        raise UserError(f"--drop-fraction must be in [0, 1], got {out.drop_fraction!r}")
-    if not 0.0 <= out.prune_start < out.prune_end <= 1.0:
-        raise UserError(f"need 0 <= --prune-start < --prune-end <= 1, got {out.prune_start!r}, {out.prune_end!r}")
-    for name in ("threshold_scope", "threshold_rule"):
-        allowed = next(f for f in fields(TrainConfig) if f.name == name).metadata["choices"]
-        if getattr(out, name) not in allowed:
-            raise UserError(f"unknown --{name.replace('_', '-')} {getattr(out, name)!r}; allowed: {', '.join(allowed)}")
-    if not out.recovery_reg_scale >= 0:
-        raise UserError(f"--recovery-reg-scale must be >= 0, got {out.recovery_reg_scale!r}")
+    if out.buffer_min is None:
+        out.buffer_min = min(BUFFER_MIN_DEFAULT, out.buffer_size if out.buffer_max is None else out.buffer_max)
     method.derived(out)
-    if out.nstep_delay < 0:
-        raise UserError(f"--nstep-delay must be >= 0, got {out.nstep_delay!r}")
-    if out.buffer_min < 1:
-        raise UserError(f"--buffer-min must be a positive integer, got {out.buffer_min!r}")
-    if out.buffer_max is not None and out.buffer_max < 1:
-        raise UserError(f"--buffer-max must be a positive integer, got {out.buffer_max!r}")
-    if out.buffer_max is not None and out.buffer_min > out.buffer_max:
-        raise UserError(f"--buffer-min ({out.buffer_min}) must not exceed --buffer-max ({out.buffer_max})")
-    if out.buffer_threshold is not None and out.buffer_threshold < 0:
-        raise UserError(f"--buffer-threshold must be >= 0, got {out.buffer_threshold!r}")
-    if not out.hidden or any(int(h) <= 0 for h in out.hidden):
-        raise UserError(f"--hidden must be positive widths, got {out.hidden!r}")
-    if out.env_kwargs is not None and not isinstance(out.env_kwargs, dict):
-        raise UserError(f"--env-kwargs must be a mapping (YAML/JSON), got {out.env_kwargs!r}")
-    if not (out.device in ("auto", "cpu", "cuda") or (out.device.startswith("cuda:") and out.device[5:].isdigit())):
-        raise UserError(f"--device must be auto, cpu, cuda or cuda:N, got {out.device!r}")
+    check_options(out.to_dict())  # defaults and derived values obey the same declarations
+    check_combination(out, run_length_known)
     method.validate(out)
     return out
 
 
-def config_from_options(options: dict, source: str = "options") -> TrainConfig:
+def update_rounds(cfg: TrainConfig, steps: int) -> int:
+    """Update rounds in ``steps`` env steps. The loop updates after env step ``s`` (0-based)
+    when ``s >= learning_starts`` and ``(s + 1) % train_freq == 0``: the multiples of
+    ``train_freq`` in ``(learning_starts, steps]``."""
+    return max(steps // cfg.train_freq - cfg.learning_starts // cfg.train_freq, 0)
+
+
+def check_combination(cfg: TrainConfig, run_length_known: bool = True) -> None:
+    """Rules between options that hold for every method (method-specific ones live in
+    ``Method.validate``); each violation is one line naming both options and their values."""
+    if cfg.eps_end > cfg.eps_start:
+        raise UserError(f"--eps-end {cfg.eps_end} must not exceed --eps-start {cfg.eps_start} "
+                        f"(epsilon decays from --eps-start to --eps-end)")
+    if not cfg.prune_start < cfg.prune_end:
+        raise UserError(f"--prune-start {cfg.prune_start} must be below --prune-end {cfg.prune_end}")
+    if cfg.buffer_max is not None and cfg.buffer_max > cfg.buffer_size:
+        raise UserError(f"--buffer-max {cfg.buffer_max} must not exceed --buffer-size {cfg.buffer_size} "
+                        f"(the replay capacity)")
+    top, top_name = ((cfg.buffer_size, "--buffer-size") if cfg.buffer_max is None
+                     else (cfg.buffer_max, "--buffer-max"))
+    if cfg.buffer_min > top:
+        raise UserError(f"--buffer-min {cfg.buffer_min} must not exceed {top_name} {top}")
+    if cfg.batch_size > cfg.buffer_size:
+        raise UserError(f"--batch-size {cfg.batch_size} must not exceed --buffer-size {cfg.buffer_size}")
+    if not run_length_known:
+        return
+    if cfg.learning_starts >= cfg.steps:
+        raise UserError(f"--learning-starts {cfg.learning_starts} must be below --steps {cfg.steps}: the first "
+                        f"--learning-starts steps are random warm-up, so no gradient update would ever happen "
+                        f"(give a larger --steps or a smaller --learning-starts)")
+    if update_rounds(cfg, cfg.steps) == 0:
+        raise UserError(f"--train-freq {cfg.train_freq} leaves no gradient update between --learning-starts "
+                        f"{cfg.learning_starts} and --steps {cfg.steps} (updates happen every --train-freq env "
+                        f"steps after the warm-up)")
+    if cfg.nstep > cfg.steps:
+        raise UserError(f"--nstep {cfg.nstep} must not exceed --steps {cfg.steps}")
+
+
+def config_from_options(options: dict, source: str = "options", run_length_known: bool = True) -> TrainConfig:
     """A resolved config from the options a user gave (CLI flags merged over a YAML file, or
     the Python API's keyword arguments). Precedence: built-in defaults < ``preset`` < the
     given options; then :func:`resolve` fills method and algorithm defaults."""
     TrainConfig.from_dict(options, source=source)  # unknown keys -> one line
+    options = check_options(options, source)
     data: dict = {}
     preset = options.get("preset")
     if preset:
-        probe = TrainConfig.from_dict(options, source=source)
-        data.update(load_preset(preset, probe.algo, probe.env))
+        settings = load_preset(preset, options.get("algo", FIELDS["algo"].default),
+                               options.get("env", FIELDS["env"].default))
+        TrainConfig.from_dict(settings, source=f"--preset {preset}")
+        data.update(check_options(settings, f"--preset {preset}"))
     data.update(options)
-    return resolve(TrainConfig.from_dict(data, source=source))
+    return resolve(TrainConfig.from_dict(data, source=source), run_length_known)
 
 
 def load_preset(name: str, algo: str, env: str) -> dict:
@@ -257,7 +329,7 @@ def load_preset(name: str, algo: str, env: str) -> dict:
     if not path.exists():
         allowed = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
         raise UserError(f"unknown --preset {name!r}; allowed: {', '.join(allowed)}")
-    table = yaml.safe_load(path.read_text())
+    table = load_yaml(path)
     family = env.split("-v")[0]
     key = f"{algo}/{family}"
     if key not in table.get("envs", {}):
@@ -267,23 +339,50 @@ def load_preset(name: str, algo: str, env: str) -> dict:
 
 
 def planned_updates(cfg: TrainConfig) -> int:
-    """Gradient updates of the critic / Q-network over the planned run (schedules count these).
-
-    The loop updates after env step ``s`` (0-based) when ``s >= learning_starts`` and
-    ``(s + 1) % train_freq == 0``: the multiples of ``train_freq`` in
-    ``(learning_starts, steps]``."""
+    """Gradient updates of the critic / Q-network over the planned run (schedules count these):
+    :func:`update_rounds` over ``schedule_steps`` times ``gradient_steps``."""
     steps = cfg.schedule_steps if cfg.schedule_steps is not None else cfg.steps
-    rounds = max(steps // cfg.train_freq - cfg.learning_starts // cfg.train_freq, 0)
-    return max(1, rounds * cfg.gradient_steps)
+    return max(1, update_rounds(cfg, steps) * cfg.gradient_steps)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key given twice (PyYAML silently keeps the last one,
+    so ``lr: 0.1`` further down a file would quietly override an earlier ``lr``)."""
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping of config keys; one-line errors for unreadable files."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(p.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
     except FileNotFoundError:
         raise UserError(f"config file not found: {p}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"cannot read config {p}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+                        f"offset {exc.start})") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = " ".join(str(exc.problem or exc.context or type(exc).__name__).split())
+        raise UserError(f"cannot read config {p}: {problem}{where}") from None
     except (OSError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot read config {p}: {first}") from None

@@ -100,6 +100,12 @@ def rng_streams(seed: int, count: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(count)]
 
 
+#: What a ``resume.pt`` holds (:meth:`Trainer.save_resume`); ``--resume`` refuses a file without them.
+RESUME_KEYS = ("config", "architecture", "step", "agent", "buffer", "method", "torch_rng", "np_rng",
+               "env_episode_rng", "eval_env_rng", "episode_actions", "episode", "recent_returns", "best_eval",
+               "last_eval", "last_logs", "metrics_rows", "elapsed")
+
+
 class Trainer:
     """One training run: the loop, evaluation, logs, checkpoints and exact resume.
 
@@ -353,7 +359,7 @@ class Trainer:
 
     def save_resume(self) -> None:
         self.assert_finite()
-        state = {
+        state = {  # keys: RESUME_KEYS
             "config": self.cfg.to_dict(), "architecture": self.agent.architecture(), "step": self.step,
             "agent": self.agent.state_dict(), "buffer": self.buffer.state_dict(), "method": self.method.state_dict(),
             "torch_rng": torch.get_rng_state(),

@@ -75,7 +75,11 @@ def _run_dir(tmp_path, env_id, filename):
     run.mkdir()
     config = TrainConfig(algo="dqn", env="CartPole-v1", steps=100, out=str(run)).to_dict()
     config["env"] = env_id
-    checkpoint.save({"config": config, "architecture": {"q": [16]}, "agent": {}, "step": 0}, run / filename)
+    state = {"config": config, "architecture": {"q": [16]}, "agent": {}, "step": 0}
+    if filename == "resume.pt":  # every key a resume state has, so only the env id can stop it
+        from sparserl.trainer import RESUME_KEYS
+        state = {**{key: None for key in RESUME_KEYS}, **state}
+    checkpoint.save(state, run / filename)
     return run
 
 

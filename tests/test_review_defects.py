@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from sparserl.config import TrainConfig, planned_updates, resolve
+from sparserl.errors import UserError
 from sparserl.sparse import SparseTraining
 
 
@@ -73,9 +74,14 @@ def test_sac_exploration_uses_the_given_generator():
 @pytest.mark.parametrize("steps,starts,freq,grad", [(100, 0, 1, 1), (100, 10, 4, 1), (1000, 25, 4, 2),
                                                     (103, 7, 5, 3), (50, 50, 1, 1), (10, 3, 4, 1)])
 def test_planned_updates_counts_the_loop_exactly(steps, starts, freq, grad):
-    cfg = resolve(TrainConfig(algo="dqn", steps=steps, learning_starts=starts, train_freq=freq, gradient_steps=grad))
+    cfg = TrainConfig(algo="dqn", steps=steps, learning_starts=starts, train_freq=freq, gradient_steps=grad)
     loop = sum(grad for s in range(steps) if s >= starts and (s + 1) % freq == 0)
     assert planned_updates(cfg) == max(1, loop)
+    if loop == 0:  # a run that would never update is refused when its config is resolved
+        with pytest.raises(UserError, match=f"--learning-starts {starts} must be below --steps {steps}"):
+            resolve(cfg)
+    else:
+        assert planned_updates(resolve(cfg)) == loop
 
 
 def test_gmp_uses_the_sparse_core_and_honours_the_prune_guard(tmp_path):

@@ -77,6 +77,14 @@ class SparseMethod(Method):
     def updater(self) -> str:
         return {"gradient": "rigl", "random": "set"}[self.cfg.grow]
 
+    @classmethod
+    def validate(cls, cfg) -> None:
+        super().validate(cfg)
+        if cfg.grad_accumulation > cfg.topology_delta:
+            # the dense gradient is accumulated over the minibatches just before a topology update
+            raise UserError(f"--grad-accumulation {cfg.grad_accumulation} must not exceed --topology-delta "
+                            f"{cfg.topology_delta} (the dense gradient is gathered between topology updates)")
+
     def attach(self, agent, total_updates: int) -> None:
         cfg = self.cfg
         for index, (name, net) in enumerate(agent.networks.items()):
@@ -89,7 +97,7 @@ class SparseMethod(Method):
                     init=cfg.mask_init, updater=self.updater(), delta=cfg.topology_delta,
                     drop_fraction=cfg.drop_fraction, t_end=updates, stop_step=stop,
                     reset_optimizer_state=cfg.reset_adam, skip_step_on_update=cfg.skip_step_on_update,
-                    grad_accumulation=min(cfg.grad_accumulation, cfg.topology_delta),
+                    grad_accumulation=cfg.grad_accumulation,
                     regrow_dropped=cfg.regrow_dropped, backend=cfg.sparse_backend,
                     generator=torch.Generator().manual_seed(cfg.seed * 1000 + index))
             except ValueError as exc:

@@ -24,7 +24,8 @@ def _train_cfg(*argv) -> TrainConfig:
 def test_every_entry_loads_and_resolves(key):
     algo, family = key.split("/")
     settings = load_preset("tuned", algo, ENV_OF[family])
-    cfg = _train_cfg("--algo", algo, "--env", ENV_OF[family], "--preset", "tuned")
+    # the run must be longer than the preset's warm-up (td3: 10k steps), else nothing would train
+    cfg = _train_cfg("--algo", algo, "--env", ENV_OF[family], "--preset", "tuned", "--steps", "100000")
     for name, value in settings.items():
         assert getattr(cfg, name) == value, name  # the preset reached the resolved config
     assert cfg.hidden == [256, 256]
@@ -48,8 +49,9 @@ def test_command_line_beats_the_preset():
 def test_td3_entries_equal_the_hopper100k_dense_settings(env):
     suite = yaml.safe_load((ROOT / "benchmarks" / "suites" / "hopper100k.yaml").read_text())
     (dense,) = [g for g in suite["cells"] if g["method"] == ["dense"]]
-    plain = resolve(TrainConfig(algo="td3", env=env, **suite.get("overrides", {}), **dense.get("overrides", {}))).to_dict()
-    tuned = _train_cfg("--algo", "td3", "--env", env, "--preset", "tuned").to_dict()
+    plain = resolve(TrainConfig(algo="td3", env=env, steps=suite["steps"], **suite.get("overrides", {}),
+                                **dense.get("overrides", {}))).to_dict()
+    tuned = _train_cfg("--algo", "td3", "--env", env, "--preset", "tuned", "--steps", str(suite["steps"])).to_dict()
     plain.pop("preset"), tuned.pop("preset")
     assert tuned == plain
 

@@ -46,28 +46,29 @@ def test_cli_resolves_paper_hopper_with_flags_on_top():
     assert cfg.learning_starts == 100 and cfg.steps == 300       # flags beat the preset
     assert cfg.hidden == [256, 256] and cfg.buffer_min == 100_000 and cfg.topology_delta == 10_000
     assert (cfg.nstep, cfg.dynamic_buffer, cfg.nstep_delay) == (3, True, 20)  # 10% of 300 - 100
-    sac = cfg_of("--algo sac --env Ant-v5 --method rlx2 --preset paper --steps 300")
+    sac = cfg_of("--algo sac --env Ant-v5 --method rlx2 --preset paper --steps 300 --learning-starts 100")
     assert (sac.actor_sparsity, sac.critic_sparsity) == (0.90, 0.75)
 
 
 def test_precedence_flags_over_config_over_preset(tmp_path):
     f = tmp_path / "mine.yaml"
     f.write_text("actor_sparsity: 0.5\ntopology_delta: 123\n")
-    cfg = cfg_of(f"--algo td3 --env Walker2d-v5 --method rlx2 --preset paper --config {f}")
+    cfg = cfg_of(f"--algo td3 --env Walker2d-v5 --method rlx2 --preset paper --config {f} --steps 100000")
     assert cfg.actor_sparsity == 0.5 and cfg.topology_delta == 123  # config file beats preset
     assert cfg.critic_sparsity == 0.95                              # preset fills the rest
-    cfg = cfg_of(f"--algo td3 --env Walker2d-v5 --method rlx2 --preset paper --config {f} --actor-sparsity 0.7")
+    cfg = cfg_of(f"--algo td3 --env Walker2d-v5 --method rlx2 --preset paper --config {f} --actor-sparsity 0.7 "
+                 "--steps 100000")
     assert cfg.actor_sparsity == 0.7                                # flag beats config file
     # a config file can name the preset itself
     g = tmp_path / "with_preset.yaml"
-    g.write_text("preset: paper\nalgo: sac\nenv: Walker2d-v5\nmethod: rlx2\n")
+    g.write_text("preset: paper\nalgo: sac\nenv: Walker2d-v5\nmethod: rlx2\nsteps: 1e5\n")  # YAML 1.1: a string
     cfg = cfg_of(f"--config {g}")
     assert (cfg.actor_sparsity, cfg.critic_sparsity) == (0.90, 0.90)
 
 
 def test_preset_does_not_give_baselines_multistep_targets():
     for method in ("dense", "static", "set", "rigl", "tiny"):
-        cfg = cfg_of(f"--algo td3 --env Hopper-v5 --method {method} --preset paper")
+        cfg = cfg_of(f"--algo td3 --env Hopper-v5 --method {method} --preset paper --steps 100000")
         assert (cfg.nstep, cfg.dynamic_buffer) == (1, False), method
 
 

@@ -90,13 +90,15 @@ def test_default_init_is_not_orthogonal_and_bad_scheme_rejected():
 
 
 def test_paper_preset_sac_is_the_reference_and_standard_sac_is_two_flags_away():
+    # --steps: the run must outlast the preset's 25k-step warm-up, else nothing would train
     for method in ("rlx2", "dense", "rigl"):  # the reference's SAC settings hold for every method
-        cfg = cfg_of(f"--algo sac --env Hopper-v5 --method {method} --preset paper")
+        cfg = cfg_of(f"--algo sac --env Hopper-v5 --method {method} --preset paper --steps 100000")
         assert (cfg.sac_collect, cfg.init, cfg.alpha, cfg.autotune) == ("mean", "orthogonal", 1.0, True)
         assert (cfg.buffer_size, cfg.buffer_min, cfg.buffer_max) == (3_000_000, 200_000, 3_000_000)
-    std = cfg_of("--algo sac --env Hopper-v5 --method rlx2 --preset paper --sac-collect sample --init default")
+    std = cfg_of("--algo sac --env Hopper-v5 --method rlx2 --preset paper --sac-collect sample --init default "
+                 "--steps 100000")
     assert (std.sac_collect, std.init) == ("sample", "default")
-    td3 = cfg_of("--algo td3 --env Hopper-v5 --method rlx2 --preset paper")
+    td3 = cfg_of("--algo td3 --env Hopper-v5 --method rlx2 --preset paper --steps 100000")
     assert (td3.init, td3.buffer_size, td3.buffer_min) == ("default", 1_000_000, 100_000)
     plain = cfg_of("--algo sac --env Pendulum-v1")                # without the preset: standard SAC
     assert (plain.sac_collect, plain.init, plain.alpha) == ("sample", "default", 0.2)

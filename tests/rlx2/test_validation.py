@@ -18,7 +18,7 @@ def test_valid_rlx2_values_resolve():
 
 
 def test_nstep_must_be_positive():
-    with pytest.raises(UserError, match="--nstep must be a positive integer"):
+    with pytest.raises(UserError, match=r"--nstep '0': out of range; allowed: an integer in \[1, 100\]"):
         resolve_args("--nstep 0")
 
 
