@@ -30,9 +30,12 @@ class MLP(nn.Module):
         return [layer.out_features for layer in self.layers[:-1]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers[:-1]:
-            x = self.activation(layer(x))
-        return self.layers[-1](x)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):  # (slicing a ModuleList builds a new one per call)
+            x = layer(x)
+            if i < last:
+                x = self.activation(x)
+        return x
 
 
 WEIGHT_INITS = ("default", "orthogonal")

@@ -82,11 +82,12 @@ class Agent:
     @torch.no_grad()
     def update_target(self, name: str, tau: float) -> None:
         """Polyak update (tau = 1: hard copy); plugins then re-impose masks / shapes."""
-        for p, tp in zip(self.networks[name].parameters(), self.targets[name].parameters()):
-            if tau >= 1.0:
-                tp.copy_(p)
-            else:
-                tp.lerp_(p, tau)
+        online = list(self.networks[name].parameters())
+        target = list(self.targets[name].parameters())
+        if tau >= 1.0:
+            torch._foreach_copy_(target, online)
+        else:  # one multi-tensor kernel instead of a lerp per tensor
+            torch._foreach_lerp_(target, online, tau)
         for plugin in self.plugins.get(name, ()):
             plugin.after_target_update()
 
@@ -220,7 +221,9 @@ class Agent:
 
 def adam(params, lr: float) -> torch.optim.Adam:
     """Adam with the multi-tensor (foreach) kernels: on CPU they are not the default, yet for
-    these small MLPs they cut the optimizer step's per-parameter overhead noticeably."""
+    these small MLPs they cut the optimizer step's per-parameter overhead noticeably. (The fused
+    CPU kernel is ~3x faster still, but its rounding differs between a dense masked weight and
+    the csr backend's value vector, so the two backends would no longer train identically.)"""
     return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
