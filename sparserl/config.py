@@ -84,6 +84,9 @@ class TrainConfig:
     init: str = _f("default", "weight init of every Linear layer, before any mask: 'default' (PyTorch) or "
                    "'orthogonal' (zero biases; the RLx2 reference's SAC)", ("default", "orthogonal"))
     lr: Optional[float] = _f(None, "Adam learning rate", check=POSITIVE_REAL)
+    max_grad_norm: Optional[float] = _f(None, "clip each network's gradient to this global L2 norm before the "
+                                        "optimizer step (SB3's DQN uses 10; default: no clipping)",
+                                        check=POSITIVE_REAL)
     batch_size: Optional[int] = _f(None, "minibatch size (at most --buffer-size)", check=POSITIVE)
     gamma: float = _f(0.99, "discount factor", check=UNIT)
     tau: Optional[float] = _f(None, "soft target update rate (1.0 = hard copy)", check=UNIT_OPEN_BOTTOM)

@@ -71,6 +71,9 @@ class Agent:
         for plugin in plugins:
             take_step = plugin.before_optimizer_step() and take_step
         if take_step:
+            if self.cfg.max_grad_norm is not None:  # after masking: the sparse gradient is what is clipped
+                params = [p for group in optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm, foreach=True)
             optimizer.step()
         changed = False
         for plugin in plugins:
