@@ -131,14 +131,16 @@ class ReplayBuffer:
             out["behaviour"] = self.behaviour[idx]
         return out
 
-    def sample(self, batch_size: int, n: int = 1) -> Batch:
+    def sample(self, batch_size: int, n: int = 1, mid_obs: bool = True) -> Batch:
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         offsets = self.rng.integers(0, self.size, size=batch_size)
-        return self.window(offsets, n)
+        return self.window(offsets, n, mid_obs)
 
-    def window(self, offsets: np.ndarray, n: int = 1) -> Batch:
-        """n-step windows starting at the given logical offsets (deterministic; used by tests)."""
+    def window(self, offsets: np.ndarray, n: int = 1, mid_obs: bool = True) -> Batch:
+        """n-step windows starting at the given logical offsets (deterministic; used by tests).
+        ``mid_obs=False`` skips gathering the intermediate states (only SAC's soft return uses them)."""
+        want_mid_obs = mid_obs
         offsets = np.asarray(offsets, dtype=np.int64)
         b = len(offsets)
         first = self.physical(offsets)
@@ -165,11 +167,11 @@ class ReplayBuffer:
             valid[:, k] = valid[:, k - 1] & ~ended & (offsets + k < self.size)
             last = np.where(valid[:, k], self.physical(offsets + k), last)
         rewards = np.zeros((b, n), dtype=np.float32)
-        mid_obs = np.zeros((b, n - 1, *self.obs.shape[1:]), dtype=np.float32) if n > 1 else None
+        mid_obs = np.zeros((b, n - 1, *self.obs.shape[1:]), dtype=np.float32) if n > 1 and want_mid_obs else None
         for k in range(n):
             idx = self.physical(np.minimum(offsets + k, self.size - 1))
             rewards[:, k] = np.where(valid[:, k], self.rewards[idx], 0.0)
-            if k >= 1:
+            if k >= 1 and mid_obs is not None:
                 mid_obs[:, k - 1] = self.obs[idx] * valid[:, k].reshape(b, *([1] * (self.obs.ndim - 1)))
         return Batch(
             obs=as_t(self.obs[first]),

@@ -216,7 +216,8 @@ class Trainer:
 
             if self.step >= cfg.learning_starts and (self.step + 1) % cfg.train_freq == 0:
                 for _ in range(cfg.gradient_steps):
-                    self.last_logs = self.agent.update(self.buffer.sample(cfg.batch_size, self.nstep_now()))
+                    self.last_logs = self.agent.update(self.buffer.sample(cfg.batch_size, self.nstep_now(),
+                                                                           self.agent.uses_mid_obs))
                     check_finite_losses(self.last_logs, self.agent.gradient_steps)
                 self.method.after_update(self)
             self.agent.on_env_step(self.step)

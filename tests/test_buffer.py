@@ -164,3 +164,16 @@ def test_state_dict_round_trip_restores_data_and_sampling_rng():
     _fill(other, 3, start=13)
     assert torch.equal(buf.window(everything).obs, other.window(everything).obs)
     assert other.window(np.array([len(other) - 1])).obs[0, 0].item() == 15.0
+
+
+def test_mid_obs_only_when_asked():
+    """TD3 and DQN never read a window's intermediate states: sampling skips gathering them."""
+    buf = ReplayBuffer((2,), (1,), np.float32, 20, seed=0)
+    for t in range(10):
+        buf.add(np.full(2, t), np.zeros(1), 1.0, np.full(2, t + 1), False, False)
+    with_mid = buf.window(np.array([0, 3]), 3)
+    without = buf.window(np.array([0, 3]), 3, mid_obs=False)
+    assert without.mid_obs is None and with_mid.mid_obs.shape == (2, 2, 2)
+    assert torch.equal(with_mid.rewards, without.rewards) and torch.equal(with_mid.next_obs, without.next_obs)
+    from sparserl.algos import SAC, TD3
+    assert SAC.uses_mid_obs and not TD3.uses_mid_obs

@@ -38,6 +38,8 @@ class Agent:
 
     networks: dict[str, nn.Module]
     targets: dict[str, nn.Module]
+    #: whether n-step minibatches must carry the window's intermediate states (SAC's soft return)
+    uses_mid_obs: bool = False
     optimizers: dict[str, torch.optim.Optimizer]
 
     def __init__(self, device: torch.device | str | None = None):

@@ -52,6 +52,7 @@ class GaussianActor(nn.Module):
 
 
 class SAC(Agent):
+    uses_mid_obs = True
     def __init__(self, cfg, obs_space, act_space, widths: dict | None = None, device=None):
         super().__init__(device)
         self.cfg, self.spaces = cfg, (obs_space, act_space)
