@@ -21,7 +21,7 @@ LOAD_HINTS = {
 
 def add_export_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("export", help="write a run's policy as torch, onnx, npz or C")
-    parser.add_argument("dir", help="run directory (holds checkpoint.pt)")
+    parser.add_argument("dir", help="run directory (holds checkpoint.pt), or a Stable-Baselines3 model .zip")
     parser.add_argument("--format", required=True, choices=FORMATS,
                         help="torch: torch.export program; onnx: ONNX model; npz: compact arrays for "
                              "sparserl.runtime (numpy only); c: C99 source + header")
@@ -36,12 +36,22 @@ def add_exported_argument(eval_parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_export(ns: argparse.Namespace) -> int:
-    from ..cli import load_agent
-
-    cfg, agent, _ = load_agent(ns.dir)
-    report = export_policy(agent, ns.format, ns.out)
+    if str(ns.dir).endswith(".zip"):  # a Stable-Baselines3 model (sparse or shrunk by our callbacks)
+        try:
+            from ..integrations import sb3
+        except ImportError:
+            raise UserError("exporting an SB3 zip needs stable-baselines3: pip install 'sparserl[sb3]'") from None
+        cls = sb3.algorithm_of_zip(ns.dir)
+        model = sb3.load(ns.dir, cls, device="cpu")
+        report = export_policy(sb3.policy_spec(model), ns.format, ns.out)
+        what = f"the SB3 {cls.__name__} policy"
+    else:
+        from ..cli import load_agent
+        cfg, agent, _ = load_agent(ns.dir, with_env=False)
+        report = export_policy(agent, ns.format, ns.out)
+        what = f"the {cfg.algo}/{cfg.method} policy for {cfg.env}"
     extra = f" and {Path(ns.out).with_suffix('.h')}" if ns.format == "c" else ""
-    print(f"wrote the {cfg.algo}/{cfg.method} policy for {cfg.env} as {ns.format}: {ns.out}{extra}")
+    print(f"wrote {what} as {ns.format}: {ns.out}{extra}")
     print(format_report(report))
     print(LOAD_HINTS[ns.format].replace("PATH", repr(str(ns.out))))
     return 0

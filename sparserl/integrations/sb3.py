@@ -691,3 +691,80 @@ def load(path, cls: type, env=None, device: Union[torch.device, str] = "auto", *
     model = _Resizing.load(path, env=env, device=device, **kwargs)
     model.__class__ = cls
     return model
+
+
+# ------------------------------------------------------------------------------------- export
+#: the module of the SB3 policy class stored in every SB3 zip -> the algorithm that saved it
+_POLICY_MODULES = {"stable_baselines3.dqn.policies": "DQN", "stable_baselines3.td3.policies": "TD3",
+                   "stable_baselines3.sac.policies": "SAC", "stable_baselines3.ppo.policies": "PPO",
+                   "stable_baselines3.a2c.policies": "A2C"}
+
+
+def algorithm_of_zip(path) -> type:
+    """The SB3 algorithm class that saved ``path`` (from the zip's stored policy class). PPO and
+    A2C share ``ActorCriticPolicy`` (stored as ``common.policies``); their policies export alike."""
+    import json
+    import zipfile
+
+    import stable_baselines3 as sb3_pkg
+    try:
+        with zipfile.ZipFile(path) as zf:
+            data = json.loads(zf.read("data"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path}: not a Stable-Baselines3 model zip ({str(exc).splitlines()[0][:120]})") from None
+    module = str(data.get("policy_class", {}).get("__module__", ""))
+    if module in _POLICY_MODULES:
+        return getattr(sb3_pkg, _POLICY_MODULES[module])
+    if module == "stable_baselines3.common.policies":
+        return sb3_pkg.PPO
+    raise UserError(f"{path}: policy class from {module or 'an unknown module'}; supported: DQN, TD3, SAC, PPO, A2C")
+
+
+def _linears(module: nn.Module, what: str) -> list:
+    """The Linear layers of an SB3 MLP (``nn.Sequential`` of Linear + activation), checking that
+    its activations are ReLU: the exported formats implement ReLU MLPs."""
+    layers = []
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            layers.append(m)
+        elif isinstance(m, (nn.Tanh, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.GELU, nn.SiLU)):
+            raise UserError(f"{what} uses {type(m).__name__} activations; sparserl export supports ReLU MLPs "
+                            f"(train with policy_kwargs=dict(activation_fn=torch.nn.ReLU))")
+    return layers
+
+
+def policy_spec(model: BaseAlgorithm):
+    """The deterministic policy of an SB3 model as a :class:`sparserl.export.spec.PolicySpec`:
+    DQN greedy action; TD3/SAC ``tanh`` mean action rescaled to the action box; PPO/A2C with a
+    discrete action space and ReLU activations: the greedy (argmax) action."""
+    from gymnasium import spaces
+
+    from ..export.spec import PolicySpec
+
+    obs_shape = model.observation_space.shape
+    policy, act_space = model.policy, model.action_space
+    name = type(model).__name__
+    extractor = getattr(policy, "features_extractor", None) or getattr(getattr(policy, "actor", None),
+                                                                         "features_extractor", None)
+    if extractor is not None and any(isinstance(m, nn.Linear) for m in extractor.modules()):
+        raise UserError(f"{name}: a feature extractor with its own layers cannot be exported (only Flatten)")
+    if name == "DQN":
+        return PolicySpec.from_linears(_linears(policy.q_net.q_net, "the Q-network"), head="argmax",
+                                       obs_shape=obs_shape)
+    if isinstance(act_space, spaces.Box):
+        scale = (act_space.high - act_space.low) / 2.0
+        offset = (act_space.high + act_space.low) / 2.0
+        if name == "TD3":
+            mu = policy.actor.mu  # Linear/ReLU ... Linear, Tanh: the final Tanh is the export's tanh head
+            layers = _linears(mu[:-1] if isinstance(mu[-1], nn.Tanh) else mu, "the actor")
+        elif name == "SAC":
+            layers = _linears(policy.actor.latent_pi, "the actor") + [policy.actor.mu]
+        else:
+            raise UserError(f"{name} with continuous actions clips a Gaussian mean instead of squashing it; "
+                            f"export supports its discrete-action policies only")
+        return PolicySpec.from_linears(layers, head="tanh", obs_shape=obs_shape, action_scale=scale,
+                                       action_offset=offset)
+    if name in ("PPO", "A2C") and isinstance(act_space, spaces.Discrete):
+        layers = _linears(policy.mlp_extractor.policy_net, "the policy network") + [policy.action_net]
+        return PolicySpec.from_linears(layers, head="argmax", obs_shape=obs_shape)
+    raise UserError(f"{name} with {act_space} cannot be exported (supported: DQN, TD3, SAC, discrete PPO/A2C)")

@@ -262,3 +262,42 @@ def test_structured_rejects_gsde():
     model = PPO("MlpPolicy", "Pendulum-v1", use_sde=True, n_steps=64, batch_size=32, seed=0, device="cpu")
     with pytest.raises(UserError, match="use_sde"):
         model.learn(64, callback=StructuredPruningCallback())
+
+
+@pytest.mark.parametrize("algo_name,env_id", [("DQN", "CartPole-v1"), ("TD3", "Pendulum-v1"), ("SAC", "Pendulum-v1"),
+                                              ("PPO", "CartPole-v1")])
+def test_sparserl_export_accepts_an_sb3_zip(tmp_path, algo_name, env_id, capsys):
+    """A sparse SB3 model exports through `sparserl export`; the npz runtime gives SB3's own
+    deterministic action."""
+    import stable_baselines3 as sb3_pkg
+
+    from sparserl.cli import main
+    from sparserl.integrations.sb3 import SparseTrainingCallback
+    from sparserl.runtime import Policy
+
+    cls = getattr(sb3_pkg, algo_name)
+    kw = dict(policy_kwargs=dict(net_arch=[32, 32], activation_fn=torch.nn.ReLU), seed=0)
+    kw.update(dict(n_steps=64, batch_size=32) if algo_name == "PPO" else dict(learning_starts=50, buffer_size=500))
+    model = cls("MlpPolicy", env_id, **kw)
+    model.learn(150, callback=SparseTrainingCallback("static", sparsity=0.8))
+    model.save(tmp_path / "model.zip")
+    out = tmp_path / "policy.npz"
+    assert main(["export", str(tmp_path / "model.zip"), "--format", "npz", "--out", str(out)]) == 0
+    obs = np.stack([model.observation_space.sample() for _ in range(16)]).astype(np.float32)
+    expected, _ = model.predict(obs, deterministic=True)
+    got = Policy.load(out).act(obs)
+    if algo_name in ("DQN", "PPO"):
+        assert np.array_equal(np.asarray(got).astype(int).ravel(), np.asarray(expected).ravel())
+    else:
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_sb3_zip_with_tanh_activations_is_refused_in_one_line(tmp_path, capsys):
+    import stable_baselines3 as sb3_pkg
+
+    from sparserl.cli import main
+    model = sb3_pkg.PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, policy_kwargs=dict(net_arch=[16]))
+    model.save(tmp_path / "ppo.zip")
+    assert main(["export", str(tmp_path / "ppo.zip"), "--format", "npz", "--out", str(tmp_path / "p.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Tanh" in err
