@@ -21,3 +21,48 @@ def test_auto_without_adam_reset_resolves():  # auto then keeps every layer mask
     cfg = resolve(TrainConfig(algo="td3", env="Pendulum-v1", method="rigl", steps=1000, sparse_backend="auto",
                               reset_adam=False))
     assert cfg.sparse_backend == "auto" and cfg.reset_adam is False
+
+
+def _small_sparse(**kw):
+    import torch
+    from torch import nn
+
+    from sparserl.sparse import SparseTraining
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    return net, SparseTraining(net, torch.optim.Adam(net.parameters()), 0.8, **kw)
+
+
+def test_sb3_early_gradient_mask_turns_an_infinite_masked_gradient_into_zero():
+    pytest.importorskip("stable_baselines3")
+    import torch
+
+    from sparserl.integrations.sb3 import SparseTrainingCallback
+    net, sparse = _small_sparse(updater="static")
+    name, mask = next((n, m) for n, m in sparse.masks.items() if not bool(m.all()))
+    weight = net.get_parameter(name)
+    weight.grad = torch.full_like(weight, float("inf"))
+    SparseTrainingCallback._early_mask(sparse, mask)(weight)
+    assert not torch.isnan(weight.grad).any()
+    assert bool((weight.grad[~mask] == 0).all()) and bool(torch.isinf(weight.grad[mask]).all())
+
+
+def test_sb3_early_gradient_mask_masks_outside_the_rigl_accumulation_window():
+    """With grad_accumulation k > 1 only the k steps before a topology update need the dense
+    gradient; the other steps are masked before clipping, as on every step without accumulation."""
+    pytest.importorskip("stable_baselines3")
+    import torch
+
+    from sparserl.integrations.sb3 import SparseTrainingCallback
+    net, sparse = _small_sparse(updater="rigl", delta=10, t_end=100, grad_accumulation=2)
+    name, mask = next((n, m) for n, m in sparse.masks.items() if not bool(m.all()))
+    weight = net.get_parameter(name)
+    hook = SparseTrainingCallback._early_mask(sparse, mask)
+    masked_at = []
+    for step in range(1, 11):   # sparse.step is step - 1 while step's gradient is formed
+        sparse.step = step - 1
+        weight.grad = torch.ones_like(weight)
+        hook(weight)
+        if bool((weight.grad[~mask] == 0).all()):
+            masked_at.append(step)
+    assert masked_at == list(range(1, 9))   # steps 9 and 10 feed the update at step 10
