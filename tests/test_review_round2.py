@@ -66,3 +66,10 @@ def test_sb3_early_gradient_mask_masks_outside_the_rigl_accumulation_window():
         if bool((weight.grad[~mask] == 0).all()):
             masked_at.append(step)
     assert masked_at == list(range(1, 9))   # steps 9 and 10 feed the update at step 10
+
+
+def test_gmp_refuses_the_csr_backend_it_would_silently_ignore():
+    cfg = TrainConfig(algo="td3", env="Pendulum-v1", method="gmp", steps=1000, sparse_backend="csr")
+    with pytest.raises(UserError, match="--sparse-backend csr.*--method gmp"):
+        resolve(cfg)
+    assert resolve(TrainConfig(algo="td3", env="Pendulum-v1", method="gmp", steps=1000)).sparse_backend == "masked"
