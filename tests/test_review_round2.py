@@ -73,3 +73,14 @@ def test_gmp_refuses_the_csr_backend_it_would_silently_ignore():
     with pytest.raises(UserError, match="--sparse-backend csr.*--method gmp"):
         resolve(cfg)
     assert resolve(TrainConfig(algo="td3", env="Pendulum-v1", method="gmp", steps=1000)).sparse_backend == "masked"
+
+
+def test_summary_rate_counts_the_steps_taken_when_a_callback_stops_the_run():
+    from sparserl import DQN
+    model = DQN("CartPole-v1", seed=0, hidden=[8], batch_size=8, learning_starts=20, eval_every=1000,
+                eval_episodes=1)
+    model.learn(200, callback=lambda run: run.step < 60)
+    trainer = model.trainer
+    assert trainer.stopped_by_callback and trainer.step == 60
+    summary = trainer.build_summary(wall=2.0)
+    assert summary["steps"] == 60 and summary["sps"] == 30.0
