@@ -320,7 +320,7 @@ class Trainer:
             "algo": cfg.algo, "method": cfg.method, "env": cfg.env, "seed": cfg.seed, "steps": self.step,
             "final_eval_return": self.last_eval, "best_eval_return": self.best_eval,
             "wall_time_s": round(wall, 3), "updates": updates,
-            "updates_per_s": round(updates / max(wall, 1e-9), 2), "sps": round(cfg.steps / max(wall, 1e-9), 2),
+            "updates_per_s": round(updates / max(wall, 1e-9), 2), "sps": round(self.step / max(wall, 1e-9), 2),
             "params": params,
             "sparsity": {name: 1.0 - c["nonzero"] / c["total"] for name, c in params.items()},
             "flops": {"train_total": agent.total_train_flops(), "train_dense_total": agent.train_flops_dense,

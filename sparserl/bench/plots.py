@@ -26,6 +26,14 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def _save(plt, fig, path: Path) -> Path:
+    """Lay out, write and close one report figure (every report plot is saved the same way)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def read_curve(cell_dir: Path, column: str = "eval_return", warn: bool = True) -> pd.Series | None:
     """``column`` (default ``eval_return``) indexed by ``step`` from a run's metrics.csv
     (None if unusable or absent)."""
@@ -84,11 +92,7 @@ def plot_learning_curves(data, out_dir: Path, n_boot: int = 2000) -> list[Path]:
         ax.set_ylabel("evaluation return (mean, 95% CI)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-        fig.tight_layout()
-        path = out_dir / f"learning_curves_{_safe(algo)}_{_safe(env)}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, out_dir / f"learning_curves_{_safe(algo)}_{_safe(env)}.png"))
     return paths
 
 
@@ -121,11 +125,7 @@ def plot_return_vs_sparsity(data, out_dir: Path) -> list[Path]:
         ax.set_ylabel("final return, % of dense (95% CI)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-        fig.tight_layout()
-        path = out_dir / f"return_vs_sparsity_{_safe(algo)}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, out_dir / f"return_vs_sparsity_{_safe(algo)}.png"))
     return paths
 
 
@@ -171,9 +171,5 @@ def plot_buffer_curves(data, out_dir: Path) -> list[Path]:
         for ax in (ax_size, ax_dist):
             ax.grid(alpha=0.3)
         ax_size.legend(fontsize="small")
-        fig.tight_layout()
-        path = out_dir / f"buffer_{_safe(algo)}_{_safe(env)}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(plt, fig, out_dir / f"buffer_{_safe(algo)}_{_safe(env)}.png"))
     return paths

@@ -333,8 +333,52 @@ def _wrap_optimizers(optimizers) -> dict[int, _StepWrapper]:
     return wrappers
 
 
+# ------------------------------------------------------------------ shared callback plumbing
+class _ModelCallback(BaseCallback):
+    """What both callbacks share: built once per model at the first ``learn()`` (later calls
+    reuse the masks / pruners), optimizer steps wrapped for the duration of ``learn()``, and a
+    report written to SB3's logger at training start and at every rollout end. Subclasses
+    implement ``_build``, ``_install`` and ``_on_training_end``."""
+
+    def __init__(self, planned_updates: Optional[int], verbose: int):
+        super().__init__(verbose)
+        if planned_updates is not None and (isinstance(planned_updates, bool) or int(planned_updates) < 1):
+            raise UserError(f"planned_updates={planned_updates!r}; allowed: None or an int >= 1")
+        self.planned_updates = planned_updates
+        self._built_for: Optional[BaseAlgorithm] = None
+        self._wrappers: dict[int, _StepWrapper] = {}
+        self._report: dict[str, float] = {}
+
+    def _planned_steps(self) -> int:
+        """Gradient steps of this ``learn()`` call: given, or computed from its total_timesteps."""
+        return self.planned_updates or planned_gradient_steps(
+            self.model, self.locals.get("total_timesteps", self.model._total_timesteps), self.model.num_timesteps)
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def _install(self) -> None:
+        raise NotImplementedError
+
+    def _on_training_start(self) -> None:
+        if self._built_for is not self.model:
+            self._build()
+        self._install()
+        self._record()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self._record()
+
+    def _record(self) -> None:
+        for key, value in self._report.items():
+            self.logger.record(key, value)
+
+
 # ------------------------------------------------------------------ sparse training callback
-class SparseTrainingCallback(BaseCallback):
+class SparseTrainingCallback(_ModelCallback):
     """Unstructured sparse training (RigL / SET / static masks) of an SB3 model's networks.
 
     Args:
@@ -368,27 +412,21 @@ class SparseTrainingCallback(BaseCallback):
                  topology_stop: Optional[float] = None, grad_accumulation: int = 1,
                  reset_optimizer_state: bool = True, skip_step_on_update: bool = True,
                  seed: Optional[int] = None, verbose: int = 0):
-        super().__init__(verbose)
+        super().__init__(planned_updates, verbose)
         if method not in SPARSE_METHODS:
             raise UserError(f"method={method!r}; allowed: {', '.join(SPARSE_METHODS)}")
         if topology_stop is not None and not 0.0 < float(topology_stop) <= 1.0:
             raise UserError(f"topology_stop={topology_stop!r}; allowed: None or a fraction in (0, 1]")
-        if planned_updates is not None and (isinstance(planned_updates, bool) or int(planned_updates) < 1):
-            raise UserError(f"planned_updates={planned_updates!r}; allowed: None or an int >= 1")
         self.method = method
         self.sparsity = sparsity
         self.options = dict(allocation=allocation, init=init, delta=delta, drop_fraction=drop_fraction,
                             grad_accumulation=grad_accumulation, reset_optimizer_state=reset_optimizer_state,
                             skip_step_on_update=skip_step_on_update)
-        self.planned_updates = planned_updates
         self.topology_stop = topology_stop
         self.seed = seed
         self.sparse: dict[str, SparseTraining] = {}
         self.networks: dict[str, SparseNetwork] = {}
-        self._built_for: Optional[BaseAlgorithm] = None
-        self._wrappers: dict[int, _StepWrapper] = {}
         self._grad_hooks: list = []
-        self._report: dict[str, float] = {}
 
     # -- set-up ------------------------------------------------------------------------------
     def _sparsity_of(self, name: str) -> float:
@@ -405,8 +443,7 @@ class SparseTrainingCallback(BaseCallback):
         if isinstance(self.sparsity, Mapping) and set(self.sparsity) - set(self.networks):
             raise UserError(f"sparsity names unknown network(s) {sorted(set(self.sparsity) - set(self.networks))}; "
                             f"allowed: {', '.join(self.networks)}")
-        steps = self.planned_updates or planned_gradient_steps(
-            self.model, self.locals.get("total_timesteps", self.model._total_timesteps), self.model.num_timesteps)
+        steps = self._planned_steps()
         seed = self.seed if self.seed is not None else self.model.seed
         self.sparse = {}
         for i, net in enumerate(networks):
@@ -465,10 +502,10 @@ class SparseTrainingCallback(BaseCallback):
         """Zero a masked weight's gradient right after backward (so gradient clipping sees the
         sparse gradient) unless the coming step needs the dense gradient for RigL."""
         def hook(param: torch.Tensor) -> None:
-            needs_dense = (sparse.updater.needs_dense_grad and not sparse.is_static
-                           and (sparse.grad_accumulation > 1 or sparse.schedule.is_update_step(sparse.step + 1)))
-            if param.grad is not None and not needs_dense:
-                param.grad.mul_(mask)   # masks are edited in place by topology updates
+            if param.grad is not None and not sparse.next_step_needs_dense_grad():
+                # masks are edited in place by topology updates; masked_fill, not a multiply,
+                # so an overflowing masked gradient becomes 0 (inf * 0 would be NaN)
+                param.grad.masked_fill_(~mask, 0.0)
         return hook
 
     def _uninstall(self) -> None:
@@ -479,18 +516,6 @@ class SparseTrainingCallback(BaseCallback):
         self._wrappers, self._grad_hooks = {}, []
 
     # -- SB3 callback events ------------------------------------------------------------------
-    def _on_training_start(self) -> None:
-        if self._built_for is not self.model:
-            self._build()
-        self._install()
-        self._record()
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        self._record()
-
     def _on_training_end(self) -> None:
         self._uninstall()
         for name, sparse in self.sparse.items():
@@ -498,13 +523,12 @@ class SparseTrainingCallback(BaseCallback):
         self._record()
 
     def _record(self) -> None:
-        for key, value in self._report.items():
-            self.logger.record(key, value)
+        super()._record()
         self.logger.record("sparse/topology_updates", sum(s.n_topology_updates for s in self.sparse.values()))
 
 
 # --------------------------------------------------------------- structured pruning callback
-class StructuredPruningCallback(BaseCallback):
+class StructuredPruningCallback(_ModelCallback):
     """Dynamic structured (neuron) pruning of an SB3 model's MLPs, as ``--method structured``.
 
     One :class:`~sparserl.structured.StructuredPruner` per MLP chain (:func:`prunable_chains`)
@@ -534,28 +558,21 @@ class StructuredPruningCallback(BaseCallback):
                  rule: str = "ramp", max_ratio: float = 1.0, ema: float = 0.99, eps: float = 0.1,
                  compensate: bool = True, shrink: bool = True, planned_updates: Optional[int] = None,
                  verbose: int = 0):
-        super().__init__(verbose)
-        if planned_updates is not None and (isinstance(planned_updates, bool) or int(planned_updates) < 1):
-            raise UserError(f"planned_updates={planned_updates!r}; allowed: None or an int >= 1")
+        super().__init__(planned_updates, verbose)
         self.options = dict(importance=importance, regularizer=regularizer, reg_lambda=reg_lambda,
                             prune_every=prune_every, prune_start=prune_start, prune_end=prune_end,
                             min_width=min_width, target_fraction=target_fraction, rule=rule,
                             max_ratio=max_ratio, ema=ema, eps=eps, compensate=compensate, shrink=shrink)
-        self.planned_updates = planned_updates
         self.pruners: dict[str, StructuredPruner] = {}
         self.chains: dict[str, PrunableChain] = {}
-        self._built_for: Optional[BaseAlgorithm] = None
-        self._wrappers: dict[int, _StepWrapper] = {}
         self._dense_flops: dict[str, int] = {}
-        self._report: dict[str, float] = {}
 
     def _build(self) -> None:
         self.chains = prunable_chains(self.model)
         if not self.chains:
             raise UserError("no MLP chain with a hidden layer to prune in this model; "
                             "allowed: a net_arch with at least one hidden layer")
-        steps = self.planned_updates or planned_gradient_steps(
-            self.model, self.locals.get("total_timesteps", self.model._total_timesteps), self.model.num_timesteps)
+        steps = self._planned_steps()
         self.pruners = {}
         for name, spec in self.chains.items():
             try:
@@ -619,18 +636,6 @@ class StructuredPruningCallback(BaseCallback):
         return {name: p.summary() for name, p in self.pruners.items()}
 
     # -- SB3 callback events ------------------------------------------------------------------
-    def _on_training_start(self) -> None:
-        if self._built_for is not self.model:
-            self._build()
-        self._install()
-        self._record()
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_end(self) -> None:
-        self._record()
-
     def _on_training_end(self) -> None:
         for w in self._wrappers.values():
             w.remove()
@@ -638,10 +643,6 @@ class StructuredPruningCallback(BaseCallback):
         for p in self.pruners.values():
             p.importance.detach()   # no hooks left on the model after learn()
         self._record()
-
-    def _record(self) -> None:
-        for key, value in self._report.items():
-            self.logger.record(key, value)
 
 
 def _chain_flops(chain: Sequence[nn.Linear]) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..sparse import SparseTraining, gmp_sparsity, layer_nonzero_counts
 from .sparse import SparsePlugin
 from .structured import PruningMethod
@@ -71,6 +72,14 @@ class GMPPlugin(SparsePlugin):
 class GMP(PruningMethod):
     name = "gmp"
     summary_line = "gradual magnitude pruning of weights, cubic schedule to --gmp-sparsity"
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        super().validate(cfg)
+        if cfg.sparse_backend == "csr":
+            # its masks start dense and shrink by set_masks, which the compressed layers do not take
+            raise UserError("--sparse-backend csr applies to --method static, set, rigl, rlx2; --method gmp runs "
+                            "its masks on the masked backend; allowed with gmp: --sparse-backend masked or auto")
 
     def attach(self, agent, total_updates: int) -> None:
         cfg = self.cfg

@@ -84,6 +84,10 @@ class SparseMethod(Method):
             # the dense gradient is accumulated over the minibatches just before a topology update
             raise UserError(f"--grad-accumulation {cfg.grad_accumulation} must not exceed --topology-delta "
                             f"{cfg.topology_delta} (the dense gradient is gathered between topology updates)")
+        if cfg.sparse_backend == "csr" and not cfg.reset_adam:
+            # compressed layers keep Adam moments for active connections only: nothing stale to keep
+            raise UserError("--sparse-backend csr needs --reset-adam (it keeps optimizer state only for active "
+                            "connections); allowed with --no-reset-adam: --sparse-backend masked or auto")
 
     def attach(self, agent, total_updates: int) -> None:
         cfg = self.cfg

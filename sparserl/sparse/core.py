@@ -233,9 +233,14 @@ class SparseTraining:
             return True
         return self.schedule.is_update_step(t) and (self.updater.needs_dense_grad or not self.skip_step_on_update)
 
+    def next_step_needs_dense_grad(self) -> bool:
+        """Whether the coming :meth:`before_optimizer_step` uses the dense weight gradient, so a
+        caller that masks gradients early (e.g. before gradient clipping) must leave them whole."""
+        return self._needs_dense_grad(self.step + 1)
+
     def _arm_dense_grads(self) -> None:
         """Tell compressed layers whether the *next* backward must produce the dense gradient."""
-        self._request.active = self._needs_dense_grad(self.step + 1)
+        self._request.active = self.next_step_needs_dense_grad()
         for layer in self.compressed.values():
             layer.operand.dense_grad = None
 
