@@ -150,7 +150,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
             missing = [k for k in RESUME_KEYS if k not in state] if isinstance(state, dict) else list(RESUME_KEYS)
             if missing:
                 raise UserError(f"{resume_file} is not a sparserl resume state (missing {', '.join(missing[:4])}"
-                                f"{' ...' if len(missing) > 4 else ''}; a checkpoint.pt or model file cannot be resumed)")
+                                f"{' ...' if len(missing) > 4 else ''}; a checkpoint.pt or model file cannot be resumed, and a "
+                                f"resume.pt written by an older sparserl needs that version to finish)")
             cfg = TrainConfig.from_dict(state["config"], source=str(resume_file))
             saved_step = status.step  # an integer: read and checked by open_run_dir
             for name in RESUME_OPTIONS:

@@ -378,7 +378,7 @@ class Trainer:
     def _load_resume(self, state: dict) -> None:
         self.agent.load_state_dict(state["agent"])
         self.buffer.load_state_dict(state["buffer"])
-        self.method.load_state_dict(state.get("method", {}))
+        self.method.load_state_dict(state["method"])
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
