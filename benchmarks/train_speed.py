@@ -247,7 +247,7 @@ def main() -> None:
                 f"; Hopper-v5 shapes (obs {OBS_DIM}, act {ACT_DIM}), batch 256, ERK allocation, topology update "
                 f"every {args.topology_delta} updates; median of {args.repeats} alternating repeats of "
                 f"{args.updates} updates (width > 256: {args.updates_wide}) after {args.warmup} warm-up updates"),
-                args.note),
+                f" — {args.note}" if args.note else ""),
             "",
             "`weights`: non-zero Linear weights of actor + critic. `upd/s (CPU)`: updates per CPU-second of the benchmark process (one thread), the primary figure "
             "on a shared machine: wall time also counts the time other processes held the cores. "
