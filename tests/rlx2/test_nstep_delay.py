@@ -20,9 +20,9 @@ def test_training_switches_n_exactly_at_the_delay(tmp_path):
     seen = []  # (updates done before this sample, n requested)
     sample = trainer.buffer.sample
 
-    def recording_sample(batch_size, n=1):
+    def recording_sample(batch_size, n=1, *args):
         seen.append((trainer.agent.gradient_steps, n))
-        return sample(batch_size, n)
+        return sample(batch_size, n, *args)
 
     trainer.buffer.sample = recording_sample
     summary = trainer.train()
