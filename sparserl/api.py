@@ -191,23 +191,10 @@ class BaseAlgorithm:
 
     @classmethod
     def _from_state(cls, state: dict, env, device: str) -> "BaseAlgorithm":
-        from .algos import make_agent
-        from .trainer import resolve_device
-        cfg = TrainConfig.from_dict(state["config"])
         model = cls.__new__(cls)
         model.env, model.log_dir, model.trainer = env, None, None
-        model.options = {k: v for k, v in cfg.to_dict().items() if v is not None}
-        model.config = cfg
-        if state.get("spaces") is not None:
-            obs_space, act_space = spaces_from_record(state["spaces"])
-            model._spaces = state["spaces"]
-        else:  # a run directory from before spaces were stored: ask the env
-            from .envs import make_env
-            live = env if env is not None else make_env(cfg.env, kwargs=cfg.env_kwargs)
-            obs_space, act_space = live.observation_space, live.action_space
-            model._spaces = spaces_record(obs_space, act_space)
-        model.agent = make_agent(cfg, obs_space, act_space, state["architecture"], resolve_device(device))
-        model.agent.load_state_dict(state["agent"], with_training_state=False)
+        model.config, model.agent, model._spaces = agent_from_state(state, device, env)
+        model.options = {k: v for k, v in model.config.to_dict().items() if v is not None}
         return model
 
     def export(self, path: Union[str, Path], format: str = "npz"):
@@ -225,6 +212,27 @@ def model_state(cfg: TrainConfig, agent, spaces: Optional[dict]) -> dict:
     """What :meth:`BaseAlgorithm.save` and a run's ``checkpoint.pt`` hold (the same format)."""
     return {"format": MODEL_FORMAT, "config": cfg.to_dict(), "architecture": agent.architecture(),
             "spaces": spaces, "agent": agent.state_dict()}
+
+
+def agent_from_state(state: dict, device: str = "cpu", env=None):
+    """``(config, agent, spaces record)`` of a saved model or checkpoint, shrunk architecture
+    included, built from its stored spaces; a checkpoint older than stored spaces asks ``env``
+    (or makes the stored env id, never importing a ``module:Class`` id)."""
+    from .algos import make_agent
+    from .trainer import resolve_device
+    cfg = TrainConfig.from_dict(state["config"])
+    if state.get("spaces") is not None:
+        spaces = state["spaces"]
+        obs_space, act_space = spaces_from_record(spaces)
+    else:
+        if env is None:
+            from .envs import make_env
+            env = make_env(cfg.env, kwargs=cfg.env_kwargs)
+        obs_space, act_space = env.observation_space, env.action_space
+        spaces = spaces_record(obs_space, act_space)
+    agent = make_agent(cfg, obs_space, act_space, state["architecture"], resolve_device(device))
+    agent.load_state_dict(state["agent"], with_training_state=False)
+    return cfg, agent, spaces
 
 
 def read_model(path: Union[str, Path]) -> dict:

@@ -207,8 +207,7 @@ def load_agent(run_dir: str | Path, device: str = "cpu", env: str | None = None,
     """Rebuild a run's agent (shrunk architectures included) from its checkpoint, and the env
     to run it in: ``env`` (given by the user) or the stored id, whose module is imported only
     with ``trust_env_module``. Checkpoints store their spaces, so ``with_env=False`` builds no env."""
-    from .algos import make_agent
-    from .api import read_model, spaces_from_record
+    from .api import agent_from_state, read_model
     from .envs import make_env
 
     state = read_model(run_dir)
@@ -216,12 +215,7 @@ def load_agent(run_dir: str | Path, device: str = "cpu", env: str | None = None,
     live_env = None
     if with_env or state.get("spaces") is None:
         live_env = make_env(env or cfg.env, kwargs=cfg.env_kwargs, allow_import=bool(env) or trust_env_module)
-    if state.get("spaces") is not None:
-        obs_space, act_space = spaces_from_record(state["spaces"])
-    else:
-        obs_space, act_space = live_env.observation_space, live_env.action_space
-    agent = make_agent(cfg, obs_space, act_space, state["architecture"], device)
-    agent.load_state_dict(state["agent"], with_training_state=False)
+    cfg, agent, _ = agent_from_state(state, device, live_env)
     return cfg, agent, live_env
 
 
