@@ -2,13 +2,16 @@
 
     python examples/highway_frames.py --run runs/highway/dqn/highway-fast-v0/structured/seed0 \
         --episodes 20 --frames 6 --out road.png
+    python examples/highway_frames.py --exported policy.npz --episodes 20   # numpy only, no torch
 
 ``--episodes N`` plays N evaluation episodes (greedy policy, no rendering) and prints the mean
 return and the collision rate: the fraction of episodes that end with ``info["crashed"]``,
 highway-env's flag for the ego vehicle hitting another one.  Then one more episode is rendered
 (``render_mode="rgb_array"``) and ``--frames`` snapshots, one every ``--every`` steps, are saved
-side by side as one PNG.  Without ``--run`` the actions are random (a baseline, and a way to
-look at the road before training).  Works headless: highway-env's ``offscreen_rendering``
+side by side as one PNG.  ``--exported`` drives with a policy written by ``sparserl export
+--format npz`` (run by ``sparserl.runtime`` with numpy alone: the form that would ship to a
+car's computer).  Without ``--run`` or ``--exported`` the actions are random (a baseline, and a
+way to look at the road before training).  Works headless: highway-env's ``offscreen_rendering``
 draws on a pygame surface without opening a window (do not set SDL_VIDEODRIVER=dummy: with it
 highway-env skips drawing and the frames come out black).
 """
@@ -26,8 +29,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def make_policy(run_dir: str | None, env):
-    """Greedy action of the run's checkpointed agent, or a uniformly random action."""
+def make_policy(run_dir: str | None, env, exported: str | None = None):
+    """Greedy action of an exported policy, of the run's checkpointed agent, or a random action."""
+    if exported is not None:
+        from sparserl.runtime import Policy  # numpy only: what an embedded deployment would run
+
+        policy = Policy.load(exported)
+        return lambda obs: int(np.asarray(policy.act(obs)).reshape(-1)[0])
     if run_dir is None:
         return lambda obs: env.action_space.sample()
     from sparserl.cli import load_agent
@@ -68,6 +76,7 @@ def save_strip(frames, path: str, title: str) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", help="sparserl run directory (holds checkpoint.pt); default: random actions")
+    p.add_argument("--exported", help="a policy.npz from `sparserl export` (driven by numpy alone)")
     p.add_argument("--env", default="highway-fast-v0")
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes for the collision rate")
     p.add_argument("--frames", type=int, default=6, help="snapshots in the PNG (0: no PNG)")
@@ -81,9 +90,9 @@ def main(argv=None) -> int:
     from sparserl.envs import make_env  # registers highway-env's ids on first use
 
     env = make_env(args.env)
-    policy = make_policy(args.run, env)
+    policy = make_policy(args.run, env, args.exported)
     results = [play(env, policy, args.seed + i)[:2] for i in range(args.episodes)]
-    who = "random actions" if args.run is None else args.run
+    who = args.exported or args.run or "random actions"
     if results:
         returns, crashes = np.array([r for r, _ in results]), np.array([c for _, c in results])
         print(f"{who}: return {returns.mean():.2f} +- {returns.std():.2f}, "

@@ -157,8 +157,10 @@ class BaseAlgorithm:
             self._rng = np.random.default_rng(self.config.seed + 20_000)
         return self._rng
 
-    def evaluate(self, n_episodes: int = 10, seed: int = 12345) -> tuple[float, float]:
-        """Mean and std of the deterministic policy's return on a fresh env."""
+    def evaluate(self, n_episodes: int = 10, seed: int = 12345):
+        """``(mean, std)`` of the deterministic policy's return on a fresh env; the result's
+        ``collision_rate`` is the fraction of episodes that crashed where the env reports
+        ``info["crashed"]`` (highway-env), else ``None``."""
         from .envs import make_env, prepare_env
         from .trainer import evaluate
         agent = self._require_agent()

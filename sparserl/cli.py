@@ -229,14 +229,23 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     cfg, agent, env = load_agent(ns.dir, env=ns.env, trust_env_module=ns.trust_env_module)
     if ns.exported:
         from .export.cli import evaluate_exported
-        mean, std = evaluate_exported(ns.dir, ns.exported, ns.episodes, ns.seed, ns.env, ns.trust_env_module)
-        print(f"exported {ns.exported} ({cfg.algo}/{cfg.method}) on {cfg.env}: return {mean:.2f} ± {std:.2f} "
-              f"over {ns.episodes} episodes")
+        result = evaluate_exported(ns.dir, ns.exported, ns.episodes, ns.seed, ns.env, ns.trust_env_module)
+        print(f"exported {ns.exported} ({cfg.algo}/{cfg.method}) on {cfg.env}: {_eval_line(result, ns.episodes)}")
         return 0
     env.reset(seed=ns.seed)
-    mean, std = evaluate(agent, env, ns.episodes)
-    print(f"{cfg.algo}/{cfg.method} on {cfg.env}: return {mean:.2f} ± {std:.2f} over {ns.episodes} episodes")
+    result = evaluate(agent, env, ns.episodes)
+    print(f"{cfg.algo}/{cfg.method} on {cfg.env}: {_eval_line(result, ns.episodes)}")
     return 0
+
+
+def _eval_line(result, episodes: int) -> str:
+    """``return m ± s over N episodes``, and the collision rate where the env reports crashes."""
+    mean, std = result
+    line = f"return {mean:.2f} ± {std:.2f} over {episodes} episodes"
+    rate = getattr(result, "collision_rate", None)
+    if rate is not None:
+        line += f", collision rate {rate:.2f} ({round(rate * episodes)}/{episodes})"
+    return line
 
 
 def cmd_flops(ns: argparse.Namespace) -> int:

@@ -69,18 +69,47 @@ class MetricsLog:
         os.replace(tmp, self.path)
 
 
-def evaluate(agent, env, episodes: int) -> tuple[float, float]:
-    """Mean and std of the deterministic policy's return over full episodes."""
-    returns = []
+class EvalResult(tuple):
+    """``(mean, std)`` of the evaluation return -- it unpacks like the plain pair -- plus
+    ``collision_rate``: the fraction of episodes in which the env reported ``info["crashed"]``
+    (highway-env's flag for the ego vehicle hitting another one, the driving showcase's safety
+    metric), or ``None`` for envs that never report the flag."""
+
+    def __new__(cls, mean: float, std: float, collision_rate: float | None = None):
+        result = super().__new__(cls, (float(mean), float(std)))
+        result.collision_rate = collision_rate
+        return result
+
+    def __reduce__(self):  # copy/pickle rebuild it from its three values
+        return (type(self), (self[0], self[1], self.collision_rate))
+
+    @property
+    def mean(self) -> float:
+        return self[0]
+
+    @property
+    def std(self) -> float:
+        return self[1]
+
+
+def evaluate(agent, env, episodes: int) -> EvalResult:
+    """Mean and std of the deterministic policy's return over full episodes (and the collision
+    rate where the env reports crashes).  Reads ``info`` only: the env's RNG use is unchanged."""
+    returns, crashes, reports_crashes = [], 0, False
     for _ in range(episodes):
         obs, _ = env.reset()
-        done, total = False, 0.0
+        done, total, crashed = False, 0.0, False
         while not done:
-            obs, reward, terminated, truncated, _ = env.step(agent.act(obs))
+            obs, reward, terminated, truncated, info = env.step(agent.act(obs))
             total += float(reward)
+            if isinstance(info, dict) and "crashed" in info:
+                reports_crashes = True
+                crashed = crashed or bool(info["crashed"])
             done = terminated or truncated
         returns.append(total)
-    return float(np.mean(returns)), float(np.std(returns))
+        crashes += crashed
+    rate = crashes / episodes if reports_crashes and episodes else None
+    return EvalResult(float(np.mean(returns)), float(np.std(returns)), rate)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -148,6 +177,7 @@ class Trainer:
         self.episode_return, self.episode_len = 0.0, 0
         self.recent_returns: list[float] = []
         self.best_eval = -math.inf
+        self.last_collision_rate: float | None = None
         self.last_eval = float("nan")
         self.last_logs: dict = {}
         self.elapsed_before = 0.0
@@ -268,8 +298,9 @@ class Trainer:
         return self.rng.uniform(space.low, space.high).astype(np.float32)
 
     def _evaluate_and_log(self, writer, start_time: float, sps: float, bar) -> None:
-        mean, std = evaluate(self.agent, self.eval_env, self.cfg.eval_episodes)
-        self.last_eval = mean
+        result = evaluate(self.agent, self.eval_env, self.cfg.eval_episodes)
+        (mean, std), collision_rate = result, result.collision_rate
+        self.last_eval, self.last_collision_rate = mean, collision_rate
         self.best_eval = max(self.best_eval, mean)
         self.method.after_eval(self, mean, self.best_eval)
         elapsed = time.time() - start_time
@@ -281,12 +312,16 @@ class Trainer:
                "train_flops": self.agent.total_train_flops()}
         row.update({k.split("/")[-1] + "_loss" if k.startswith("losses/") else k.replace("/", "_"): v
                     for k, v in self.last_logs.items()})
+        if collision_rate is not None:
+            row["eval_collision_rate"] = collision_rate
         row.update(self.method.metrics(self.agent))
         self.metrics.append(row)
         self.callback.on_eval(self, row)
         if writer:
             for k in ("eval_return", "sps", "updates_per_s", "nstep", "train_flops"):
                 writer.add_scalar(f"charts/{k}" if k != "eval_return" else "eval/return", row[k], self.step)
+            if collision_rate is not None:
+                writer.add_scalar("eval/collision_rate", collision_rate, self.step)
         if bar is not None:
             bar.set_postfix(sps=f"{sps:.0f}", eval=f"{mean:.1f}")
 
@@ -319,6 +354,7 @@ class Trainer:
         summary = {
             "algo": cfg.algo, "method": cfg.method, "env": cfg.env, "seed": cfg.seed, "steps": self.step,
             "final_eval_return": self.last_eval, "best_eval_return": self.best_eval,
+            **({"final_collision_rate": self.last_collision_rate} if self.last_collision_rate is not None else {}),
             "wall_time_s": round(wall, 3), "updates": updates,
             "updates_per_s": round(updates / max(wall, 1e-9), 2), "sps": round(self.step / max(wall, 1e-9), 2),
             "params": params,
@@ -370,6 +406,7 @@ class Trainer:
             "episode_actions": torch.as_tensor(np.array(self.episode_actions)) if self.episode_actions else None,
             "episode": {"return": self.episode_return, "len": self.episode_len},
             "recent_returns": list(self.recent_returns), "best_eval": self.best_eval, "last_eval": self.last_eval,
+            "last_collision_rate": self.last_collision_rate,
             "last_logs": dict(self.last_logs),
             "metrics_rows": json.dumps(self.metrics.rows), "elapsed": self.elapsed_before,
         }
@@ -401,6 +438,7 @@ class Trainer:
         self.episode_return, self.episode_len = float(state["episode"]["return"]), int(state["episode"]["len"])
         self.recent_returns = list(state["recent_returns"])
         self.best_eval, self.last_eval = float(state["best_eval"]), float(state["last_eval"])
+        self.last_collision_rate = state.get("last_collision_rate")  # absent in files from before 2026-11-27
         self.last_logs = dict(state["last_logs"])
         self.metrics = MetricsLog(self.metrics.path, json.loads(state["metrics_rows"]))
         self.metrics.rewrite()

@@ -92,3 +92,84 @@ def test_example_writes_a_png_strip(tmp_path, capsys):
     assert module.main(["--episodes", "1", "--frames", "2", "--every", "1", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "collision rate" in capsys.readouterr().out
+
+
+class _CrashEveryOtherEpisode:
+    """A stand-in env: 3-step episodes, reward 1 a step; odd-numbered episodes end in a crash."""
+
+    def __init__(self, reports_crashes: bool = True):
+        import gymnasium as gym
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+        self.reports, self.episode, self.t = reports_crashes, -1, 0
+
+    def reset(self, seed=None):
+        self.episode, self.t = self.episode + 1, 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        crashed = self.episode % 2 == 1 and self.t == 2
+        info = {"crashed": crashed} if self.reports else {}
+        return np.zeros(2, np.float32), 1.0, crashed, self.t >= 3, info
+
+
+class _ZeroPolicy:
+    def act(self, obs):
+        return 0
+
+
+def test_evaluate_counts_episodes_that_crashed():
+    from sparserl.trainer import evaluate
+    result = evaluate(_ZeroPolicy(), _CrashEveryOtherEpisode(), episodes=4)
+    mean, std = result  # still unpacks like the (mean, std) pair
+    assert result.collision_rate == 2 / 4  # episodes 1 and 3 crash
+    assert (mean, std) == (result.mean, result.std) == (np.mean([3, 2, 3, 2]), np.std([3, 2, 3, 2]))
+    assert evaluate(_ZeroPolicy(), _CrashEveryOtherEpisode(reports_crashes=False), 4).collision_rate is None
+
+
+def test_eval_line_names_the_collision_rate_only_where_the_env_reports_crashes():
+    from sparserl.cli import _eval_line
+    from sparserl.trainer import EvalResult
+    assert _eval_line(EvalResult(2.5, 0.5, 0.25), 4).endswith("collision rate 0.25 (1/4)")
+    assert "collision" not in _eval_line(EvalResult(2.5, 0.5), 4)
+
+
+@needs_highway
+def test_highway_run_logs_and_reports_the_collision_rate(tmp_path):
+    import pandas as pd
+
+    from sparserl.bench.report import collect_runs
+    from sparserl.config import TrainConfig, resolve
+    from sparserl.trainer import Trainer
+
+    run = tmp_path / "dqn" / "highway-fast-v0" / "dense" / "seed0"
+    cfg = resolve(TrainConfig(algo="dqn", env="highway-fast-v0", steps=20, learning_starts=10, batch_size=8,
+                              hidden=[8], eval_every=10, eval_episodes=2, checkpoint_every=0, progress=False,
+                              tensorboard=False, out=str(run)))
+    summary = Trainer(cfg).train()
+    metrics = pd.read_csv(run / "metrics.csv")
+    rates = metrics["eval_collision_rate"].to_numpy()
+    assert len(rates) == 2 and all(r in (0.0, 0.5, 1.0) for r in rates)  # 2 episodes per evaluation
+    assert summary["final_collision_rate"] == rates[-1]
+    assert collect_runs(tmp_path)["collision_rate"].tolist() == [rates[-1]]
+
+
+@needs_highway
+def test_example_drives_the_exported_policy(tmp_path, capsys):
+    from sparserl.config import TrainConfig, resolve
+    from sparserl.trainer import Trainer
+
+    run = tmp_path / "run"
+    cfg = resolve(TrainConfig(algo="dqn", env="highway-fast-v0", steps=12, learning_starts=10, batch_size=4,
+                              hidden=[8], eval_every=0, eval_episodes=1, checkpoint_every=0, progress=False,
+                              tensorboard=False, out=str(run)))
+    Trainer(cfg).train()
+    policy = tmp_path / "policy.npz"
+    assert subprocess.run([sys.executable, "-m", "sparserl", "export", str(run), "--format", "npz",
+                           "--out", str(policy)], capture_output=True, text=True, cwd=ROOT).returncode == 0
+    spec = importlib.util.spec_from_file_location("highway_frames", ROOT / "examples" / "highway_frames.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--exported", str(policy), "--episodes", "1", "--frames", "0"]) == 0
+    assert capsys.readouterr().out.startswith(f"{policy}: return ")

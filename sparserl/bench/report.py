@@ -113,6 +113,7 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
             "steps": _num(summary.get("steps")),
             "final_eval_return": _num(summary.get("final_eval_return")),
             "best_eval_return": _num(summary.get("best_eval_return")),
+            "collision_rate": _num(summary.get("final_collision_rate")),
             "wall_time_s": _num(summary.get("wall_time_s")),
             "updates_per_s": _num(summary.get("updates_per_s")),
             "nonzero": nonzero if params else float("nan"),
@@ -124,7 +125,7 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
             "neurons_removed": removed("neurons"), "weights_removed": removed("weights"),
         })
     columns = ["algo", "env", "label", "method", "tag", "seed", "dir", "steps",
-               "final_eval_return", "best_eval_return", "wall_time_s", "updates_per_s",
+               "final_eval_return", "best_eval_return", "collision_rate", "wall_time_s", "updates_per_s",
                "nonzero", "total", "train_total", "train_dense_total", "infer_per_action",
                "infer_dense_per_action", "neurons_removed", "weights_removed"]
     return pd.DataFrame(rows, columns=columns)
@@ -190,6 +191,7 @@ def aggregate(runs: pd.DataFrame, n_boot: int = stats.DEFAULT_BOOT) -> tuple[pd.
             "steps": grp["steps"].max(),
             "return_mean": ret, "return_ci_low": ret_lo, "return_ci_high": ret_hi,
             "best_return_mean": grp["best_eval_return"].mean(),
+            "collision_rate": grp["collision_rate"].mean(),
             "pct_of_dense": pct, "pct_ci_low": pct_lo, "pct_ci_high": pct_hi,
             "size_ratio": grp["size_ratio"].mean(),
             "train_flop_ratio": grp["train_flop_ratio"].mean(),
@@ -314,15 +316,21 @@ def render_tables(data: ReportData) -> str:
 
     out.append("\n**Absolute final return and cost** — mean [95 % bootstrap CI] over seeds.\n")
     structured = bool(t["neurons_removed"].notna().any()) if "neurons_removed" in t else False
+    crashes = bool(t["collision_rate"].notna().any()) if "collision_rate" in t else False
     rows = []
     for _, r in t.iterrows():
         pruned = ([_pct(r["neurons_removed"]), _pct(r["weights_removed"])] if structured else [])
+        collisions = [_fmt(r["collision_rate"], 2)] if crashes else []
         rows.append([r["algo"].upper(), r["env"], r["label"], str(r["n_seeds"]), _fmt(r["steps"], 0),
-                     _fmt_ci(r["return_mean"], r["return_ci_low"], r["return_ci_high"]),
+                     _fmt_ci(r["return_mean"], r["return_ci_low"], r["return_ci_high"]), *collisions,
                      _fmt(r["sparsity"], 3), *pruned, _fmt(r["wall_time_s"], 0), _fmt(r["updates_per_s"], 0)])
     pruned_cols = ["Neurons removed", "Weights removed"] if structured else []
-    out.append(_md_table(["Algo", "Env", "Method", "Seeds", "Steps", "Final return",
+    collision_cols = ["Collision rate"] if crashes else []
+    out.append(_md_table(["Algo", "Env", "Method", "Seeds", "Steps", "Final return", *collision_cols,
                           "Sparsity", *pruned_cols, "Wall-clock (s)", "Updates/s"], rows, n_left=3))
+    if crashes:
+        out.append("\nCollision rate: fraction of the final evaluation's episodes that ended with "
+                   "`info[\"crashed\"]` (the ego vehicle hit another one), mean over seeds.")
     if structured:
         out.append("\nSparsity: zero weights inside the run's own networks (a physically shrunk network "
                    "is dense); Neurons/Weights removed: structured pruning, weights counted (n_in+1)·n_out.")

@@ -90,7 +90,8 @@ def load_exported(path: str | Path, workdir: str | Path):
 def evaluate_exported(run_dir: str | Path, path: str | Path, episodes: int, seed: int, env=None,
                       trust_env_module: bool = False) -> tuple[float, float]:
     """Mean and std return of the exported policy at ``path`` on the run's environment (or the
-    env id the user gave), episodes seeded exactly as ``sparserl eval`` seeds the checkpoint's."""
+    env id the user gave), episodes seeded exactly as ``sparserl eval`` seeds the checkpoint's.
+    The result is a ``trainer.EvalResult``: it also carries the collision rate (highway-env)."""
     import numpy as np
 
     from ..cli import load_agent
