@@ -3,8 +3,9 @@
 Is our dense TD3 as strong as the published one at the same number of env steps?  The TD3
 authors published every learning curve of their paper (Fujimoto et al., ICML 2018) as NumPy
 arrays in their repository, github.com/sfujim/TD3, folder ``learning_curves/``: per environment
-10 seeds, 201 evaluations each (every 5,000 env steps from step 0 to 1M, each the mean return of
-10 noise-free episodes).  This script reads them at a chosen step and prints them beside the
+10 seeds, 201 evaluations each (about every 5,000 env steps from step 0 to 1M, each the mean
+return of 10 noise-free episodes; the paper's training loop evaluated at the first episode end
+after 5,000 more steps, so evaluation k falls at 5,000 k plus at most one episode).  This script reads them at a chosen step and prints them beside the
 dense cells of a ``sparserl bench`` run directory, so the comparison is rerunnable::
 
     git clone https://github.com/sfujim/TD3 /tmp/TD3
@@ -13,8 +14,8 @@ dense cells of a ``sparserl bench`` run directory, so the comparison is rerunnab
 
 Why these curves: they are the algorithm's own published numbers at every 5k steps, so they give
 an anchor at 100k steps, where CleanRL and the SB3 zoo publish only final (1M-step) returns.
-Differences to keep in mind, printed under the table: the paper used Hopper-v1/Walker2d-v1
-(MuJoCo 1.5; sparserl uses the v5 envs), 1,000 random warm-up steps for these two envs, 400-300
+Differences to keep in mind, printed under the table: the paper used gym's Hopper-v1/Walker2d-v1
+(old mujoco-py; sparserl uses the Gymnasium v5 envs), 1,000 random warm-up steps for these two envs, 400-300
 networks, batch 100 and learning rate 1e-3.
 """
 from __future__ import annotations
@@ -43,7 +44,8 @@ def anchor_at(curves_dir: str | Path, env: str, step: int) -> np.ndarray:
     index = step // EVAL_EVERY
     curves = [np.load(f) for f in files]
     if any(len(c) <= index for c in curves):
-        raise SystemExit(f"--step {step}: the curves end before it ({min(map(len, curves)) - 1} evaluations)")
+        last = (min(map(len, curves)) - 1) * EVAL_EVERY
+        raise SystemExit(f"--step {step}: the curves end at step {last}")
     return np.array([float(c[index]) for c in curves])
 
 
@@ -77,16 +79,19 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.step <= 0:
         p.error(f"--step must be a positive multiple of {EVAL_EVERY}, got {args.step}")
-    print(f"| Env | TD3 paper (sfujim/TD3 learning_curves) at {args.step:,} steps | "
-          f"sparserl dense TD3 at {args.step:,} steps |")
-    print("|---|---|---|")
+    rows = []  # everything read before anything is printed: an error leaves no half table
     for env in args.env or sorted(CURVE_ENVS):
         anchor = anchor_at(args.curves, env, args.step)
         ours = np.concatenate([ours_at(r, env, args.step) for r in args.runs]) if args.runs else np.array([])
-        print(f"| {env} | {describe(anchor)} | {describe(ours)} |")
-    print("\nMean ± std over seeds of the evaluation return at that step.  The anchor ran Hopper-v1/"
-          "Walker2d-v1 (MuJoCo 1.5) with 1,000 random warm-up steps, 400-300 networks, batch 100 and "
-          "learning rate 1e-3; sparserl's cells state their own settings.")
+        rows.append(f"| {env} | {describe(anchor)} | {describe(ours)} |")
+    print(f"| Env | TD3 paper (sfujim/TD3 learning_curves) at {args.step:,} steps | "
+          f"sparserl dense TD3 at {args.step:,} steps |")
+    print("|---|---|---|")
+    print("\n".join(rows))
+    print("\nMean ± std over seeds of the evaluation return at that step.  The anchor ran gym's "
+          "Hopper-v1/Walker2d-v1 (old mujoco-py) with 1,000 random warm-up steps, 400-300 networks, "
+          "batch 100 and learning rate 1e-3, evaluating at the first episode end after each 5,000 "
+          "steps; sparserl's cells state their own settings.")
     return 0
 
 

@@ -75,8 +75,9 @@ def save_strip(frames, path: str, title: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", help="sparserl run directory (holds checkpoint.pt); default: random actions")
-    p.add_argument("--exported", help="a policy.npz from `sparserl export` (driven by numpy alone)")
+    policy_source = p.add_mutually_exclusive_group()  # default: random actions
+    policy_source.add_argument("--run", help="sparserl run directory (holds checkpoint.pt)")
+    policy_source.add_argument("--exported", help="a policy.npz from `sparserl export` (driven by numpy alone)")
     p.add_argument("--env", default="highway-fast-v0")
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes for the collision rate")
     p.add_argument("--frames", type=int, default=6, help="snapshots in the PNG (0: no PNG)")

@@ -17,13 +17,16 @@ from ``torch_threads`` (default 1) and torch's global RNG is seeded from ``seed`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
 
 import numpy as np
 
 from . import checkpoint
 from .config import TrainConfig, config_from_options
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .trainer import EvalResult
 
 MODEL_FORMAT = "sparserl-model/1"
 
@@ -157,7 +160,7 @@ class BaseAlgorithm:
             self._rng = np.random.default_rng(self.config.seed + 20_000)
         return self._rng
 
-    def evaluate(self, n_episodes: int = 10, seed: int = 12345):
+    def evaluate(self, n_episodes: int = 10, seed: int = 12345) -> EvalResult:
         """``(mean, std)`` of the deterministic policy's return on a fresh env; the result's
         ``collision_rate`` is the fraction of episodes that crashed where the env reports
         ``info["crashed"]`` (highway-env), else ``None``."""

@@ -83,6 +83,9 @@ class EvalResult(tuple):
     def __reduce__(self):  # copy/pickle rebuild it from its three values
         return (type(self), (self[0], self[1], self.collision_rate))
 
+    def __repr__(self) -> str:
+        return f"EvalResult(mean={self[0]!r}, std={self[1]!r}, collision_rate={self.collision_rate!r})"
+
     @property
     def mean(self) -> float:
         return self[0]
@@ -438,8 +441,11 @@ class Trainer:
         self.episode_return, self.episode_len = float(state["episode"]["return"]), int(state["episode"]["len"])
         self.recent_returns = list(state["recent_returns"])
         self.best_eval, self.last_eval = float(state["best_eval"]), float(state["last_eval"])
-        self.last_collision_rate = state.get("last_collision_rate")  # absent in files from before 2026-11-27
         self.last_logs = dict(state["last_logs"])
         self.metrics = MetricsLog(self.metrics.path, json.loads(state["metrics_rows"]))
+        # absent in files written before the collision rate existed: the last logged row still has it
+        rate = state.get("last_collision_rate",
+                         (self.metrics.rows[-1] if self.metrics.rows else {}).get("eval_collision_rate"))
+        self.last_collision_rate = None if rate is None else float(rate)
         self.metrics.rewrite()
         self.elapsed_before = float(state["elapsed"])

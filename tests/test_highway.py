@@ -97,11 +97,11 @@ def test_example_writes_a_png_strip(tmp_path, capsys):
 class _CrashEveryOtherEpisode:
     """A stand-in env: 3-step episodes, reward 1 a step; odd-numbered episodes end in a crash."""
 
-    def __init__(self, reports_crashes: bool = True):
+    def __init__(self, reports_crashes: bool = True, crashes: bool = True):
         import gymnasium as gym
         self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
         self.action_space = gym.spaces.Discrete(2)
-        self.reports, self.episode, self.t = reports_crashes, -1, 0
+        self.reports, self.crashes, self.episode, self.t = reports_crashes, crashes, -1, 0
 
     def reset(self, seed=None):
         self.episode, self.t = self.episode + 1, 0
@@ -109,7 +109,7 @@ class _CrashEveryOtherEpisode:
 
     def step(self, action):
         self.t += 1
-        crashed = self.episode % 2 == 1 and self.t == 2
+        crashed = self.crashes and self.episode % 2 == 1 and self.t == 2
         info = {"crashed": crashed} if self.reports else {}
         return np.zeros(2, np.float32), 1.0, crashed, self.t >= 3, info
 
@@ -126,6 +126,43 @@ def test_evaluate_counts_episodes_that_crashed():
     assert result.collision_rate == 2 / 4  # episodes 1 and 3 crash
     assert (mean, std) == (result.mean, result.std) == (np.mean([3, 2, 3, 2]), np.std([3, 2, 3, 2]))
     assert evaluate(_ZeroPolicy(), _CrashEveryOtherEpisode(reports_crashes=False), 4).collision_rate is None
+    assert evaluate(_ZeroPolicy(), _CrashEveryOtherEpisode(crashes=False), 4).collision_rate == 0.0
+
+
+def test_eval_result_keeps_its_collision_rate_through_pickle_and_copy():
+    import copy
+    import pickle
+
+    from sparserl.trainer import EvalResult
+    result = EvalResult(2.5, 0.5, 0.25)
+    for clone in (pickle.loads(pickle.dumps(result)), copy.copy(result), copy.deepcopy(result)):
+        assert (tuple(clone), clone.collision_rate) == ((2.5, 0.5), 0.25)
+    assert "collision_rate=0.25" in repr(result)
+
+
+def _fake_cell(root, label, seed, summary):
+    import json
+    cell = root / "dqn" / "highway-fast-v0" / label / f"seed{seed}"
+    cell.mkdir(parents=True)
+    (cell / "summary.json").write_text(json.dumps({"method": label, "steps": 100, "final_eval_return": 20.0,
+                                                   "best_eval_return": 21.0, **summary}))
+
+
+def test_report_shows_a_collision_rate_only_for_cells_where_every_seed_has_one(tmp_path):
+    from sparserl.bench.report import load_report_data, render_tables
+    _fake_cell(tmp_path, "dense", 0, {"final_collision_rate": 0.2})
+    _fake_cell(tmp_path, "dense", 1, {"final_collision_rate": 0.4})
+    _fake_cell(tmp_path, "structured", 0, {"final_collision_rate": 0.1})
+    _fake_cell(tmp_path, "structured", 1, {})  # a run from before the collision rate existed
+    data = load_report_data(tmp_path, n_boot=10)
+    rates = dict(zip(data.table["label"], data.table["collision_rate"]))
+    assert rates["dense"] == pytest.approx(0.3) and np.isnan(rates["structured"])
+    md = render_tables(data)
+    header = next(line for line in md.splitlines() if line.startswith("| Algo | Env | Method"))
+    column = header.split(" | ").index("Collision rate")
+    rows = {line.split(" | ")[2]: line.split(" | ") for line in md.splitlines() if "| highway-fast-v0 |" in line
+            and line.split(" | ")[2] in rates}
+    assert rows["dense"][column] == "0.30" and rows["structured"][column] == "–"
 
 
 def test_eval_line_names_the_collision_rate_only_where_the_env_reports_crashes():
@@ -171,5 +208,10 @@ def test_example_drives_the_exported_policy(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("highway_frames", ROOT / "examples" / "highway_frames.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--exported", str(policy), "--episodes", "1", "--frames", "0"]) == 0
-    assert capsys.readouterr().out.startswith(f"{policy}: return ")
+    assert module.main(["--exported", str(policy), "--episodes", "2", "--frames", "0"]) == 0
+    exported_line = capsys.readouterr().out
+    assert module.main(["--run", str(run), "--episodes", "2", "--frames", "0"]) == 0
+    checkpoint_line = capsys.readouterr().out
+    assert exported_line.startswith(f"{policy}: return ") and "collision rate" in exported_line
+    # the same greedy policy on the same episode seeds: the same return and collision rate
+    assert exported_line.split(": ", 1)[1] == checkpoint_line.split(": ", 1)[1]

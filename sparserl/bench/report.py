@@ -17,6 +17,8 @@ What is computed (per ``algo / env / method-label``, over seeds; see :mod:`.stat
   mean ``train_total`` (``infer_per_action`` likewise); without a dense baseline the run's own
   ``train_dense_total`` / ``infer_dense_per_action``.
 * ``sparsity``: 1 - nonzero / total of the run's own networks; ``wall_time_s``, ``updates_per_s``.
+* ``collision_rate``: ``summary.json["final_collision_rate"]`` (envs that report
+  ``info["crashed"]``, e.g. highway-env), mean over seeds; NaN for the cell unless every seed has it.
 
 Outputs in DIR: ``report.md``, ``report.csv`` (one row per algo/env/method), ``report_iqm.csv``,
 ``runs.csv`` (one row per run) and ``plots/*.png`` (learning curves; buffer size and policy
@@ -191,7 +193,9 @@ def aggregate(runs: pd.DataFrame, n_boot: int = stats.DEFAULT_BOOT) -> tuple[pd.
             "steps": grp["steps"].max(),
             "return_mean": ret, "return_ci_low": ret_lo, "return_ci_high": ret_hi,
             "best_return_mean": grp["best_eval_return"].mean(),
-            "collision_rate": grp["collision_rate"].mean(),
+            # a rate over some seeds only would read as one over all of them: all seeds or none
+            "collision_rate": (grp["collision_rate"].mean() if grp["collision_rate"].notna().all()
+                               else float("nan")),
             "pct_of_dense": pct, "pct_ci_low": pct_lo, "pct_ci_high": pct_hi,
             "size_ratio": grp["size_ratio"].mean(),
             "train_flop_ratio": grp["train_flop_ratio"].mean(),
@@ -329,8 +333,9 @@ def render_tables(data: ReportData) -> str:
     out.append(_md_table(["Algo", "Env", "Method", "Seeds", "Steps", "Final return", *collision_cols,
                           "Sparsity", *pruned_cols, "Wall-clock (s)", "Updates/s"], rows, n_left=3))
     if crashes:
-        out.append("\nCollision rate: fraction of the final evaluation's episodes that ended with "
-                   "`info[\"crashed\"]` (the ego vehicle hit another one), mean over seeds.")
+        out.append("\nCollision rate: fraction of the final evaluation's episodes in which "
+                   "`info[\"crashed\"]` was set (the ego vehicle hit another one), mean over seeds "
+                   "(– unless every seed recorded it).")
     if structured:
         out.append("\nSparsity: zero weights inside the run's own networks (a physically shrunk network "
                    "is dense); Neurons/Weights removed: structured pruning, weights counted (n_in+1)·n_out.")

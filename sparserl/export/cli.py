@@ -5,10 +5,14 @@ import argparse
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from . import FORMATS, export_policy, format_report, policy_spec_of
 from .storage import export_report
+
+if TYPE_CHECKING:
+    from ..trainer import EvalResult
 
 LOAD_HINTS = {
     "torch": "load: torch.export.load(PATH).module()(obs_batch)  # (B, obs_dim) float32",
@@ -88,7 +92,7 @@ def load_exported(path: str | Path, workdir: str | Path):
 
 
 def evaluate_exported(run_dir: str | Path, path: str | Path, episodes: int, seed: int, env=None,
-                      trust_env_module: bool = False) -> tuple[float, float]:
+                      trust_env_module: bool = False) -> EvalResult:
     """Mean and std return of the exported policy at ``path`` on the run's environment (or the
     env id the user gave), episodes seeded exactly as ``sparserl eval`` seeds the checkpoint's.
     The result is a ``trainer.EvalResult``: it also carries the collision rate (highway-env)."""
