@@ -99,9 +99,8 @@ def main(argv=None) -> int:
         print(f"{who}: return {returns.mean():.2f} +- {returns.std():.2f}, "
               f"collision rate {crashes.mean():.2f} ({int(crashes.sum())}/{len(crashes)} episodes)")
     if args.frames:
-        import gymnasium as gym  # make_env above imported highway_env, so the id is registered
-
-        shown = gym.make(args.env, render_mode="rgb_array", config={"offscreen_rendering": True})
+        # through make_env, so the observation is flattened exactly as the agent saw it in training
+        shown = make_env(args.env, kwargs={"render_mode": "rgb_array", "config": {"offscreen_rendering": True}})
         ret, crashed, frames = play(shown, policy, args.seed + args.episodes, args.every, args.frames)
         save_strip(frames, args.out, f"{args.env} - {who} - return {ret:.1f}" + (" - crashed" if crashed else ""))
         print(f"wrote {args.out} ({len(frames)} frames)")

@@ -210,8 +210,10 @@ def test_example_drives_the_exported_policy(tmp_path, capsys):
     spec.loader.exec_module(module)
     assert module.main(["--exported", str(policy), "--episodes", "2", "--frames", "0"]) == 0
     exported_line = capsys.readouterr().out
-    assert module.main(["--run", str(run), "--episodes", "2", "--frames", "0"]) == 0
-    checkpoint_line = capsys.readouterr().out
+    road = tmp_path / "road.png"  # rendering goes through the same flattened observation as training
+    assert module.main(["--run", str(run), "--episodes", "2", "--frames", "1", "--out", str(road)]) == 0
+    assert road.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    checkpoint_line = capsys.readouterr().out.splitlines()[0] + "\n"
     assert exported_line.startswith(f"{policy}: return ") and "collision rate" in exported_line
     # the same greedy policy on the same episode seeds: the same return and collision rate
     assert exported_line.split(": ", 1)[1] == checkpoint_line.split(": ", 1)[1]
