@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import types
 import warnings
+import weakref
 from typing import Optional
 
 import torch
@@ -431,13 +432,19 @@ class CsrExecution(SparseExecution):
     def linear(self, x, weight, bias, mask):
         if torch.is_grad_enabled() and weight.requires_grad:
             return F.linear(x, weight, bias)
+        # Keyed by id(weight), but an id is reused once its tensor is freed (a rebuilt target
+        # network's fresh weights can land on the same id, version and mask address), so an entry
+        # is valid only while its weak reference still points at this very tensor.
         key = id(weight)
-        version = (weight._version, mask._version, mask.data_ptr())
+        version = (weight.data_ptr(), weight._version, mask.data_ptr(), mask._version)
         cached = self._cache.get(key)
-        if cached is None or cached[0] != version:
+        if cached is None or cached[0]() is not weight or cached[1] != version:
+            if len(self._cache) > 64:  # drop the entries of freed weights
+                self._cache = {k: v for k, v in self._cache.items() if v[0]() is not None}
             layout = CsrLayout(mask)
-            cached = self._cache[key] = (version, CsrOperand(layout), layout.gather(weight.detach()))
-        _, operand, values = cached
+            cached = self._cache[key] = (weakref.ref(weight), version, CsrOperand(layout),
+                                         layout.gather(weight.detach()))
+        _, _, operand, values = cached
         return csr_linear(x, values, bias, operand)
 
     def __deepcopy__(self, memo):  # a strategy object: deep-copied layers share it

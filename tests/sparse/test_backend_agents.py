@@ -142,3 +142,19 @@ def _tensors(tree):
     elif isinstance(tree, (list, tuple)):
         for v in tree:
             yield from _tensors(v)
+
+
+def test_csr_execution_cache_never_serves_a_freed_weights_values():
+    """The masked-network CSR path caches each weight's compressed values by id(weight); a new
+    tensor can reuse a freed one's id (a rebuilt target network does this), and must not get
+    the old tensor's values back."""
+    from sparserl.sparse.csr import CsrExecution
+    execution = CsrExecution()
+    mask = torch.rand(16, 8, generator=torch.Generator().manual_seed(0)) < 0.3
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for i in range(50):
+            weight = torch.full((16, 8), float(i + 1))  # fresh tensor each time, often at a reused id
+            expected = torch.nn.functional.linear(x, weight * mask)
+            torch.testing.assert_close(execution.linear(x, weight, None, mask), expected)
+            del weight
