@@ -240,9 +240,8 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
 def _eval_line(result, episodes: int) -> str:
     """``return m ± s over N episodes``, and the collision rate where the env reports crashes."""
-    mean, std = result
-    line = f"return {mean:.2f} ± {std:.2f} over {episodes} episodes"
-    rate = getattr(result, "collision_rate", None)
+    line = f"return {result.mean:.2f} ± {result.std:.2f} over {episodes} episodes"
+    rate = result.collision_rate
     if rate is not None:
         line += f", collision rate {rate:.2f} ({round(rate * episodes)}/{episodes})"
     return line

@@ -105,7 +105,7 @@ def evaluate(agent, env, episodes: int) -> EvalResult:
         while not done:
             obs, reward, terminated, truncated, info = env.step(agent.act(obs))
             total += float(reward)
-            if isinstance(info, dict) and "crashed" in info:
+            if "crashed" in info:
                 reports_crashes = True
                 crashed = crashed or bool(info["crashed"])
             done = terminated or truncated
@@ -302,7 +302,7 @@ class Trainer:
 
     def _evaluate_and_log(self, writer, start_time: float, sps: float, bar) -> None:
         result = evaluate(self.agent, self.eval_env, self.cfg.eval_episodes)
-        (mean, std), collision_rate = result, result.collision_rate
+        mean, std, collision_rate = result.mean, result.std, result.collision_rate
         self.last_eval, self.last_collision_rate = mean, collision_rate
         self.best_eval = max(self.best_eval, mean)
         self.method.after_eval(self, mean, self.best_eval)
