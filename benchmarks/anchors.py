@@ -1,26 +1,38 @@
-"""Dense anchors at equal budget: the TD3 paper's own learning curves next to our dense runs.
+"""Dense anchors at equal budget: published learning curves next to our dense TD3/SAC runs.
 
-Is our dense TD3 as strong as the published one at the same number of env steps?  The TD3
-authors published every learning curve of their paper (Fujimoto et al., ICML 2018) as NumPy
-arrays in their repository, github.com/sfujim/TD3, folder ``learning_curves/``: per environment
-10 seeds, 201 evaluations each (about every 5,000 env steps from step 0 to 1M, each the mean
-return of 10 noise-free episodes; the paper's training loop evaluated at the first episode end
-after 5,000 more steps, so evaluation k falls at 5,000 k plus at most one episode).  This script reads them at a chosen step and prints them beside the
-dense cells of a ``sparserl bench`` run directory, so the comparison is rerunnable::
+Is our dense TD3 (or SAC) as strong as a published one at the same number of env steps?  CleanRL
+and the SB3 zoo's benchmark tables give only final (1M-step) returns, so this script reads three
+public sources that keep whole learning curves, at a chosen step, and prints them beside the dense
+cells of ``sparserl bench`` run directories, so the comparison is rerunnable::
 
     git clone https://github.com/sfujim/TD3 /tmp/TD3
-    python benchmarks/anchors.py --curves /tmp/TD3/learning_curves --step 100000 \\
-        --runs runs/hopper100k --env Hopper
+    git clone https://github.com/DLR-RM/rl-trained-agents /tmp/rl-trained-agents
+    git clone https://github.com/thu-ml/tianshou /tmp/tianshou
+    git -C /tmp/tianshou checkout 39acf2094d96268d92ebb54dcbfc3de76d702567   # the curves were removed later
+    python benchmarks/anchors.py --step 100000 --td3-paper /tmp/TD3/learning_curves \\
+        --zoo /tmp/rl-trained-agents --tianshou /tmp/tianshou \\
+        --runs runs/hopper100k --runs runs/sac_hopper100k --env Hopper
 
-Why these curves: they are the algorithm's own published numbers at every 5k steps, so they give
-an anchor at 100k steps, where CleanRL and the SB3 zoo publish only final (1M-step) returns.
-Differences to keep in mind, printed under the table: the paper used gym's Hopper-v1/Walker2d-v1
-(old mujoco-py; sparserl uses the Gymnasium v5 envs), 1,000 random warm-up steps for these two envs, 400-300
-networks, batch 100 and learning rate 1e-3.
+The sources (each row of the table names its own; settings that differ from ours are printed
+under the table):
+
+* ``td3-paper``: the TD3 paper's own curves (Fujimoto et al., ICML 2018; sfujim/TD3,
+  ``learning_curves/``): TD3 only, 10 seeds, an evaluation (mean of 10 noise-free episodes) about
+  every 5,000 env steps, gym's -v1 envs, 1,000 warm-up steps, 400-300 networks, batch 100, lr 1e-3.
+* ``sb3-zoo``: the SB3 zoo's published agents (DLR-RM/rl-trained-agents, ``ALGO/ENV-v3_1/
+  evaluations.npz``): ONE training run per algorithm and env, evaluated every 10,000 steps on 20
+  deterministic episodes, -v3 envs, SB3 defaults plus the zoo's hyper-parameters (its
+  ``config.yml`` beside the file: learning_starts 10000; SAC 256x256, TD3 400-300).  With one
+  seed the +- is over that run's 20 evaluation episodes, not over seeds.
+* ``tianshou``: Tianshou's MuJoCo benchmark (thu-ml/tianshou, ``examples/mujoco/benchmark/ENV-v3/
+  ALGO/test_rew_10seeds.csv`` at commit 39acf20): 10 seeds, an evaluation (10 deterministic
+  episodes) every 5,000 steps, -v3 envs, 256x256; its TD3 uses our TD3 settings (lr 3e-4, 25k
+  warm-up), its SAC uses lr 1e-3 and a FIXED entropy coefficient 0.2 (no auto-tuning), 10k warm-up.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import os
 import sys
@@ -28,70 +40,134 @@ from pathlib import Path
 
 import numpy as np
 
-EVAL_EVERY = 5000  # the TD3 repository's curves: one evaluation every 5,000 env steps, from step 0
-CURVE_ENVS = {"Hopper": "Hopper", "Walker2d": "Walker"}  # env name -> folder under learning_curves/
+ENVS = ("Hopper", "Walker2d")
+ALGOS = ("td3", "sac")
+
+TD3_PAPER_EVERY = 5000  # the TD3 repository's curves: one evaluation every 5,000 env steps, from step 0
+TD3_PAPER_FOLDERS = {"Hopper": "Hopper", "Walker2d": "Walker"}  # env -> folder under learning_curves/
+
+SETTINGS = {
+    "td3-paper": "TD3 paper: gym -v1 envs (old mujoco-py), 1,000 random warm-up steps, 400-300 networks, "
+                 "batch 100, lr 1e-3; evaluated at the first episode end after each 5,000 steps",
+    "sb3-zoo": "SB3 zoo: one training run (the ± is over its 20 evaluation episodes), gym -v3 envs, SB3 "
+               "defaults + the zoo's config.yml, learning_starts 10000 (SAC: 256x256, lr 3e-4, ent_coef "
+               "auto from 1.0; TD3: 400-300, lr 3e-4 on Hopper and 1e-3 on Walker2d)",
+    "tianshou": "Tianshou (39acf20): gym -v3 envs, 256x256; TD3 lr 3e-4, 25k warm-up; SAC lr 1e-3, fixed "
+                "alpha 0.2, 10k warm-up",
+}
 
 
-def anchor_at(curves_dir: str | Path, env: str, step: int) -> np.ndarray:
-    """The TD3 paper's per-seed evaluation returns of ``env`` at env step ``step``."""
-    if step % EVAL_EVERY:
-        raise SystemExit(f"--step {step}: the TD3 curves are evaluated every {EVAL_EVERY} steps; "
-                         f"use a multiple of {EVAL_EVERY}")
-    folder = Path(curves_dir) / CURVE_ENVS.get(env, env)
+def td3_paper_at(curves_dir: str | Path, algo: str, env: str, step: int) -> np.ndarray | None:
+    """The TD3 paper's per-seed evaluation returns at env step ``step`` (TD3 only)."""
+    if algo != "td3":
+        return None
+    if step % TD3_PAPER_EVERY:
+        raise SystemExit(f"--step {step}: the TD3 paper's curves are evaluated every "
+                         f"{TD3_PAPER_EVERY} steps; use a multiple of {TD3_PAPER_EVERY}")
+    folder = Path(curves_dir) / TD3_PAPER_FOLDERS[env]
     files = sorted(glob.glob(str(folder / f"TD3_{env}-v1_*.npy")))
     if not files:
-        raise SystemExit(f"--curves {curves_dir}: no TD3_{env}-v1_*.npy under {folder}")
-    index = step // EVAL_EVERY
+        raise SystemExit(f"--td3-paper {curves_dir}: no TD3_{env}-v1_*.npy under {folder}")
+    index = step // TD3_PAPER_EVERY
     curves = [np.load(f) for f in files]
     if any(len(c) <= index for c in curves):
-        last = (min(map(len, curves)) - 1) * EVAL_EVERY
-        raise SystemExit(f"--step {step}: the curves end at step {last}")
+        last = (min(map(len, curves)) - 1) * TD3_PAPER_EVERY
+        raise SystemExit(f"--step {step}: the TD3 paper's curves end at step {last}")
     return np.array([float(c[index]) for c in curves])
 
 
-def ours_at(runs_dir: str | Path, env: str, step: int) -> np.ndarray:
-    """Our dense TD3 cells' evaluation returns at ``step`` (from each seed's metrics.csv)."""
+def zoo_at(zoo_dir: str | Path, algo: str, env: str, step: int) -> np.ndarray | None:
+    """The SB3 zoo agent's evaluation episodes at ``step`` (one run: the episodes, not seeds)."""
+    path = Path(zoo_dir) / algo / f"{env}-v3_1" / "evaluations.npz"
+    if not path.is_file():
+        return None
+    data = np.load(path)
+    hit = np.flatnonzero(data["timesteps"] == step)
+    if not len(hit):
+        raise SystemExit(f"--step {step}: {path} has evaluations at steps "
+                         f"{', '.join(map(str, data['timesteps'][:5]))}, ... only")
+    return np.asarray(data["results"][hit[0]], dtype=float)
+
+
+def tianshou_at(root: str | Path, algo: str, env: str, step: int) -> np.ndarray | None:
+    """Tianshou's per-seed test returns at ``step`` (columns ``rew:seed_*`` of its 10-seed CSV)."""
+    path = Path(root) / "examples" / "mujoco" / "benchmark" / f"{env}-v3" / algo / "test_rew_10seeds.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if int(float(row["env_step"])) == step:
+                return np.array([float(v) for k, v in row.items() if k.startswith("rew:seed_")])
+    raise SystemExit(f"--step {step}: no row with env_step {step} in {path}")
+
+
+SOURCES = {"td3-paper": td3_paper_at, "sb3-zoo": zoo_at, "tianshou": tianshou_at}
+
+
+def ours_at(runs_dirs: list[str], algo: str, env: str, step: int) -> np.ndarray:
+    """Our dense cells' evaluation returns at ``step`` (from each seed's metrics.csv), one per
+    seed: a seed found in several run directories (a dense cell copied into another suite, as
+    struct_mujoco.yaml does with hopper100k's) counts once, from the first directory given."""
     import pandas as pd
 
-    values = []
-    for metrics in sorted(Path(runs_dir).glob(f"td3/{env}-v*/dense/seed*/metrics.csv")):
-        frame = pd.read_csv(metrics)
-        hit = frame.loc[frame["step"] == step, "eval_return"]
-        if len(hit):
-            values.append(float(hit.iloc[-1]))
-    return np.array(values)
+    by_seed: dict[str, float] = {}
+    for runs_dir in runs_dirs:
+        for metrics in sorted(Path(runs_dir).glob(f"{algo}/{env}-v*/dense/seed*/metrics.csv")):
+            frame = pd.read_csv(metrics)
+            hit = frame.loc[frame["step"] == step, "eval_return"]
+            if len(hit):
+                by_seed.setdefault(metrics.parent.name, float(hit.iloc[-1]))
+    return np.array(list(by_seed.values()))
 
 
-def describe(values: np.ndarray) -> str:
-    if not len(values):
+def describe(values: np.ndarray | None, per_seed: bool = True) -> str:
+    if values is None or not len(values):
         return "–"
-    return (f"{values.mean():.0f} ± {values.std():.0f} (median {np.median(values):.0f}, "
-            f"n = {len(values)}: {', '.join(f'{v:.0f}' for v in values)})")
+    text = f"{values.mean():.0f} ± {values.std():.0f}"
+    if not per_seed:
+        return f"{text} (1 run, {len(values)} episodes)"
+    return (f"{text} (median {np.median(values):.0f}, n = {len(values)}: "
+            f"{', '.join(f'{v:.0f}' for v in values)})")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--curves", required=True, help="the learning_curves folder of a clone of sfujim/TD3")
-    p.add_argument("--step", type=int, default=100_000, help="env step to compare at (multiple of 5000)")
-    p.add_argument("--env", action="append", choices=sorted(CURVE_ENVS), help="environment(s); default: all")
+    p.add_argument("--td3-paper", "--curves", dest="td3_paper", default=None,
+                   help="the learning_curves folder of a clone of sfujim/TD3")
+    p.add_argument("--zoo", default=None, help="a clone of DLR-RM/rl-trained-agents")
+    p.add_argument("--tianshou", default=None, help="a clone of thu-ml/tianshou at commit 39acf20")
+    p.add_argument("--step", type=int, default=100_000, help="env step to compare at")
+    p.add_argument("--env", action="append", choices=ENVS, help="environment(s); default: all")
+    p.add_argument("--algo", action="append", choices=ALGOS, help="algorithm(s); default: all")
     p.add_argument("--runs", action="append", default=[],
-                   help="sparserl bench run directory with dense TD3 cells (repeatable)")
+                   help="sparserl bench run directory with dense TD3/SAC cells (repeatable)")
     args = p.parse_args(argv)
     if args.step <= 0:
-        p.error(f"--step must be a positive multiple of {EVAL_EVERY}, got {args.step}")
-    rows = []  # everything read before anything is printed: an error leaves no half table
-    for env in args.env or sorted(CURVE_ENVS):
-        anchor = anchor_at(args.curves, env, args.step)
-        ours = np.concatenate([ours_at(r, env, args.step) for r in args.runs]) if args.runs else np.array([])
-        rows.append(f"| {env} | {describe(anchor)} | {describe(ours)} |")
-    print(f"| Env | TD3 paper (sfujim/TD3 learning_curves) at {args.step:,} steps | "
-          f"sparserl dense TD3 at {args.step:,} steps |")
-    print("|---|---|---|")
+        p.error(f"--step must be a positive number of env steps, got {args.step}")
+    given = {name: root for name, root in (("td3-paper", args.td3_paper), ("sb3-zoo", args.zoo),
+                                           ("tianshou", args.tianshou)) if root}
+    if not given:
+        p.error("name at least one source: --td3-paper, --zoo or --tianshou")
+    rows, used = [], []  # everything read before anything is printed: an error leaves no half table
+    for algo in args.algo or ALGOS:
+        for env in args.env or ENVS:
+            ours = ours_at(args.runs, algo, env, args.step)
+            for name, root in given.items():
+                anchor = SOURCES[name](root, algo, env, args.step)
+                if anchor is None:
+                    continue
+                used.append(name)
+                rows.append(f"| {algo.upper()} | {env} | {name} | {describe(anchor, name != 'sb3-zoo')} "
+                            f"| {describe(ours)} |")
+    if not rows:
+        raise SystemExit("no anchor found for the chosen --algo/--env in the given sources")
+    print(f"| Algo | Env | Anchor | anchor at {args.step:,} steps | sparserl dense at {args.step:,} steps |")
+    print("|---|---|---|---|---|")
     print("\n".join(rows))
-    print("\nMean ± std over seeds of the evaluation return at that step.  The anchor ran gym's "
-          "Hopper-v1/Walker2d-v1 (old mujoco-py) with 1,000 random warm-up steps, 400-300 networks, "
-          "batch 100 and learning rate 1e-3, evaluating at the first episode end after each 5,000 "
-          "steps; sparserl's cells state their own settings.")
+    print("\nMean ± std of the evaluation return at that step (over seeds, except where a row says "
+          "1 run). Anchor settings that differ from sparserl's cells (which state their own):")
+    for name in dict.fromkeys(used):
+        print(f"- {SETTINGS[name]}")
     return 0
 
 
