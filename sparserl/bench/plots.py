@@ -129,6 +129,43 @@ def plot_return_vs_sparsity(data, out_dir: Path) -> list[Path]:
     return paths
 
 
+def plot_return_vs_neurons_removed(data, out_dir: Path, within: float = 95.0) -> list[Path]:
+    """Structured pruning's trade-off, one figure per (algo, env) with at least two pruned
+    configurations: % of dense (95% CI) against the fraction of hidden neurons removed, the dense
+    baseline at 0 and a line at ``within`` % of dense (the paper's "slight loss", 5 %), so where a
+    target fraction stops paying is read off directly rather than from a table."""
+    plt = _plt()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    t = data.table
+    if "neurons_removed" not in t:
+        return paths
+    for (algo, env), te in t.groupby(["algo", "env"], sort=True):
+        pruned = te[np.isfinite(te["neurons_removed"].astype(float))
+                    & np.isfinite(te["pct_of_dense"].astype(float))].sort_values("neurons_removed")
+        if len(pruned) < 2:
+            continue
+        x = 100.0 * np.concatenate([[0.0], pruned["neurons_removed"].to_numpy(float)])
+        y = np.concatenate([[100.0], pruned["pct_of_dense"].to_numpy(float)])
+        lo = np.concatenate([[np.nan], pruned["pct_ci_low"].to_numpy(float)])
+        hi = np.concatenate([[np.nan], pruned["pct_ci_high"].to_numpy(float)])
+        err = np.vstack([y - lo, hi - y])
+        err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, color="C0")
+        for xi, yi, lab in zip(x, y, ["dense", *pruned["label"]]):
+            ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.axhline(100.0, color="gray", linestyle="--", linewidth=1)
+        ax.axhline(within, color="C3", linestyle=":", linewidth=1, label=f"{within:g} % of dense")
+        ax.set_title(f"{algo.upper()} {env}: return vs neurons removed")
+        ax.set_xlabel("hidden neurons removed (%)")
+        ax.set_ylabel("final return, % of dense (95% CI)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        paths.append(_save(plt, fig, out_dir / f"return_vs_neurons_{_safe(algo)}_{_safe(env)}.png"))
+    return paths
+
+
 def plot_buffer_curves(data, out_dir: Path) -> list[Path]:
     """One figure per (algo, env) whose runs logged a dynamic buffer (metrics.csv columns
     ``buffer_size``, ``buffer_capacity``, ``policy_distance``: the latest check at each

@@ -394,11 +394,13 @@ def make_report(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT, plots: bo
     data.iqm.to_csv(paths["iqm_csv"], index=False)
     data.runs.to_csv(paths["runs_csv"], index=False)
     if plots:
-        from .plots import plot_buffer_curves, plot_learning_curves, plot_return_vs_sparsity  # noqa: PLC0415
+        from .plots import (plot_buffer_curves, plot_learning_curves,  # noqa: PLC0415
+                            plot_return_vs_neurons_removed, plot_return_vs_sparsity)
 
         paths["plots"] = (plot_learning_curves(data, root / "plots", n_boot=min(n_boot, 2000))
                           + plot_buffer_curves(data, root / "plots")
-                          + plot_return_vs_sparsity(data, root / "plots"))
+                          + plot_return_vs_sparsity(data, root / "plots")
+                          + plot_return_vs_neurons_removed(data, root / "plots"))
     title = data.manifest.get("suite") or root.name
     md = [f"# Benchmark report: {title}\n", render_header(data), render_tables(data)]
     if paths["plots"]:

@@ -107,3 +107,23 @@ def test_report_errors(tmp_path):
         make_report(tmp_path / "nope")
     with pytest.raises(UserError, match="no finished runs"):
         make_report(tmp_path)
+
+
+def test_trade_off_plot_only_where_two_pruned_configurations_exist(tmp_path):
+    from types import SimpleNamespace
+
+    from sparserl.bench.plots import plot_return_vs_neurons_removed
+
+    nan = float("nan")
+    rows = [  # env A: dense + two pruned targets (a curve); env B: dense + one (a point, no figure)
+        ("EnvA-v0", "dense", nan, 100.0), ("EnvA-v0", "structured", 0.935, 82.0),
+        ("EnvA-v0", "structured-target_neuron_fraction=0.5", 0.5, 97.0),
+        ("EnvB-v0", "dense", nan, 100.0), ("EnvB-v0", "structured", 0.935, 90.0)]
+    table = pd.DataFrame([{"algo": "dqn", "env": e, "label": lab, "neurons_removed": n, "pct_of_dense": p,
+                           "pct_ci_low": p - 5, "pct_ci_high": p + 5} for e, lab, n, p in rows])
+    paths = plot_return_vs_neurons_removed(SimpleNamespace(table=table), tmp_path)
+    assert [p.name for p in paths] == ["return_vs_neurons_dqn_EnvA-v0.png"]
+    assert paths[0].stat().st_size > 0
+    # a table without structured runs (no neurons_removed column at all) draws nothing
+    assert plot_return_vs_neurons_removed(SimpleNamespace(table=table.drop(columns="neurons_removed")),
+                                          tmp_path) == []
