@@ -1,9 +1,11 @@
-"""Dense anchors at equal budget: published learning curves next to our dense TD3/SAC runs.
+"""Dense anchors at equal budget: published learning curves next to our dense TD3/SAC/DQN runs.
 
-Is our dense TD3 (or SAC) as strong as a published one at the same number of env steps?  CleanRL
-and the SB3 zoo's benchmark tables give only final (1M-step) returns, so this script reads three
-public sources that keep whole learning curves, at a chosen step, and prints them beside the dense
-cells of ``sparserl bench`` run directories, so the comparison is rerunnable::
+Is our dense baseline as strong as a published one at the same number of env steps?  CleanRL and
+the SB3 zoo's benchmark tables give only one number per run (after 1M steps for MuJoCo, and the
+zoo's is its best checkpoint), so this script reads three public sources that keep whole learning
+curves, at a chosen step, and prints them beside the dense cells of ``sparserl bench`` run
+directories: the evaluation return AT the step (the "final" return of a run that stops there) and
+the best evaluation up to it (what a best-checkpoint report shows).  Rerunnable::
 
     git clone https://github.com/sfujim/TD3 /tmp/TD3
     git clone https://github.com/DLR-RM/rl-trained-agents /tmp/rl-trained-agents
@@ -11,7 +13,9 @@ cells of ``sparserl bench`` run directories, so the comparison is rerunnable::
     git -C /tmp/tianshou checkout 39acf2094d96268d92ebb54dcbfc3de76d702567   # the curves were removed later
     python benchmarks/anchors.py --step 100000 --td3-paper /tmp/TD3/learning_curves \\
         --zoo /tmp/rl-trained-agents --tianshou /tmp/tianshou \\
-        --runs runs/hopper100k --runs runs/sac_hopper100k --env Hopper
+        --runs runs/hopper100k --runs runs/struct_mujoco --runs runs/sac_hopper100k
+    python benchmarks/anchors.py --step 50000 --zoo /tmp/rl-trained-agents --algo dqn --env CartPole \\
+        --runs runs/struct_cartpole
 
 The sources (each row of the table names its own; settings that differ from ours are printed
 under the table):
@@ -19,11 +23,12 @@ under the table):
 * ``td3-paper``: the TD3 paper's own curves (Fujimoto et al., ICML 2018; sfujim/TD3,
   ``learning_curves/``): TD3 only, 10 seeds, an evaluation (mean of 10 noise-free episodes) about
   every 5,000 env steps, gym's -v1 envs, 1,000 warm-up steps, 400-300 networks, batch 100, lr 1e-3.
-* ``sb3-zoo``: the SB3 zoo's published agents (DLR-RM/rl-trained-agents, ``ALGO/ENV-v3_1/
-  evaluations.npz``): ONE training run per algorithm and env, evaluated every 10,000 steps on 20
-  deterministic episodes, -v3 envs, SB3 defaults plus the zoo's hyper-parameters (its
-  ``config.yml`` beside the file: learning_starts 10000; SAC 256x256, TD3 400-300).  With one
-  seed the +- is over that run's 20 evaluation episodes, not over seeds.
+* ``sb3-zoo``: the SB3 zoo's published agents (DLR-RM/rl-trained-agents, ``ALGO/ENV_1/
+  evaluations.npz``): ONE training run per algorithm and env, evaluated every 10,000 steps on 10
+  (DQN) or 20 (MuJoCo) deterministic episodes, with the zoo's hyper-parameters (its ``config.yml``
+  beside the file; DQN on CartPole-v1 / LunarLander-v2 = sparserl's ``--preset tuned`` entries;
+  SAC/TD3 on the -v3 MuJoCo envs: learning_starts 10000, SAC 256x256, TD3 400-300).  With one run
+  the ± is over that run's evaluation episodes, not over seeds.
 * ``tianshou``: Tianshou's MuJoCo benchmark (thu-ml/tianshou, ``examples/mujoco/benchmark/ENV-v3/
   ALGO/test_rew_10seeds.csv`` at commit 39acf20): 10 seeds, an evaluation (10 deterministic
   episodes) every 5,000 steps, -v3 envs, 256x256; its TD3 uses our TD3 settings (lr 3e-4, 25k
@@ -37,11 +42,14 @@ import glob
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-ENVS = ("Hopper", "Walker2d")
-ALGOS = ("td3", "sac")
+ALGOS = ("td3", "sac", "dqn")
+ENVS = {"td3": ("Hopper", "Walker2d"), "sac": ("Hopper", "Walker2d"), "dqn": ("CartPole", "LunarLander")}
+ZOO_FOLDERS = {"Hopper": "Hopper-v3_1", "Walker2d": "Walker2d-v3_1", "CartPole": "CartPole-v1_1",
+               "LunarLander": "LunarLander-v2_1"}  # env -> the zoo's run folder (its env versions)
 
 TD3_PAPER_EVERY = 5000  # the TD3 repository's curves: one evaluation every 5,000 env steps, from step 0
 TD3_PAPER_FOLDERS = {"Hopper": "Hopper", "Walker2d": "Walker"}  # env -> folder under learning_curves/
@@ -49,15 +57,25 @@ TD3_PAPER_FOLDERS = {"Hopper": "Hopper", "Walker2d": "Walker"}  # env -> folder 
 SETTINGS = {
     "td3-paper": "TD3 paper: gym -v1 envs (old mujoco-py), 1,000 random warm-up steps, 400-300 networks, "
                  "batch 100, lr 1e-3; evaluated at the first episode end after each 5,000 steps",
-    "sb3-zoo": "SB3 zoo: one training run (the ± is over its 20 evaluation episodes), gym -v3 envs, SB3 "
-               "defaults + the zoo's config.yml, learning_starts 10000 (SAC: 256x256, lr 3e-4, ent_coef "
-               "auto from 1.0; TD3: 400-300, lr 3e-4 on Hopper and 1e-3 on Walker2d)",
+    "sb3-zoo": "SB3 zoo: one training run (the ± is over its evaluation episodes), the zoo's config.yml: "
+               "DQN = sparserl's --preset tuned (CartPole-v1, LunarLander-v2); SAC/TD3 on gym -v3 envs, "
+               "learning_starts 10000 (SAC: 256x256, lr 3e-4, ent_coef auto from 1.0; TD3: 400-300, lr 3e-4 "
+               "on Hopper and 1e-3 on Walker2d)",
     "tianshou": "Tianshou (39acf20): gym -v3 envs, 256x256; TD3 lr 3e-4, 25k warm-up; SAC lr 1e-3, fixed "
                 "alpha 0.2, 10k warm-up",
 }
 
 
-def td3_paper_at(curves_dir: str | Path, algo: str, env: str, step: int) -> np.ndarray | None:
+class Reading(NamedTuple):
+    """One source read at a step: ``at_step`` holds one value per seed (or, for a single run, its
+    evaluation episodes: ``per_seed`` False); ``best`` the best evaluation up to the step, per seed
+    (one value for a single run)."""
+    at_step: np.ndarray
+    best: np.ndarray
+    per_seed: bool = True
+
+
+def td3_paper_at(curves_dir: str | Path, algo: str, env: str, step: int) -> Reading | None:
     """The TD3 paper's per-seed evaluation returns at env step ``step`` (TD3 only)."""
     if algo != "td3":
         return None
@@ -73,61 +91,79 @@ def td3_paper_at(curves_dir: str | Path, algo: str, env: str, step: int) -> np.n
     if any(len(c) <= index for c in curves):
         last = (min(map(len, curves)) - 1) * TD3_PAPER_EVERY
         raise SystemExit(f"--step {step}: the TD3 paper's curves end at step {last}")
-    return np.array([float(c[index]) for c in curves])
+    upto = np.array([c[: index + 1] for c in curves], dtype=float)
+    return Reading(upto[:, -1], upto.max(axis=1))
 
 
-def zoo_at(zoo_dir: str | Path, algo: str, env: str, step: int) -> np.ndarray | None:
+def zoo_at(zoo_dir: str | Path, algo: str, env: str, step: int) -> Reading | None:
     """The SB3 zoo agent's evaluation episodes at ``step`` (one run: the episodes, not seeds)."""
-    path = Path(zoo_dir) / algo / f"{env}-v3_1" / "evaluations.npz"
+    path = Path(zoo_dir) / algo / ZOO_FOLDERS[env] / "evaluations.npz"
     if not path.is_file():
         return None
     data = np.load(path)
-    hit = np.flatnonzero(data["timesteps"] == step)
+    steps = np.asarray(data["timesteps"])
+    hit = np.flatnonzero(steps == step)
     if not len(hit):
         raise SystemExit(f"--step {step}: {path} has evaluations at steps "
-                         f"{', '.join(map(str, data['timesteps'][:5]))}, ... only")
-    return np.asarray(data["results"][hit[0]], dtype=float)
+                         f"{', '.join(map(str, steps[:5]))}, ... only")
+    means = np.asarray(data["results"], dtype=float).mean(axis=1)
+    return Reading(np.asarray(data["results"][hit[0]], dtype=float), np.array([means[steps <= step].max()]),
+                   per_seed=False)
 
 
-def tianshou_at(root: str | Path, algo: str, env: str, step: int) -> np.ndarray | None:
+def tianshou_at(root: str | Path, algo: str, env: str, step: int) -> Reading | None:
     """Tianshou's per-seed test returns at ``step`` (columns ``rew:seed_*`` of its 10-seed CSV)."""
     path = Path(root) / "examples" / "mujoco" / "benchmark" / f"{env}-v3" / algo / "test_rew_10seeds.csv"
     if not path.is_file():
         return None
+    rows = []
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
-            if int(float(row["env_step"])) == step:
-                return np.array([float(v) for k, v in row.items() if k.startswith("rew:seed_")])
-    raise SystemExit(f"--step {step}: no row with env_step {step} in {path}")
+            if int(float(row["env_step"])) <= step:
+                rows.append((int(float(row["env_step"])),
+                             [float(v) for k, v in row.items() if k.startswith("rew:seed_")]))
+    if not rows or rows[-1][0] != step:
+        raise SystemExit(f"--step {step}: no row with env_step {step} in {path}")
+    upto = np.array([values for _, values in rows])
+    return Reading(upto[-1], upto.max(axis=0))
 
 
 SOURCES = {"td3-paper": td3_paper_at, "sb3-zoo": zoo_at, "tianshou": tianshou_at}
 
 
-def ours_at(runs_dirs: list[str], algo: str, env: str, step: int) -> np.ndarray:
-    """Our dense cells' evaluation returns at ``step`` (from each seed's metrics.csv), one per
-    seed: a seed found in several run directories (a dense cell copied into another suite, as
-    struct_mujoco.yaml does with hopper100k's) counts once, from the first directory given."""
+def ours_at(runs_dirs: list[str], algo: str, env: str, step: int) -> Reading:
+    """Our dense cells' evaluation returns at ``step`` and best up to it (each seed's
+    metrics.csv), one per seed: a seed found in several run directories (a dense cell copied
+    into another suite, as struct_mujoco.yaml does with hopper100k's) counts once, from the first
+    directory given."""
     import pandas as pd
 
-    by_seed: dict[str, float] = {}
+    by_seed: dict[str, tuple[float, float]] = {}
     for runs_dir in runs_dirs:
         for metrics in sorted(Path(runs_dir).glob(f"{algo}/{env}-v*/dense/seed*/metrics.csv")):
-            frame = pd.read_csv(metrics)
+            frame = pd.read_csv(metrics).dropna(subset=["eval_return"])
             hit = frame.loc[frame["step"] == step, "eval_return"]
             if len(hit):
-                by_seed.setdefault(metrics.parent.name, float(hit.iloc[-1]))
-    return np.array(list(by_seed.values()))
+                best = frame.loc[frame["step"] <= step, "eval_return"].max()
+                by_seed.setdefault(metrics.parent.name, (float(hit.iloc[-1]), float(best)))
+    values = np.array(list(by_seed.values())).reshape(-1, 2)
+    return Reading(values[:, 0], values[:, 1])
 
 
-def describe(values: np.ndarray | None, per_seed: bool = True) -> str:
-    if values is None or not len(values):
+def describe(values: np.ndarray, per_seed: bool = True) -> str:
+    if not len(values):
         return "–"
     text = f"{values.mean():.0f} ± {values.std():.0f}"
     if not per_seed:
         return f"{text} (1 run, {len(values)} episodes)"
     return (f"{text} (median {np.median(values):.0f}, n = {len(values)}: "
             f"{', '.join(f'{v:.0f}' for v in values)})")
+
+
+def describe_best(values: np.ndarray) -> str:
+    if not len(values):
+        return "–"
+    return f"{values.mean():.0f}" + (f" (n = {len(values)})" if len(values) > 1 else "")
 
 
 def main(argv=None) -> int:
@@ -137,10 +173,11 @@ def main(argv=None) -> int:
     p.add_argument("--zoo", default=None, help="a clone of DLR-RM/rl-trained-agents")
     p.add_argument("--tianshou", default=None, help="a clone of thu-ml/tianshou at commit 39acf20")
     p.add_argument("--step", type=int, default=100_000, help="env step to compare at")
-    p.add_argument("--env", action="append", choices=ENVS, help="environment(s); default: all")
-    p.add_argument("--algo", action="append", choices=ALGOS, help="algorithm(s); default: all")
+    p.add_argument("--algo", action="append", choices=ALGOS, help="algorithm(s); default: td3 and sac")
+    p.add_argument("--env", action="append", choices=sorted({e for es in ENVS.values() for e in es}),
+                   help="environment(s); default: all of each algorithm's")
     p.add_argument("--runs", action="append", default=[],
-                   help="sparserl bench run directory with dense TD3/SAC cells (repeatable)")
+                   help="sparserl bench run directory with dense cells (repeatable)")
     args = p.parse_args(argv)
     if args.step <= 0:
         p.error(f"--step must be a positive number of env steps, got {args.step}")
@@ -149,23 +186,29 @@ def main(argv=None) -> int:
     if not given:
         p.error("name at least one source: --td3-paper, --zoo or --tianshou")
     rows, used = [], []  # everything read before anything is printed: an error leaves no half table
-    for algo in args.algo or ALGOS:
-        for env in args.env or ENVS:
+    for algo in args.algo or ("td3", "sac"):
+        for env in ENVS[algo]:
+            if args.env and env not in args.env:
+                continue
             ours = ours_at(args.runs, algo, env, args.step)
             for name, root in given.items():
                 anchor = SOURCES[name](root, algo, env, args.step)
                 if anchor is None:
                     continue
                 used.append(name)
-                rows.append(f"| {algo.upper()} | {env} | {name} | {describe(anchor, name != 'sb3-zoo')} "
-                            f"| {describe(ours)} |")
+                rows.append(f"| {algo.upper()} | {env} | {name} | {describe(anchor.at_step, anchor.per_seed)} "
+                            f"| {describe(ours.at_step)} | {describe_best(anchor.best)} "
+                            f"| {describe_best(ours.best)} |")
     if not rows:
         raise SystemExit("no anchor found for the chosen --algo/--env in the given sources")
-    print(f"| Algo | Env | Anchor | anchor at {args.step:,} steps | sparserl dense at {args.step:,} steps |")
-    print("|---|---|---|---|---|")
+    at = f"{args.step:,}"
+    print(f"| Algo | Env | Anchor | anchor at {at} steps | sparserl dense at {at} steps "
+          f"| anchor best up to {at} | sparserl best up to {at} |")
+    print("|---|---|---|---|---|---:|---:|")
     print("\n".join(rows))
-    print("\nMean ± std of the evaluation return at that step (over seeds, except where a row says "
-          "1 run). Anchor settings that differ from sparserl's cells (which state their own):")
+    print("\nMean ± std of the evaluation return at that step (over seeds, except where a row says 1 run); "
+          "'best up to': the mean over seeds of each seed's best evaluation up to that step. Anchor "
+          "settings that differ from sparserl's cells (which state their own):")
     for name in dict.fromkeys(used):
         print(f"- {SETTINGS[name]}")
     return 0

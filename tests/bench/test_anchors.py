@@ -45,11 +45,18 @@ def test_each_source_is_read_at_the_step(anchors, tmp_path):
     rows += [f"{k * 5000},{s.mean()},{s.std()}," + ",".join(map(str, s)) for k, s in enumerate(seeds)]
     (ts / "test_rew_10seeds.csv").write_text("\n".join(rows) + "\n")
 
-    np.testing.assert_array_equal(anchors.td3_paper_at(paper.parent, "td3", "Hopper", 20_000), curves[:, 4])
+    paper_reading = anchors.td3_paper_at(paper.parent, "td3", "Hopper", 20_000)
+    np.testing.assert_array_equal(paper_reading.at_step, curves[:, 4])
+    np.testing.assert_array_equal(paper_reading.best, curves[:, :5].max(axis=1))  # up to the step only
     assert anchors.td3_paper_at(paper.parent, "sac", "Hopper", 20_000) is None  # TD3's own curves only
-    np.testing.assert_array_equal(anchors.zoo_at(tmp_path / "zoo", "sac", "Hopper", 30_000), results[2])
+    zoo_reading = anchors.zoo_at(tmp_path / "zoo", "sac", "Hopper", 30_000)
+    np.testing.assert_array_equal(zoo_reading.at_step, results[2])
+    np.testing.assert_allclose(zoo_reading.best, [results[:3].mean(axis=1).max()])
+    assert not zoo_reading.per_seed
     assert anchors.zoo_at(tmp_path / "zoo", "td3", "Hopper", 30_000) is None     # not published: no row
-    np.testing.assert_allclose(anchors.tianshou_at(tmp_path / "tianshou", "sac", "Hopper", 15_000), seeds[3])
+    ts_reading = anchors.tianshou_at(tmp_path / "tianshou", "sac", "Hopper", 10_000)
+    np.testing.assert_allclose(ts_reading.at_step, seeds[2])
+    np.testing.assert_allclose(ts_reading.best, seeds[:3].max(axis=0))
     with pytest.raises(SystemExit, match="25000"):
         anchors.zoo_at(tmp_path / "zoo", "sac", "Hopper", 25_000)
     with pytest.raises(SystemExit, match="multiple of 5000"):
@@ -60,11 +67,12 @@ def test_a_seed_copied_into_two_run_directories_counts_once(anchors, tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     _dense_cell(first, "td3", "Hopper", 0, {5000: 1.0, 10000: 2.0})
     _dense_cell(second, "td3", "Hopper", 0, {5000: 1.0, 10000: 2.0})     # the same cell, copied
-    _dense_cell(second, "td3", "Hopper", 1, {5000: 3.0, 10000: 4.0})
+    _dense_cell(second, "td3", "Hopper", 1, {5000: 6.0, 10000: 4.0, 15000: 8.0})
     _dense_cell(second, "sac", "Hopper", 0, {10000: 9.0})
-    values = anchors.ours_at([str(first), str(second)], "td3", "Hopper", 10_000)
-    assert sorted(values.tolist()) == [2.0, 4.0]
-    assert anchors.ours_at([str(second)], "sac", "Hopper", 10_000).tolist() == [9.0]
+    reading = anchors.ours_at([str(first), str(second)], "td3", "Hopper", 10_000)
+    assert sorted(reading.at_step.tolist()) == [2.0, 4.0]
+    assert sorted(reading.best.tolist()) == [2.0, 6.0]       # best up to 10k: 15k's 8.0 is later
+    assert anchors.ours_at([str(second)], "sac", "Hopper", 10_000).at_step.tolist() == [9.0]
 
 
 def test_table_names_source_and_settings(anchors, tmp_path, capsys):
@@ -77,7 +85,19 @@ def test_table_names_source_and_settings(anchors, tmp_path, capsys):
                          "--algo", "sac", "--env", "Hopper"]) == 0
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("| SAC | Hopper | sb3-zoo"))
-    assert "7 ± 0 (1 run, 20 episodes)" in row and "5 ± 0 (median 5, n = 1: 5)" in row
+    assert row.split(" | ")[3:] == ["7 ± 0 (1 run, 20 episodes)", "5 ± 0 (median 5, n = 1: 5)", "7", "5 |"]
     assert anchors.SETTINGS["sb3-zoo"] in out
     with pytest.raises(SystemExit):
         anchors.main(["--step", "10000"])   # no source named
+
+
+def test_dqn_rows_read_the_zoo_folder_of_each_env(anchors, tmp_path, capsys):
+    for folder, value in (("CartPole-v1_1", 500.0), ("LunarLander-v2_1", 120.0)):
+        path = tmp_path / "zoo" / "dqn" / folder
+        path.mkdir(parents=True)
+        np.savez(path / "evaluations.npz", timesteps=np.array([10_000, 20_000]),
+                 results=np.array([np.full(10, value), np.full(10, value / 2)]), ep_lengths=np.ones((2, 10)))
+    assert anchors.main(["--zoo", str(tmp_path / "zoo"), "--step", "20000", "--algo", "dqn"]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| DQN")]
+    assert [(r[1], r[3], r[5]) for r in rows] == [("CartPole", "250 ± 0 (1 run, 10 episodes)", "500"),
+                                                   ("LunarLander", "60 ± 0 (1 run, 10 episodes)", "120")]
