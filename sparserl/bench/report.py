@@ -148,11 +148,21 @@ def _ratio(num: float, den: float) -> float:
     return num / den
 
 
+def _pct_of(value: float, dense: pd.Series, floor: float) -> float:
+    """``value`` as % of the dense runs' mean, both measured from ``floor``."""
+    dense_mean = dense.mean() if len(dense) else float("nan")
+    if not (math.isfinite(dense_mean) and dense_mean - floor > 0):
+        return float("nan")
+    return 100.0 * (value - floor) / (dense_mean - floor)
+
+
 def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.DataFrame:
-    """Add ``baseline``, ``pct_of_dense``, ``size_ratio``, flop ratios and ``sparsity`` columns."""
+    """Add ``baseline``, ``pct_of_dense`` (final return), ``pct_best_of_dense`` (best evaluation
+    against dense's best: the measure of benchmarks that report their best checkpoint, such as the
+    SB3 zoo's), ``size_ratio``, flop ratios and ``sparsity`` columns."""
     runs = runs.copy()
     floor_of = score_floor or {}
-    for col in ("baseline", "pct_of_dense", "size_ratio", "train_flop_ratio",
+    for col in ("baseline", "pct_of_dense", "pct_best_of_dense", "size_ratio", "train_flop_ratio",
                 "infer_flop_ratio", "sparsity"):
         runs[col] = np.nan if col != "baseline" else ""
     for (algo, env), grp in runs.groupby(["algo", "env"], sort=False):
@@ -162,9 +172,8 @@ def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.Da
         for idx, row in grp.iterrows():
             base = _baseline_label(labels, methods, row["tag"])
             b = grp[grp["label"] == base] if base else grp.iloc[0:0]
-            dense_mean = b["final_eval_return"].mean() if len(b) else float("nan")
-            pct = (100.0 * (row["final_eval_return"] - floor) / (dense_mean - floor)
-                   if math.isfinite(dense_mean) and dense_mean - floor > 0 else float("nan"))
+            pct = _pct_of(row["final_eval_return"], b["final_eval_return"], floor)
+            pct_best = _pct_of(row["best_eval_return"], b["best_eval_return"], floor)
             dense_total = b["total"].mean() if len(b) and b["total"].notna().any() else row["total"]
             dense_train = (b["train_total"].mean() if len(b) and b["train_total"].notna().any()
                            else row["train_dense_total"])
@@ -173,6 +182,7 @@ def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.Da
                            else row["infer_dense_per_action"])
             runs.loc[idx, "baseline"] = base or ""
             runs.loc[idx, "pct_of_dense"] = pct
+            runs.loc[idx, "pct_best_of_dense"] = pct_best
             runs.loc[idx, "size_ratio"] = _ratio(row["nonzero"], dense_total)
             runs.loc[idx, "train_flop_ratio"] = _ratio(row["train_total"], dense_train)
             runs.loc[idx, "infer_flop_ratio"] = _ratio(row["infer_per_action"], dense_infer)
@@ -186,6 +196,7 @@ def aggregate(runs: pd.DataFrame, n_boot: int = stats.DEFAULT_BOOT) -> tuple[pd.
     for (algo, env, label), grp in runs.groupby(["algo", "env", "label"], sort=False):
         ret, ret_lo, ret_hi = stats.mean_ci(grp["final_eval_return"], n_boot=n_boot)
         pct, pct_lo, pct_hi = stats.mean_ci(grp["pct_of_dense"], n_boot=n_boot)
+        best, best_lo, best_hi = stats.mean_ci(grp["pct_best_of_dense"], n_boot=n_boot)
         rows.append({
             "algo": algo, "env": env, "label": label, "method": grp["method"].iloc[0],
             "baseline": grp["baseline"].iloc[0], "n_seeds": len(grp),
@@ -197,6 +208,7 @@ def aggregate(runs: pd.DataFrame, n_boot: int = stats.DEFAULT_BOOT) -> tuple[pd.
             "collision_rate": (grp["collision_rate"].mean() if grp["collision_rate"].notna().all()
                                else float("nan")),
             "pct_of_dense": pct, "pct_ci_low": pct_lo, "pct_ci_high": pct_hi,
+            "pct_best_of_dense": best, "pct_best_ci_low": best_lo, "pct_best_ci_high": best_hi,
             "size_ratio": grp["size_ratio"].mean(),
             "train_flop_ratio": grp["train_flop_ratio"].mean(),
             "infer_flop_ratio": grp["infer_flop_ratio"].mean(),
@@ -305,6 +317,18 @@ def render_tables(data: ReportData) -> str:
         cells = [f"**{_fmt_ci(qa.loc[lab, 'iqm_pct_of_dense'], qa.loc[lab, 'iqm_ci_low'], qa.loc[lab, 'iqm_ci_high'])}**"
                  if lab in qa.index and qa.loc[lab, "n_runs"] else "–" for lab in non_dense]
         rows.append([f"**{algo.upper()}**", "**IQM**", *cells])
+    out.append(_md_table(["Algo", "Env", *non_dense], rows))
+
+    out.append("\n**Best evaluation as % of dense's best** — each run's best evaluation during training "
+               "against the dense runs' mean best, mean over seeds [95 % bootstrap CI]. The measure of "
+               "benchmarks that report their best checkpoint (the SB3 zoo's); a maximum over noisy "
+               "evaluations is biased upwards on both sides, so read it beside the final-return table.\n")
+    rows = []
+    for (algo, env), te in t.groupby(["algo", "env"], sort=True):
+        te = te.set_index("label")
+        rows.append([algo.upper(), env, *[_fmt_ci(te.loc[lab, "pct_best_of_dense"], te.loc[lab, "pct_best_ci_low"],
+                                                  te.loc[lab, "pct_best_ci_high"]) if lab in te.index else ""
+                                          for lab in non_dense]])
     out.append(_md_table(["Algo", "Env", *non_dense], rows))
 
     out.append("\n**Size and FLOP ratios vs dense** — size / training FLOPs / inference FLOPs "

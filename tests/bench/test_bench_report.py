@@ -69,6 +69,10 @@ def test_report_matches_hand_computation(run_dir):
             assert row["return_mean"] == pytest.approx(np.mean(ret))
             assert row["return_ci_low"] <= np.mean(ret) <= row["return_ci_high"]
             assert row["pct_of_dense"] == pytest.approx(np.mean(pct))
+            dense_best = np.mean([s[(env, "dense", k)]["best_eval_return"] for k in range(3)])
+            best = [100 * (r["best_eval_return"] - floors[env]) / (dense_best - floors[env]) for r in runs]
+            assert row["pct_best_of_dense"] == pytest.approx(np.mean(best))
+            assert row["pct_best_ci_low"] <= np.mean(best) <= row["pct_best_ci_high"]
             size = np.mean([sum(p["nonzero"] for p in r["params"].values()) / dense_total for r in runs])
             assert row["size_ratio"] == pytest.approx(size)
             dense_train = np.mean([s[(env, "dense", k)]["flops"]["train_total"] for k in range(3)])
@@ -85,6 +89,7 @@ def test_report_matches_hand_computation(run_dir):
         assert q.loc[method, "iqm_ci_low"] <= iqm(pct) <= q.loc[method, "iqm_ci_high"]
     md = paths["md"].read_text()
     assert "| Algo | Env | tiny | rigl |" in md and "**IQM**" in md
+    assert "**Best evaluation as % of dense's best**" in md
     assert "Seeds: 0, 1, 2" in md and "Runs: 18 finished of 18" in md
 
 
