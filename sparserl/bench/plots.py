@@ -96,6 +96,12 @@ def plot_learning_curves(data, out_dir: Path, n_boot: int = 2000) -> list[Path]:
     return paths
 
 
+def _ci_errors(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """matplotlib's (2, n) yerr from a CI; a missing or inverted bound draws no bar."""
+    err = np.vstack([y - lo, hi - y])
+    return np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)
+
+
 def plot_return_vs_sparsity(data, out_dir: Path) -> list[Path]:
     """One figure per algo: % of dense vs sparsity (1 - size ratio), a series per env."""
     plt = _plt()
@@ -111,9 +117,7 @@ def plot_return_vs_sparsity(data, out_dir: Path) -> list[Path]:
         for env, te in ta.groupby("env", sort=True):
             x = 1.0 - te["size_ratio"].to_numpy(float)
             y = te["pct_of_dense"].to_numpy(float)
-            err = np.vstack([y - te["pct_ci_low"].to_numpy(float),
-                             te["pct_ci_high"].to_numpy(float) - y])
-            err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)
+            err = _ci_errors(y, te["pct_ci_low"].to_numpy(float), te["pct_ci_high"].to_numpy(float))
             ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, label=env)
             for xi, yi, lab in zip(x, y, te["label"]):
                 if math.isfinite(xi) and math.isfinite(yi):
@@ -149,8 +153,7 @@ def plot_return_vs_neurons_removed(data, out_dir: Path, within: float = 95.0) ->
         y = np.concatenate([[100.0], pruned["pct_of_dense"].to_numpy(float)])
         lo = np.concatenate([[np.nan], pruned["pct_ci_low"].to_numpy(float)])
         hi = np.concatenate([[np.nan], pruned["pct_ci_high"].to_numpy(float)])
-        err = np.vstack([y - lo, hi - y])
-        err = np.where(np.isfinite(err), np.maximum(err, 0.0), 0.0)
+        err = _ci_errors(y, lo, hi)
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, color="C0")
         for xi, yi, lab in zip(x, y, ["dense", *pruned["label"]]):
