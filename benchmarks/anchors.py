@@ -131,16 +131,16 @@ def tianshou_at(root: str | Path, algo: str, env: str, step: int) -> Reading | N
 SOURCES = {"td3-paper": td3_paper_at, "sb3-zoo": zoo_at, "tianshou": tianshou_at}
 
 
-def ours_at(runs_dirs: list[str], algo: str, env: str, step: int) -> Reading:
-    """Our dense cells' evaluation returns at ``step`` and best up to it (each seed's
-    metrics.csv), one per seed: a seed found in several run directories (a dense cell copied
-    into another suite, as struct_mujoco.yaml does with hopper100k's) counts once, from the first
-    directory given."""
+def ours_at(runs_dirs: list[str], algo: str, env: str, step: int, label: str = "dense") -> Reading:
+    """Our cells' (``label``: a bench cell label, ``dense`` or e.g. ``dense-tianshou``) evaluation
+    returns at ``step`` and best up to it (each seed's metrics.csv), one per seed: a seed found in
+    several run directories (a dense cell copied into another suite, as struct_mujoco.yaml does
+    with hopper100k's) counts once, from the first directory given."""
     import pandas as pd
 
     by_seed: dict[str, tuple[float, float]] = {}
     for runs_dir in runs_dirs:
-        for metrics in sorted(Path(runs_dir).glob(f"{algo}/{env}-v*/dense/seed*/metrics.csv")):
+        for metrics in sorted(Path(runs_dir).glob(f"{algo}/{env}-v*/{label}/seed*/metrics.csv")):
             frame = pd.read_csv(metrics).dropna(subset=["eval_return"])
             hit = frame.loc[frame["step"] == step, "eval_return"]
             if len(hit):
@@ -178,6 +178,8 @@ def main(argv=None) -> int:
                    help="environment(s); default: all of each algorithm's")
     p.add_argument("--runs", action="append", default=[],
                    help="sparserl bench run directory with dense cells (repeatable)")
+    p.add_argument("--label", default="dense",
+                   help="which of our cells to compare: their bench label (default dense; e.g. dense-tianshou)")
     args = p.parse_args(argv)
     if args.step <= 0:
         p.error(f"--step must be a positive number of env steps, got {args.step}")
@@ -190,7 +192,7 @@ def main(argv=None) -> int:
         for env in ENVS[algo]:
             if args.env and env not in args.env:
                 continue
-            ours = ours_at(args.runs, algo, env, args.step)
+            ours = ours_at(args.runs, algo, env, args.step, args.label)
             for name, root in given.items():
                 anchor = SOURCES[name](root, algo, env, args.step)
                 if anchor is None:
@@ -202,7 +204,7 @@ def main(argv=None) -> int:
     if not rows:
         raise SystemExit("no anchor found for the chosen --algo/--env in the given sources")
     at = f"{args.step:,}"
-    print(f"| Algo | Env | Anchor | anchor at {at} steps | sparserl dense at {at} steps "
+    print(f"| Algo | Env | Anchor | anchor at {at} steps | sparserl {args.label} at {at} steps "
           f"| anchor best up to {at} | sparserl best up to {at} |")
     print("|---|---|---|---|---|---:|---:|")
     print("\n".join(rows))

@@ -19,8 +19,9 @@ def anchors():
     return module
 
 
-def _dense_cell(run_dir: Path, algo: str, env: str, seed: int, returns: dict[int, float]) -> None:
-    cell = run_dir / algo / f"{env}-v5" / "dense" / f"seed{seed}"
+def _dense_cell(run_dir: Path, algo: str, env: str, seed: int, returns: dict[int, float],
+                label: str = "dense") -> None:
+    cell = run_dir / algo / f"{env}-v5" / label / f"seed{seed}"
     cell.mkdir(parents=True)
     lines = ["step,eval_return,eval_return_std"] + [f"{s},{r},1.0" for s, r in returns.items()]
     (cell / "metrics.csv").write_text("\n".join(lines) + "\n")
@@ -73,6 +74,8 @@ def test_a_seed_copied_into_two_run_directories_counts_once(anchors, tmp_path):
     assert sorted(reading.at_step.tolist()) == [2.0, 4.0]
     assert sorted(reading.best.tolist()) == [2.0, 6.0]       # best up to 10k: 15k's 8.0 is later
     assert anchors.ours_at([str(second)], "sac", "Hopper", 10_000).at_step.tolist() == [9.0]
+    _dense_cell(second, "sac", "Hopper", 1, {10000: 7.0}, label="dense-tuned")   # another label: only on request
+    assert anchors.ours_at([str(second)], "sac", "Hopper", 10_000, "dense-tuned").at_step.tolist() == [7.0]
 
 
 def test_table_names_source_and_settings(anchors, tmp_path, capsys):
