@@ -17,22 +17,20 @@ the best evaluation up to it (what a best-checkpoint report shows).  Rerunnable:
     python benchmarks/anchors.py --step 50000 --zoo /tmp/rl-trained-agents --algo dqn --env CartPole \\
         --runs runs/struct_cartpole
 
-The sources (each row of the table names its own; settings that differ from ours are printed
-under the table):
+The sources (each row of the table names its own; what differs from our settings is in
+``SETTINGS`` below and printed under the table):
 
 * ``td3-paper``: the TD3 paper's own curves (Fujimoto et al., ICML 2018; sfujim/TD3,
-  ``learning_curves/``): TD3 only, 10 seeds, an evaluation (mean of 10 noise-free episodes) about
-  every 5,000 env steps, gym's -v1 envs, 1,000 warm-up steps, 400-300 networks, batch 100, lr 1e-3.
+  ``learning_curves/``): TD3 only, 10 seeds, an evaluation about every 5,000 env steps.
 * ``sb3-zoo``: the SB3 zoo's published agents (DLR-RM/rl-trained-agents, ``ALGO/ENV_1/
-  evaluations.npz``): ONE training run per algorithm and env, evaluated every 10,000 steps on 10
-  (DQN) or 20 (MuJoCo) deterministic episodes, with the zoo's hyper-parameters (its ``config.yml``
-  beside the file; DQN on CartPole-v1 / LunarLander-v2 = sparserl's ``--preset tuned`` entries;
-  SAC/TD3 on the -v3 MuJoCo envs: learning_starts 10000, SAC 256x256, TD3 400-300).  With one run
-  the ± is over that run's evaluation episodes, not over seeds.
+  evaluations.npz``, the zoo's ``config.yml`` beside it): ONE training run per algorithm and env,
+  evaluated every 10,000 (DQN, SAC) or 25,000 (TD3) steps.  With one run the ± is over that run's
+  evaluation episodes, not over seeds.
 * ``tianshou``: Tianshou's MuJoCo benchmark (thu-ml/tianshou, ``examples/mujoco/benchmark/ENV-v3/
-  ALGO/test_rew_10seeds.csv`` at commit 39acf20): 10 seeds, an evaluation (10 deterministic
-  episodes) every 5,000 steps, -v3 envs, 256x256; its TD3 uses our TD3 settings (lr 3e-4, 25k
-  warm-up), its SAC uses lr 1e-3 and a FIXED entropy coefficient 0.2 (no auto-tuning), 10k warm-up.
+  ALGO/test_rew_10seeds.csv`` at commit 39acf20): 10 seeds, an evaluation every 5,000 steps.
+  Its ``env_step`` starts counting after the random warm-up (``mujoco_ALGO.py`` collects
+  ``--start-timesteps`` before the trainer starts), so env step S is its row S - warm-up (SAC 10k,
+  TD3 25k).
 """
 from __future__ import annotations
 
@@ -54,15 +52,20 @@ ZOO_FOLDERS = {"Hopper": "Hopper-v3_1", "Walker2d": "Walker2d-v3_1", "CartPole":
 TD3_PAPER_EVERY = 5000  # the TD3 repository's curves: one evaluation every 5,000 env steps, from step 0
 TD3_PAPER_FOLDERS = {"Hopper": "Hopper", "Walker2d": "Walker"}  # env -> folder under learning_curves/
 
+TIANSHOU_WARMUP = {"sac": 10_000, "td3": 25_000}  # mujoco_{sac,td3}.py --start-timesteps at 39acf20
+
 SETTINGS = {
     "td3-paper": "TD3 paper: gym -v1 envs (old mujoco-py), 1,000 random warm-up steps, 400-300 networks, "
-                 "batch 100, lr 1e-3; evaluated at the first episode end after each 5,000 steps",
-    "sb3-zoo": "SB3 zoo: one training run (the ± is over its evaluation episodes), the zoo's config.yml: "
-               "DQN = sparserl's --preset tuned (CartPole-v1, LunarLander-v2); SAC/TD3 on gym -v3 envs, "
-               "learning_starts 10000 (SAC: 256x256, lr 3e-4, ent_coef auto from 1.0; TD3: 400-300, lr 3e-4 "
-               "on Hopper and 1e-3 on Walker2d)",
-    "tianshou": "Tianshou (39acf20): gym -v3 envs, 256x256; TD3 lr 3e-4, 25k warm-up; SAC lr 1e-3, fixed "
-                "alpha 0.2, 10k warm-up",
+                 "batch 100, lr 1e-3; evaluated (10 noise-free episodes) at the first episode end after "
+                 "each 5,000 steps",
+    "sb3-zoo": "SB3 zoo: one training run (the ± is over its 10 or 20 deterministic evaluation episodes), the "
+               "zoo's config.yml; DQN on CartPole-v1 / LunarLander-v2: the hyper-parameters of sparserl's "
+               "--preset tuned, with SB3's plain max target where sparserl uses Double DQN; SAC/TD3 on gym -v3 "
+               "envs, learning_starts 10000, SAC 256x256, lr 3e-4, ent_coef auto from 1.0; TD3 400-300, "
+               "lr 3e-4 and NO exploration noise on Hopper, lr 1e-3 and Gaussian noise 0.1 on Walker2d",
+    "tianshou": "Tianshou (39acf20): gym -v3 envs, 256x256, 10 deterministic test episodes; TD3 lr 3e-4, 25k "
+                "warm-up (ours: 10k); SAC lr 1e-3, FIXED alpha 0.2 (no auto-tuning), 10k warm-up; read at "
+                "env step S = its row S - warm-up",
 }
 
 
@@ -112,18 +115,21 @@ def zoo_at(zoo_dir: str | Path, algo: str, env: str, step: int) -> Reading | Non
 
 
 def tianshou_at(root: str | Path, algo: str, env: str, step: int) -> Reading | None:
-    """Tianshou's per-seed test returns at ``step`` (columns ``rew:seed_*`` of its 10-seed CSV)."""
+    """Tianshou's per-seed test returns at env step ``step`` (columns ``rew:seed_*`` of its 10-seed
+    CSV, row ``step`` minus the warm-up its ``env_step`` does not count)."""
     path = Path(root) / "examples" / "mujoco" / "benchmark" / f"{env}-v3" / algo / "test_rew_10seeds.csv"
-    if not path.is_file():
+    if not path.is_file() or algo not in TIANSHOU_WARMUP:
         return None
+    row_step = step - TIANSHOU_WARMUP[algo]
     rows = []
     with open(path, newline="") as fh:
         for row in csv.DictReader(fh):
-            if int(float(row["env_step"])) <= step:
+            if int(float(row["env_step"])) <= row_step:
                 rows.append((int(float(row["env_step"])),
                              [float(v) for k, v in row.items() if k.startswith("rew:seed_")]))
-    if not rows or rows[-1][0] != step:
-        raise SystemExit(f"--step {step}: no row with env_step {step} in {path}")
+    if not rows or rows[-1][0] != row_step:
+        raise SystemExit(f"--step {step}: no row with env_step {row_step} (= {step} - the "
+                         f"{TIANSHOU_WARMUP[algo]} warm-up steps) in {path}")
     upto = np.array([values for _, values in rows])
     return Reading(upto[-1], upto.max(axis=0))
 
@@ -131,21 +137,37 @@ def tianshou_at(root: str | Path, algo: str, env: str, step: int) -> Reading | N
 SOURCES = {"td3-paper": td3_paper_at, "sb3-zoo": zoo_at, "tianshou": tianshou_at}
 
 
+def _config_without_out(cell: Path) -> str:
+    lines = (cell / "config.yaml").read_text().splitlines() if (cell / "config.yaml").is_file() else []
+    return "\n".join(line for line in lines if not line.startswith("out:"))
+
+
 def ours_at(runs_dirs: list[str], algo: str, env: str, step: int, label: str = "dense") -> Reading:
     """Our cells' (``label``: a bench cell label, ``dense`` or e.g. ``dense-tianshou``) evaluation
-    returns at ``step`` and best up to it (each seed's metrics.csv), one per seed: a seed found in
-    several run directories (a dense cell copied into another suite, as struct_mujoco.yaml does
-    with hopper100k's) counts once, from the first directory given."""
+    returns at ``step`` and best up to it (each seed's metrics.csv), one per env id and seed: a
+    cell copied into another suite (struct_mujoco.yaml shares hopper100k's dense cells) counts
+    once, from the first directory given; two different runs under one env id and seed (their
+    config.yaml differ beyond ``out``) are an error, not a silent pick."""
     import pandas as pd
 
-    by_seed: dict[str, tuple[float, float]] = {}
+    by_seed: dict[tuple[str, str], tuple[float, float]] = {}
+    configs: dict[tuple[str, str], str] = {}
     for runs_dir in runs_dirs:
         for metrics in sorted(Path(runs_dir).glob(f"{algo}/{env}-v*/{label}/seed*/metrics.csv")):
+            cell = metrics.parent
+            key = (cell.parent.parent.name, cell.name)
+            config = _config_without_out(cell)
+            if key in configs:
+                if configs[key] != config:
+                    raise SystemExit(f"{cell}: another run of {key[0]} {key[1]} with a different config "
+                                     f"was given first; pass one of them")
+                continue
             frame = pd.read_csv(metrics).dropna(subset=["eval_return"])
             hit = frame.loc[frame["step"] == step, "eval_return"]
             if len(hit):
+                configs[key] = config
                 best = frame.loc[frame["step"] <= step, "eval_return"].max()
-                by_seed.setdefault(metrics.parent.name, (float(hit.iloc[-1]), float(best)))
+                by_seed[key] = (float(hit.iloc[-1]), float(best))
     values = np.array(list(by_seed.values())).reshape(-1, 2)
     return Reading(values[:, 0], values[:, 1])
 
@@ -153,7 +175,7 @@ def ours_at(runs_dirs: list[str], algo: str, env: str, step: int, label: str = "
 def describe(values: np.ndarray, per_seed: bool = True) -> str:
     if not len(values):
         return "–"
-    text = f"{values.mean():.0f} ± {values.std():.0f}"
+    text = f"{values.mean():.0f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.0f}"  # sample sd
     if not per_seed:
         return f"{text} (1 run, {len(values)} episodes)"
     return (f"{text} (median {np.median(values):.0f}, n = {len(values)}: "
@@ -208,7 +230,8 @@ def main(argv=None) -> int:
           f"| anchor best up to {at} | sparserl best up to {at} |")
     print("|---|---|---|---|---|---:|---:|")
     print("\n".join(rows))
-    print("\nMean ± std of the evaluation return at that step (over seeds, except where a row says 1 run); "
+    print("\nMean ± sample standard deviation of the evaluation return at that step (over seeds, except "
+          "where a row says 1 run: over its episodes); "
           "'best up to': the mean over seeds of each seed's best evaluation up to that step. Anchor "
           "settings that differ from sparserl's cells (which state their own):")
     for name in dict.fromkeys(used):

@@ -133,6 +133,18 @@ def plot_return_vs_sparsity(data, out_dir: Path) -> list[Path]:
     return paths
 
 
+def tradeoff_points(te: pd.DataFrame) -> pd.DataFrame | None:
+    """The points of one env's trade-off curve, by neurons removed: its dense baseline's row at 0
+    (100 % by definition, its CI the dense seeds' own spread) and every structured-pruning row;
+    ``None`` below two pruned configurations (a point is not a curve)."""
+    pruned = te[np.isfinite(te["neurons_removed"].astype(float))
+                & np.isfinite(te["pct_of_dense"].astype(float))].sort_values("neurons_removed")
+    if len(pruned) < 2:
+        return None
+    dense = te[te["label"] == pruned["baseline"].iloc[0]] if "baseline" in te else te.iloc[0:0]
+    return pd.concat([dense.assign(neurons_removed=0.0), pruned])
+
+
 def plot_return_vs_neurons_removed(data, out_dir: Path, within: float = 95.0) -> list[Path]:
     """Structured pruning's trade-off, one figure per (algo, env) with at least two pruned
     configurations: % of dense (95% CI) against the fraction of hidden neurons removed, the dense
@@ -145,18 +157,15 @@ def plot_return_vs_neurons_removed(data, out_dir: Path, within: float = 95.0) ->
     if "neurons_removed" not in t:
         return paths
     for (algo, env), te in t.groupby(["algo", "env"], sort=True):
-        pruned = te[np.isfinite(te["neurons_removed"].astype(float))
-                    & np.isfinite(te["pct_of_dense"].astype(float))].sort_values("neurons_removed")
-        if len(pruned) < 2:
+        points = tradeoff_points(te)
+        if points is None:
             continue
-        x = 100.0 * np.concatenate([[0.0], pruned["neurons_removed"].to_numpy(float)])
-        y = np.concatenate([[100.0], pruned["pct_of_dense"].to_numpy(float)])
-        lo = np.concatenate([[np.nan], pruned["pct_ci_low"].to_numpy(float)])
-        hi = np.concatenate([[np.nan], pruned["pct_ci_high"].to_numpy(float)])
-        err = _ci_errors(y, lo, hi)
+        x = 100.0 * points["neurons_removed"].to_numpy(float)
+        y = points["pct_of_dense"].to_numpy(float)
+        err = _ci_errors(y, points["pct_ci_low"].to_numpy(float), points["pct_ci_high"].to_numpy(float))
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, color="C0")
-        for xi, yi, lab in zip(x, y, ["dense", *pruned["label"]]):
+        for xi, yi, lab in zip(x, y, points["label"]):
             ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.axhline(100.0, color="gray", linestyle="--", linewidth=1)
         ax.axhline(within, color="C3", linestyle=":", linewidth=1, label=f"{within:g} % of dense")

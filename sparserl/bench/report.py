@@ -80,6 +80,31 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+_SIZE_COLUMNS = ("alive_", "sparsity_")  # metrics.csv columns that change when a network shrinks
+
+
+def best_at_final_size(cell_dir: Path, fallback: float) -> float:
+    """The best evaluation of the network a run ends with: the maximum ``eval_return`` over the
+    metrics.csv rows whose size columns (structured pruning's ``alive_*``, sparse training's
+    ``sparsity_*``) equal the last row's. A network pruned during training must not be credited
+    with an evaluation of its larger self from before the last prune; a run whose size never
+    changes (dense, RigL, RLx2) keeps every row. Without metrics.csv or size columns:
+    ``fallback`` (summary.json's best)."""
+    try:
+        frame = pd.read_csv(cell_dir / "metrics.csv")
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return fallback
+    size = [c for c in frame.columns if c.startswith(_SIZE_COLUMNS)]
+    if "eval_return" not in frame or not size:
+        return fallback
+    frame = frame.dropna(subset=["eval_return"])
+    if frame.empty:
+        return fallback
+    sizes = frame[size].to_numpy(float)
+    same = np.isclose(sizes, sizes[-1], equal_nan=True).all(axis=1)
+    return float(frame.loc[same, "eval_return"].max())
+
+
 def collect_runs(run_dir: str | Path) -> pd.DataFrame:
     """One row per finished run (``ALGO/ENV/LABEL/seedK/summary.json``) under ``run_dir``."""
     root = Path(run_dir)
@@ -115,6 +140,7 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
             "steps": _num(summary.get("steps")),
             "final_eval_return": _num(summary.get("final_eval_return")),
             "best_eval_return": _num(summary.get("best_eval_return")),
+            "best_final_size_return": best_at_final_size(cell, _num(summary.get("best_eval_return"))),
             "collision_rate": _num(summary.get("final_collision_rate")),
             "wall_time_s": _num(summary.get("wall_time_s")),
             "updates_per_s": _num(summary.get("updates_per_s")),
@@ -127,7 +153,7 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
             "neurons_removed": removed("neurons"), "weights_removed": removed("weights"),
         })
     columns = ["algo", "env", "label", "method", "tag", "seed", "dir", "steps",
-               "final_eval_return", "best_eval_return", "collision_rate", "wall_time_s", "updates_per_s",
+               "final_eval_return", "best_eval_return", "best_final_size_return", "collision_rate", "wall_time_s", "updates_per_s",
                "nonzero", "total", "train_total", "train_dense_total", "infer_per_action",
                "infer_dense_per_action", "neurons_removed", "weights_removed"]
     return pd.DataFrame(rows, columns=columns)
@@ -158,8 +184,8 @@ def _pct_of(value: float, dense: pd.Series, floor: float) -> float:
 
 def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.DataFrame:
     """Add ``baseline``, ``pct_of_dense`` (final return), ``pct_best_of_dense`` (best evaluation
-    against dense's best: the measure of benchmarks that report their best checkpoint, such as the
-    SB3 zoo's), ``size_ratio``, flop ratios and ``sparsity`` columns."""
+    of the final-size network against dense's best: the measure of benchmarks that report their
+    best checkpoint, such as the SB3 zoo's), ``size_ratio``, flop ratios and ``sparsity`` columns."""
     runs = runs.copy()
     floor_of = score_floor or {}
     for col in ("baseline", "pct_of_dense", "pct_best_of_dense", "size_ratio", "train_flop_ratio",
@@ -173,7 +199,7 @@ def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.Da
             base = _baseline_label(labels, methods, row["tag"])
             b = grp[grp["label"] == base] if base else grp.iloc[0:0]
             pct = _pct_of(row["final_eval_return"], b["final_eval_return"], floor)
-            pct_best = _pct_of(row["best_eval_return"], b["best_eval_return"], floor)
+            pct_best = _pct_of(row["best_final_size_return"], b["best_final_size_return"], floor)
             dense_total = b["total"].mean() if len(b) and b["total"].notna().any() else row["total"]
             dense_train = (b["train_total"].mean() if len(b) and b["train_total"].notna().any()
                            else row["train_dense_total"])
@@ -320,7 +346,8 @@ def render_tables(data: ReportData) -> str:
     out.append(_md_table(["Algo", "Env", *non_dense], rows))
 
     out.append("\n**Best evaluation as % of dense's best** — each run's best evaluation during training "
-               "against the dense runs' mean best, mean over seeds [95 % bootstrap CI]. The measure of "
+               "at its final network size (a pruned network only after its last prune) against the dense "
+               "runs' mean best, mean over seeds [95 % bootstrap CI]. The measure of "
                "benchmarks that report their best checkpoint (the SB3 zoo's); a maximum over noisy "
                "evaluations is biased upwards on both sides, so read it beside the final-return table.\n")
     rows = []

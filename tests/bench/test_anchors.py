@@ -55,9 +55,12 @@ def test_each_source_is_read_at_the_step(anchors, tmp_path):
     np.testing.assert_allclose(zoo_reading.best, [results[:3].mean(axis=1).max()])
     assert not zoo_reading.per_seed
     assert anchors.zoo_at(tmp_path / "zoo", "td3", "Hopper", 30_000) is None     # not published: no row
-    ts_reading = anchors.tianshou_at(tmp_path / "tianshou", "sac", "Hopper", 10_000)
+    # Tianshou's env_step starts after its 10k SAC warm-up: env step 20k is its row 10k
+    ts_reading = anchors.tianshou_at(tmp_path / "tianshou", "sac", "Hopper", 20_000)
     np.testing.assert_allclose(ts_reading.at_step, seeds[2])
     np.testing.assert_allclose(ts_reading.best, seeds[:3].max(axis=0))
+    with pytest.raises(SystemExit, match="env_step -5000"):   # before its warm-up ended: no row
+        anchors.tianshou_at(tmp_path / "tianshou", "sac", "Hopper", 5_000)
     with pytest.raises(SystemExit, match="25000"):
         anchors.zoo_at(tmp_path / "zoo", "sac", "Hopper", 25_000)
     with pytest.raises(SystemExit, match="multiple of 5000"):
@@ -76,6 +79,18 @@ def test_a_seed_copied_into_two_run_directories_counts_once(anchors, tmp_path):
     assert anchors.ours_at([str(second)], "sac", "Hopper", 10_000).at_step.tolist() == [9.0]
     _dense_cell(second, "sac", "Hopper", 1, {10000: 7.0}, label="dense-tuned")   # another label: only on request
     assert anchors.ours_at([str(second)], "sac", "Hopper", 10_000, "dense-tuned").at_step.tolist() == [7.0]
+
+
+def test_two_different_runs_of_one_seed_are_an_error(anchors, tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    _dense_cell(first, "td3", "Hopper", 0, {10000: 2.0})
+    _dense_cell(second, "td3", "Hopper", 0, {10000: 3.0})
+    (first / "td3" / "Hopper-v5" / "dense" / "seed0" / "config.yaml").write_text("out: a\nlr: 0.001\n")
+    (second / "td3" / "Hopper-v5" / "dense" / "seed0" / "config.yaml").write_text("out: b\nlr: 0.0003\n")
+    with pytest.raises(SystemExit, match="different config"):
+        anchors.ours_at([str(first), str(second)], "td3", "Hopper", 10_000)
+    (second / "td3" / "Hopper-v5" / "dense" / "seed0" / "config.yaml").write_text("out: b\nlr: 0.001\n")
+    assert anchors.ours_at([str(first), str(second)], "td3", "Hopper", 10_000).at_step.tolist() == [2.0]
 
 
 def test_table_names_source_and_settings(anchors, tmp_path, capsys):

@@ -117,18 +117,39 @@ def test_report_errors(tmp_path):
 def test_trade_off_plot_only_where_two_pruned_configurations_exist(tmp_path):
     from types import SimpleNamespace
 
-    from sparserl.bench.plots import plot_return_vs_neurons_removed
+    from sparserl.bench.plots import plot_return_vs_neurons_removed, tradeoff_points
 
     nan = float("nan")
     rows = [  # env A: dense + two pruned targets (a curve); env B: dense + one (a point, no figure)
         ("EnvA-v0", "dense", nan, 100.0), ("EnvA-v0", "structured", 0.935, 82.0),
         ("EnvA-v0", "structured-target_neuron_fraction=0.5", 0.5, 97.0),
         ("EnvB-v0", "dense", nan, 100.0), ("EnvB-v0", "structured", 0.935, 90.0)]
-    table = pd.DataFrame([{"algo": "dqn", "env": e, "label": lab, "neurons_removed": n, "pct_of_dense": p,
-                           "pct_ci_low": p - 5, "pct_ci_high": p + 5} for e, lab, n, p in rows])
+    table = pd.DataFrame([{"algo": "dqn", "env": e, "label": lab, "baseline": "dense", "neurons_removed": n,
+                           "pct_of_dense": p, "pct_ci_low": p - 5, "pct_ci_high": p + 5} for e, lab, n, p in rows])
+    points = tradeoff_points(table[table["env"] == "EnvA-v0"])
+    assert points["label"].tolist() == ["dense", "structured-target_neuron_fraction=0.5", "structured"]
+    assert points["neurons_removed"].tolist() == [0.0, 0.5, 0.935]
+    assert points["pct_ci_low"].iloc[0] == 95.0          # dense drawn with its own CI, not a bare 100
+    assert tradeoff_points(table[table["env"] == "EnvB-v0"]) is None
     paths = plot_return_vs_neurons_removed(SimpleNamespace(table=table), tmp_path)
     assert [p.name for p in paths] == ["return_vs_neurons_dqn_EnvA-v0.png"]
     assert paths[0].stat().st_size > 0
     # a table without structured runs (no neurons_removed column at all) draws nothing
     assert plot_return_vs_neurons_removed(SimpleNamespace(table=table.drop(columns="neurons_removed")),
                                           tmp_path) == []
+
+
+def test_best_of_a_pruned_run_counts_only_its_final_size(tmp_path):
+    from sparserl.bench.report import best_at_final_size
+
+    pruned = tmp_path / "pruned"
+    pruned.mkdir()
+    # best 300 while 256 neurons were alive; the final 17-neuron network peaks at 200
+    (pruned / "metrics.csv").write_text("step,eval_return,alive_q\n1000,300.0,256\n2000,150.0,40\n"
+                                        "3000,200.0,17\n3500,,17\n4000,180.0,17\n")
+    assert best_at_final_size(pruned, fallback=300.0) == 200.0
+    dense = tmp_path / "dense"   # no size columns: summary.json's best stands
+    dense.mkdir()
+    (dense / "metrics.csv").write_text("step,eval_return\n1000,300.0\n2000,150.0\n")
+    assert best_at_final_size(dense, fallback=300.0) == 300.0
+    assert best_at_final_size(tmp_path / "missing", fallback=7.0) == 7.0
