@@ -328,6 +328,15 @@ def render_tables(data: ReportData) -> str:
     labels = sorted(set(t["label"]), key=method_sort_key)
     non_dense = [lab for lab in labels if t.loc[t["label"] == lab, "method"].iloc[0] != "dense"]
     out = []
+    if non_dense:  # a suite of dense runs only (a baseline suite) has no ratios to show
+        out += _ratio_tables(t, q, non_dense)
+    out += _absolute_table(t)
+    return "\n".join(out) + "\n"
+
+
+def _ratio_tables(t: pd.DataFrame, q: pd.DataFrame, non_dense: list[str]) -> list[str]:
+    """% of dense (final and best) and size/FLOP ratios, a column per non-dense label."""
+    out = []
 
     out.append("**Final return as % of dense** — mean over seeds [95 % bootstrap CI]; "
                "IQM rows: interquartile mean over all env × seed runs [stratified bootstrap CI].\n")
@@ -368,8 +377,13 @@ def render_tables(data: ReportData) -> str:
                  if lab in te.index else "" for lab in non_dense]
         rows.append([algo.upper(), env, *cells])
     out.append(_md_table(["Algo", "Env", *non_dense], rows))
+    out.append("")
+    return out
 
-    out.append("\n**Absolute final return and cost** — mean [95 % bootstrap CI] over seeds.\n")
+
+def _absolute_table(t: pd.DataFrame) -> list[str]:
+    """Final return, pruning and cost per (algo, env, label)."""
+    out = ["**Absolute final return and cost** — mean [95 % bootstrap CI] over seeds.\n"]
     structured = bool(t["neurons_removed"].notna().any()) if "neurons_removed" in t else False
     crashes = bool(t["collision_rate"].notna().any()) if "collision_rate" in t else False
     rows = []
@@ -390,7 +404,7 @@ def render_tables(data: ReportData) -> str:
     if structured:
         out.append("\nSparsity: zero weights inside the run's own networks (a physically shrunk network "
                    "is dense); Neurons/Weights removed: structured pruning, weights counted (n_in+1)·n_out.")
-    return "\n".join(out) + "\n"
+    return out
 
 
 def render_header(data: ReportData) -> str:

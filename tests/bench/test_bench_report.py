@@ -153,3 +153,15 @@ def test_best_of_a_pruned_run_counts_only_its_final_size(tmp_path):
     (dense / "metrics.csv").write_text("step,eval_return\n1000,300.0\n2000,150.0\n")
     assert best_at_final_size(dense, fallback=300.0) == 300.0
     assert best_at_final_size(tmp_path / "missing", fallback=7.0) == 7.0
+
+
+def test_a_dense_only_suite_reports_no_empty_ratio_tables(run_dir, tmp_path):
+    import shutil
+
+    dense_only = tmp_path / "dense_only"
+    for cell in run_dir.glob("*/*/dense/seed*"):
+        shutil.copytree(cell, dense_only / cell.relative_to(run_dir))
+    shutil.copyfile(run_dir / "manifest.json", dense_only / "manifest.json")
+    md = make_report(dense_only, n_boot=100, plots=False)["md"].read_text()
+    assert "as % of dense" not in md and "Size and FLOP ratios" not in md
+    assert md.count("| TD3 | EnvA-v0 | dense | 3 |") == 1 and "**Absolute final return and cost**" in md
