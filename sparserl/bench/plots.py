@@ -87,13 +87,18 @@ def plot_learning_curves(data, out_dir: Path, n_boot: int = 2000) -> list[Path]:
         if not drawn:
             plt.close(fig)
             continue
-        ax.set_title(f"{algo.upper()} on {env}")
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("evaluation return (mean, 95% CI)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        _label(ax, f"{algo.upper()} on {env}", "environment steps", "evaluation return (mean, 95% CI)")
         paths.append(_save(plt, fig, out_dir / f"learning_curves_{_safe(algo)}_{_safe(env)}.png"))
     return paths
+
+
+def _label(ax, title: str, xlabel: str, ylabel: str) -> None:
+    """The figures' shared look: title, axis labels, a light grid and a small legend."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
 
 
 def _ci_errors(y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -124,11 +129,8 @@ def plot_return_vs_sparsity(data, out_dir: Path) -> list[Path]:
                     ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 4),
                                 fontsize=7)
         ax.axhline(100.0, color="gray", linestyle="--", linewidth=1)
-        ax.set_title(f"{algo.upper()}: return vs sparsity")
-        ax.set_xlabel("sparsity = 1 - size ratio (nonzero / dense weights)")
-        ax.set_ylabel("final return, % of dense (95% CI)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        _label(ax, f"{algo.upper()}: return vs sparsity",
+               "sparsity = 1 - size ratio (nonzero / dense weights)", "final return, % of dense (95% CI)")
         paths.append(_save(plt, fig, out_dir / f"return_vs_sparsity_{_safe(algo)}.png"))
     return paths
 
@@ -169,11 +171,8 @@ def plot_return_vs_neurons_removed(data, out_dir: Path, within: float = 95.0) ->
             ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.axhline(100.0, color="gray", linestyle="--", linewidth=1)
         ax.axhline(within, color="C3", linestyle=":", linewidth=1, label=f"{within:g} % of dense")
-        ax.set_title(f"{algo.upper()} {env}: return vs neurons removed")
-        ax.set_xlabel("hidden neurons removed (%)")
-        ax.set_ylabel("final return, % of dense (95% CI)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        _label(ax, f"{algo.upper()} {env}: return vs neurons removed", "hidden neurons removed (%)",
+               "final return, % of dense (95% CI)")
         paths.append(_save(plt, fig, out_dir / f"return_vs_neurons_{_safe(algo)}_{_safe(env)}.png"))
     return paths
 
