@@ -153,7 +153,8 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
             "neurons_removed": removed("neurons"), "weights_removed": removed("weights"),
         })
     columns = ["algo", "env", "label", "method", "tag", "seed", "dir", "steps",
-               "final_eval_return", "best_eval_return", "best_final_size_return", "collision_rate", "wall_time_s", "updates_per_s",
+               "final_eval_return", "best_eval_return", "best_final_size_return", "collision_rate",
+               "wall_time_s", "updates_per_s",
                "nonzero", "total", "train_total", "train_dense_total", "infer_per_action",
                "infer_dense_per_action", "neurons_removed", "weights_removed"]
     return pd.DataFrame(rows, columns=columns)
