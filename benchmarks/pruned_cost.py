@@ -41,12 +41,15 @@ def measure(run: Path, seconds: float, workdir: Path) -> dict:
            "wall": summary["wall_time_s"], "return": summary["final_eval_return"],
            "params": sum(c["nonzero"] + c["bias"] for c in summary["params"].values()),
            "torch_us": 1e6 * time_chunk(lambda o: model.agent.act(o), obs, seconds)}
-    npz = workdir / f"{run.name}-{summary['method']}.npz"
+    # one file name per run: a shared name would make the C loader hand back a library already
+    # loaded from that path (dlopen caches by path), i.e. another env's policy
+    stem = f"{summary['env']}-{run.parent.name}-{run.name}"
+    npz = workdir / f"{stem}.npz"
     model.export(npz, format="npz")
     policy = Policy.load(npz)
     row["npz_us"] = 1e6 * time_chunk(policy.act, obs, seconds)
     if find_compiler():
-        c = workdir / f"{run.name}-{summary['method']}.c"
+        c = workdir / f"{stem}.c"
         model.export(c, format="c")
         lib = compile_c([c], c.with_suffix(".so"))
         cpolicy = CPolicy(lib)
