@@ -143,7 +143,7 @@ def tradeoff_points(te: pd.DataFrame) -> pd.DataFrame | None:
                 & np.isfinite(te["pct_of_dense"].astype(float))].sort_values("neurons_removed")
     if len(pruned) < 2:
         return None
-    dense = te[te["label"] == pruned["baseline"].iloc[0]] if "baseline" in te else te.iloc[0:0]
+    dense = te[te["label"] == pruned["baseline"].iloc[0]]
     return pd.concat([dense.assign(neurons_removed=0.0), pruned])
 
 

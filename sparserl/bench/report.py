@@ -360,26 +360,25 @@ def _ratio_tables(t: pd.DataFrame, q: pd.DataFrame, non_dense: list[str]) -> lis
                "runs' mean best, mean over seeds [95 % bootstrap CI]. The measure of "
                "benchmarks that report their best checkpoint (the SB3 zoo's); a maximum over noisy "
                "evaluations is biased upwards on both sides, so read it beside the final-return table.\n")
-    rows = []
-    for (algo, env), te in t.groupby(["algo", "env"], sort=True):
-        te = te.set_index("label")
-        rows.append([algo.upper(), env, *[_fmt_ci(te.loc[lab, "pct_best_of_dense"], te.loc[lab, "pct_best_ci_low"],
-                                                  te.loc[lab, "pct_best_ci_high"]) if lab in te.index else ""
-                                          for lab in non_dense]])
-    out.append(_md_table(["Algo", "Env", *non_dense], rows))
+    out.append(_per_env_table(t, non_dense, lambda r: _fmt_ci(r["pct_best_of_dense"], r["pct_best_ci_low"],
+                                                              r["pct_best_ci_high"])))
 
     out.append("\n**Size and FLOP ratios vs dense** — size / training FLOPs / inference FLOPs "
                "(size = nonzero weights of all networks / dense weights).\n")
+    out.append(_per_env_table(t, non_dense, lambda r: " / ".join(
+        _fmt(r[c], 3) for c in ("size_ratio", "train_flop_ratio", "infer_flop_ratio"))))
+    out.append("")
+    return out
+
+
+def _per_env_table(t: pd.DataFrame, labels: list[str], cell) -> str:
+    """A row per (algo, env), a column per label, ``cell(row)`` in each (empty where the label
+    did not run on that env)."""
     rows = []
     for (algo, env), te in t.groupby(["algo", "env"], sort=True):
         te = te.set_index("label")
-        cells = [" / ".join(_fmt(te.loc[lab, c], 3) for c in
-                            ("size_ratio", "train_flop_ratio", "infer_flop_ratio"))
-                 if lab in te.index else "" for lab in non_dense]
-        rows.append([algo.upper(), env, *cells])
-    out.append(_md_table(["Algo", "Env", *non_dense], rows))
-    out.append("")
-    return out
+        rows.append([algo.upper(), env, *[cell(te.loc[lab]) if lab in te.index else "" for lab in labels]])
+    return _md_table(["Algo", "Env", *labels], rows)
 
 
 def _absolute_table(t: pd.DataFrame) -> list[str]:
