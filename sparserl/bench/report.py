@@ -9,6 +9,10 @@ What is computed (per ``algo / env / method-label``, over seeds; see :mod:`.stat
   ``score_floor[env]`` (default 0; give the random-policy return for envs with negative
   returns, e.g. Pendulum).  NaN when ``mean_dense_R <= floor``.  The dense baseline of
   ``method-tag`` is ``dense-tag`` if it exists, else ``dense``, of the same algo/env.
+* ``pct_late_of_dense``: the same with each run's late return (the mean of its evaluations in the
+  last quarter of its steps, at its final network size) instead of its final evaluation.
+* ``pct_best_of_dense``: the same with each run's best evaluation at its final network size
+  against the dense runs' mean best (the best-checkpoint convention; biased upwards).
 * ``iqm_pct_of_dense`` (per algo, method-label): IQM over all runs (env x seed) of the %-of-dense
   scores, with a stratified (per env) bootstrap 95 % CI.
 * ``size_ratio``: sum over networks of nonzero weights / sum of the dense baseline's total
@@ -83,26 +87,50 @@ def _read_json(path: Path) -> dict | None:
 _SIZE_COLUMNS = ("alive_", "sparsity_")  # metrics.csv columns that change when a network shrinks
 
 
-def best_at_final_size(cell_dir: Path, fallback: float) -> float:
-    """The best evaluation of the network a run ends with: the maximum ``eval_return`` over the
-    metrics.csv rows whose size columns (structured pruning's ``alive_*``, sparse training's
-    ``sparsity_*``) equal the last row's. A network pruned during training must not be credited
-    with an evaluation of its larger self from before the last prune; a run whose size never
-    changes (dense, RigL, RLx2) keeps every row. Without metrics.csv or size columns:
-    ``fallback`` (summary.json's best)."""
+LATE_FRACTION = 0.25  # the late-return window: evaluations in the last quarter of a run's steps
+
+
+def _evals_at_final_size(cell_dir: Path) -> tuple[pd.DataFrame | None, bool]:
+    """metrics.csv's evaluation rows of the network a run ends with, and whether the file had
+    size columns (structured pruning's ``alive_*``, sparse training's ``sparsity_*``) to tell:
+    the rows whose size columns equal the last row's. A network pruned during training must not
+    be credited with an evaluation of its larger self from before the last prune; a run whose
+    size never changes (dense, RigL, RLx2) keeps every row. ``(None, False)`` without a readable
+    metrics.csv with evaluations."""
     try:
         frame = pd.read_csv(cell_dir / "metrics.csv")
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
-        return fallback
-    size = [c for c in frame.columns if c.startswith(_SIZE_COLUMNS)]
-    if "eval_return" not in frame or not size:
-        return fallback
+        return None, False
+    if "eval_return" not in frame:
+        return None, False
     frame = frame.dropna(subset=["eval_return"])
     if frame.empty:
+        return None, False
+    size = [c for c in frame.columns if c.startswith(_SIZE_COLUMNS)]
+    if size:
+        sizes = frame[size].to_numpy(float)
+        frame = frame[np.isclose(sizes, sizes[-1], equal_nan=True).all(axis=1)]
+    return frame, bool(size)
+
+
+def best_at_final_size(cell_dir: Path, fallback: float) -> float:
+    """The best evaluation of the network a run ends with (see :func:`_evals_at_final_size`).
+    Without metrics.csv or size columns: ``fallback`` (summary.json's best)."""
+    frame, sized = _evals_at_final_size(cell_dir)
+    return float(frame["eval_return"].max()) if frame is not None and sized else fallback
+
+
+def late_return(cell_dir: Path, steps: float, fallback: float) -> float:
+    """The mean of a run's evaluations in its last quarter (step > (1 - LATE_FRACTION) * steps),
+    at its final network size: where a run ends, estimated from several evaluations instead of
+    the single last one, whose 10 episodes swing widely on tasks such as LunarLander (a
+    dense seed there evaluated 261 and 146 two evaluations apart). ``fallback`` (the final
+    evaluation) when metrics.csv has no evaluation in that window."""
+    frame, _ = _evals_at_final_size(cell_dir)
+    if frame is None or "step" not in frame or not math.isfinite(steps):
         return fallback
-    sizes = frame[size].to_numpy(float)
-    same = np.isclose(sizes, sizes[-1], equal_nan=True).all(axis=1)
-    return float(frame.loc[same, "eval_return"].max())
+    late = frame.loc[frame["step"] > (1.0 - LATE_FRACTION) * steps, "eval_return"]
+    return float(late.mean()) if len(late) else fallback
 
 
 def collect_runs(run_dir: str | Path) -> pd.DataFrame:
@@ -141,6 +169,7 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
             "final_eval_return": _num(summary.get("final_eval_return")),
             "best_eval_return": _num(summary.get("best_eval_return")),
             "best_final_size_return": best_at_final_size(cell, _num(summary.get("best_eval_return"))),
+            "late_return": late_return(cell, _num(summary.get("steps")), _num(summary.get("final_eval_return"))),
             "collision_rate": _num(summary.get("final_collision_rate")),
             "wall_time_s": _num(summary.get("wall_time_s")),
             "updates_per_s": _num(summary.get("updates_per_s")),
@@ -153,7 +182,7 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
             "neurons_removed": removed("neurons"), "weights_removed": removed("weights"),
         })
     columns = ["algo", "env", "label", "method", "tag", "seed", "dir", "steps",
-               "final_eval_return", "best_eval_return", "best_final_size_return", "collision_rate",
+               "final_eval_return", "best_eval_return", "best_final_size_return", "late_return", "collision_rate",
                "wall_time_s", "updates_per_s",
                "nonzero", "total", "train_total", "train_dense_total", "infer_per_action",
                "infer_dense_per_action", "neurons_removed", "weights_removed"]
@@ -184,12 +213,13 @@ def _pct_of(value: float, dense: pd.Series, floor: float) -> float:
 
 
 def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.DataFrame:
-    """Add ``baseline``, ``pct_of_dense`` (final return), ``pct_best_of_dense`` (best evaluation
-    of the final-size network against dense's best: the measure of benchmarks that report their
-    best checkpoint, such as the SB3 zoo's), ``size_ratio``, flop ratios and ``sparsity`` columns."""
+    """Add ``baseline``, ``pct_of_dense`` (final return), ``pct_late_of_dense`` (mean of the
+    last quarter's evaluations against dense's), ``pct_best_of_dense`` (best evaluation of the
+    final-size network against dense's best: the measure of benchmarks that report their best
+    checkpoint, such as the SB3 zoo's), ``size_ratio``, flop ratios and ``sparsity`` columns."""
     runs = runs.copy()
     floor_of = score_floor or {}
-    for col in ("baseline", "pct_of_dense", "pct_best_of_dense", "size_ratio", "train_flop_ratio",
+    for col in ("baseline", "pct_of_dense", "pct_late_of_dense", "pct_best_of_dense", "size_ratio", "train_flop_ratio",
                 "infer_flop_ratio", "sparsity"):
         runs[col] = np.nan if col != "baseline" else ""
     for (algo, env), grp in runs.groupby(["algo", "env"], sort=False):
@@ -200,6 +230,7 @@ def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.Da
             base = _baseline_label(labels, methods, row["tag"])
             b = grp[grp["label"] == base] if base else grp.iloc[0:0]
             pct = _pct_of(row["final_eval_return"], b["final_eval_return"], floor)
+            pct_late = _pct_of(row["late_return"], b["late_return"], floor)
             pct_best = _pct_of(row["best_final_size_return"], b["best_final_size_return"], floor)
             dense_total = b["total"].mean() if len(b) and b["total"].notna().any() else row["total"]
             dense_train = (b["train_total"].mean() if len(b) and b["train_total"].notna().any()
@@ -209,6 +240,7 @@ def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.Da
                            else row["infer_dense_per_action"])
             runs.loc[idx, "baseline"] = base or ""
             runs.loc[idx, "pct_of_dense"] = pct
+            runs.loc[idx, "pct_late_of_dense"] = pct_late
             runs.loc[idx, "pct_best_of_dense"] = pct_best
             runs.loc[idx, "size_ratio"] = _ratio(row["nonzero"], dense_total)
             runs.loc[idx, "train_flop_ratio"] = _ratio(row["train_total"], dense_train)
@@ -223,6 +255,7 @@ def aggregate(runs: pd.DataFrame, n_boot: int = stats.DEFAULT_BOOT) -> tuple[pd.
     for (algo, env, label), grp in runs.groupby(["algo", "env", "label"], sort=False):
         ret, ret_lo, ret_hi = stats.mean_ci(grp["final_eval_return"], n_boot=n_boot)
         pct, pct_lo, pct_hi = stats.mean_ci(grp["pct_of_dense"], n_boot=n_boot)
+        late, late_lo, late_hi = stats.mean_ci(grp["pct_late_of_dense"], n_boot=n_boot)
         best, best_lo, best_hi = stats.mean_ci(grp["pct_best_of_dense"], n_boot=n_boot)
         rows.append({
             "algo": algo, "env": env, "label": label, "method": grp["method"].iloc[0],
@@ -235,6 +268,8 @@ def aggregate(runs: pd.DataFrame, n_boot: int = stats.DEFAULT_BOOT) -> tuple[pd.
             "collision_rate": (grp["collision_rate"].mean() if grp["collision_rate"].notna().all()
                                else float("nan")),
             "pct_of_dense": pct, "pct_ci_low": pct_lo, "pct_ci_high": pct_hi,
+            "late_return_mean": grp["late_return"].mean(),
+            "pct_late_of_dense": late, "pct_late_ci_low": late_lo, "pct_late_ci_high": late_hi,
             "pct_best_of_dense": best, "pct_best_ci_low": best_lo, "pct_best_ci_high": best_hi,
             "size_ratio": grp["size_ratio"].mean(),
             "train_flop_ratio": grp["train_flop_ratio"].mean(),
@@ -355,6 +390,12 @@ def _ratio_tables(t: pd.DataFrame, q: pd.DataFrame, non_dense: list[str]) -> lis
         rows.append([f"**{algo.upper()}**", "**IQM**", *cells])
     out.append(_md_table(["Algo", "Env", *non_dense], rows))
 
+    out.append(f"\n**Late return as % of dense** — the mean of each run's evaluations in the last "
+               f"{LATE_FRACTION:.0%} of its steps (at its final network size) against dense's, mean over "
+               "seeds [95 % bootstrap CI]: where a run ends, from several evaluations instead of one.\n")
+    out.append(_per_env_table(t, non_dense, lambda r: _fmt_ci(r["pct_late_of_dense"], r["pct_late_ci_low"],
+                                                              r["pct_late_ci_high"])))
+
     out.append("\n**Best evaluation as % of dense's best** — each run's best evaluation during training "
                "at its final network size (a pruned network only after its last prune) against the dense "
                "runs' mean best, mean over seeds [95 % bootstrap CI]. The measure of "
@@ -383,7 +424,8 @@ def _per_env_table(t: pd.DataFrame, labels: list[str], cell) -> str:
 
 def _absolute_table(t: pd.DataFrame) -> list[str]:
     """Final return, pruning and cost per (algo, env, label)."""
-    out = ["**Absolute final return and cost** — mean [95 % bootstrap CI] over seeds.\n"]
+    out = ["**Absolute final return and cost** — mean [95 % bootstrap CI] over seeds; Late return: the "
+           f"mean of each run's evaluations in the last {LATE_FRACTION:.0%} of its steps, mean over seeds.\n"]
     structured = bool(t["neurons_removed"].notna().any()) if "neurons_removed" in t else False
     crashes = bool(t["collision_rate"].notna().any()) if "collision_rate" in t else False
     rows = []
@@ -391,11 +433,12 @@ def _absolute_table(t: pd.DataFrame) -> list[str]:
         pruned = ([_pct(r["neurons_removed"]), _pct(r["weights_removed"])] if structured else [])
         collisions = [_fmt(r["collision_rate"], 2)] if crashes else []
         rows.append([r["algo"].upper(), r["env"], r["label"], str(r["n_seeds"]), _fmt(r["steps"], 0),
-                     _fmt_ci(r["return_mean"], r["return_ci_low"], r["return_ci_high"]), *collisions,
+                     _fmt_ci(r["return_mean"], r["return_ci_low"], r["return_ci_high"]),
+                     _fmt(r["late_return_mean"]), *collisions,
                      _fmt(r["sparsity"], 3), *pruned, _fmt(r["wall_time_s"], 0), _fmt(r["updates_per_s"], 0)])
     pruned_cols = ["Neurons removed", "Weights removed"] if structured else []
     collision_cols = ["Collision rate"] if crashes else []
-    out.append(_md_table(["Algo", "Env", "Method", "Seeds", "Steps", "Final return", *collision_cols,
+    out.append(_md_table(["Algo", "Env", "Method", "Seeds", "Steps", "Final return", "Late return", *collision_cols,
                           "Sparsity", *pruned_cols, "Wall-clock (s)", "Updates/s"], rows, n_left=3))
     if crashes:
         out.append("\nCollision rate: fraction of the final evaluation's episodes in which "

@@ -69,6 +69,8 @@ def test_report_matches_hand_computation(run_dir):
             assert row["return_mean"] == pytest.approx(np.mean(ret))
             assert row["return_ci_low"] <= np.mean(ret) <= row["return_ci_high"]
             assert row["pct_of_dense"] == pytest.approx(np.mean(pct))
+            # the fake trainer evaluates at steps 30, 60, 90: only the last is in the last quarter
+            assert row["pct_late_of_dense"] == pytest.approx(np.mean(pct))
             dense_best = np.mean([s[(env, "dense", k)]["best_eval_return"] for k in range(3)])
             best = [100 * (r["best_eval_return"] - floors[env]) / (dense_best - floors[env]) for r in runs]
             assert row["pct_best_of_dense"] == pytest.approx(np.mean(best))
@@ -89,7 +91,7 @@ def test_report_matches_hand_computation(run_dir):
         assert q.loc[method, "iqm_ci_low"] <= iqm(pct) <= q.loc[method, "iqm_ci_high"]
     md = paths["md"].read_text()
     assert "| Algo | Env | tiny | rigl |" in md and "**IQM**" in md
-    assert "**Best evaluation as % of dense's best**" in md
+    assert "**Best evaluation as % of dense's best**" in md and "**Late return as % of dense**" in md
     assert "Seeds: 0, 1, 2" in md and "Runs: 18 finished of 18" in md
 
 
@@ -153,6 +155,23 @@ def test_best_of_a_pruned_run_counts_only_its_final_size(tmp_path):
     (dense / "metrics.csv").write_text("step,eval_return\n1000,300.0\n2000,150.0\n")
     assert best_at_final_size(dense, fallback=300.0) == 300.0
     assert best_at_final_size(tmp_path / "missing", fallback=7.0) == 7.0
+
+
+def test_late_return_is_the_last_quarter_at_the_final_size(tmp_path):
+    from sparserl.bench.report import late_return
+
+    pruned = tmp_path / "pruned"
+    pruned.mkdir()
+    # 4000 steps: the last quarter is step > 3000; the 40-neuron row at 3500 is before the last prune
+    (pruned / "metrics.csv").write_text("step,eval_return,alive_q\n1000,300.0,256\n3000,150.0,40\n"
+                                        "3500,90.0,40\n3750,200.0,17\n3900,,17\n4000,180.0,17\n")
+    assert late_return(pruned, steps=4000, fallback=-1.0) == pytest.approx((200.0 + 180.0) / 2)
+    dense = tmp_path / "dense"   # no size columns: every evaluation in the window counts
+    dense.mkdir()
+    (dense / "metrics.csv").write_text("step,eval_return\n1000,10.0\n3000,20.0\n3500,30.0\n4000,60.0\n")
+    assert late_return(dense, steps=4000, fallback=-1.0) == pytest.approx(45.0)
+    assert late_return(dense, steps=float("nan"), fallback=-1.0) == -1.0
+    assert late_return(tmp_path / "missing", steps=4000, fallback=7.0) == 7.0
 
 
 def test_a_dense_only_suite_reports_no_empty_ratio_tables(run_dir, tmp_path):
