@@ -149,7 +149,8 @@ def tradeoff_points(te: pd.DataFrame) -> pd.DataFrame | None:
 
 def plot_return_vs_neurons_removed(data, out_dir: Path, within: float = 95.0) -> list[Path]:
     """Structured pruning's trade-off, one figure per (algo, env) with at least two pruned
-    configurations: % of dense (95% CI) against the fraction of hidden neurons removed, the dense
+    configurations: % of dense (95% CI; final evaluation and, where the table has it, late return)
+    against the fraction of hidden neurons removed, the dense
     baseline at 0 and a line at ``within`` % of dense (the paper's "slight loss", 5 %), so where a
     target fraction stops paying is read off directly rather than from a table."""
     plt = _plt()
@@ -163,16 +164,22 @@ def plot_return_vs_neurons_removed(data, out_dir: Path, within: float = 95.0) ->
         if points is None:
             continue
         x = 100.0 * points["neurons_removed"].to_numpy(float)
-        y = points["pct_of_dense"].to_numpy(float)
-        err = _ci_errors(y, points["pct_ci_low"].to_numpy(float), points["pct_ci_high"].to_numpy(float))
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, color="C0")
-        for xi, yi, lab in zip(x, y, points["label"]):
+        measures = [("pct_of_dense", "pct_ci", "final evaluation")]
+        if "pct_late_of_dense" in points:
+            measures.append(("pct_late_of_dense", "pct_late_ci", "late return (last 25 % of evaluations)"))
+        for i, (value, ci, name) in enumerate(measures):
+            y = points[value].to_numpy(float)
+            err = _ci_errors(y, points[f"{ci}_low"].to_numpy(float), points[f"{ci}_high"].to_numpy(float))
+            # the second measure nudged right so that the error bars stay apart
+            ax.errorbar(x + 0.6 * i, y, yerr=err, fmt="o-" if i == 0 else "s--", capsize=3, color=f"C{i}",
+                        label=name)
+        for xi, yi, lab in zip(x, points["pct_of_dense"].to_numpy(float), points["label"]):
             ax.annotate(lab, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.axhline(100.0, color="gray", linestyle="--", linewidth=1)
         ax.axhline(within, color="C3", linestyle=":", linewidth=1, label=f"{within:g} % of dense")
         _label(ax, f"{algo.upper()} {env}: return vs neurons removed", "hidden neurons removed (%)",
-               "final return, % of dense (95% CI)")
+               "return, % of dense (95% CI)")
         paths.append(_save(plt, fig, out_dir / f"return_vs_neurons_{_safe(algo)}_{_safe(env)}.png"))
     return paths
 

@@ -127,15 +127,21 @@ def test_trade_off_plot_only_where_two_pruned_configurations_exist(tmp_path):
         ("EnvA-v0", "structured-target_neuron_fraction=0.5", 0.5, 97.0),
         ("EnvB-v0", "dense", nan, 100.0), ("EnvB-v0", "structured", 0.935, 90.0)]
     table = pd.DataFrame([{"algo": "dqn", "env": e, "label": lab, "baseline": "dense", "neurons_removed": n,
-                           "pct_of_dense": p, "pct_ci_low": p - 5, "pct_ci_high": p + 5} for e, lab, n, p in rows])
+                           "pct_of_dense": p, "pct_ci_low": p - 5, "pct_ci_high": p + 5,
+                           "pct_late_of_dense": p - 1, "pct_late_ci_low": p - 4, "pct_late_ci_high": p + 2}
+                          for e, lab, n, p in rows])
     points = tradeoff_points(table[table["env"] == "EnvA-v0"])
     assert points["label"].tolist() == ["dense", "structured-target_neuron_fraction=0.5", "structured"]
     assert points["neurons_removed"].tolist() == [0.0, 0.5, 0.935]
     assert points["pct_ci_low"].iloc[0] == 95.0          # dense drawn with its own CI, not a bare 100
+    assert points["pct_late_of_dense"].tolist() == [99.0, 96.0, 81.0]   # the late-return series rides along
     assert tradeoff_points(table[table["env"] == "EnvB-v0"]) is None
     paths = plot_return_vs_neurons_removed(SimpleNamespace(table=table), tmp_path)
     assert [p.name for p in paths] == ["return_vs_neurons_dqn_EnvA-v0.png"]
     assert paths[0].stat().st_size > 0
+    # a table from before the late return (no pct_late_* columns) still draws its final-return curve
+    old_table = table.drop(columns=["pct_late_of_dense", "pct_late_ci_low", "pct_late_ci_high"])
+    assert len(plot_return_vs_neurons_removed(SimpleNamespace(table=old_table), tmp_path / "old")) == 1
     # a table without structured runs (no neurons_removed column at all) draws nothing
     assert plot_return_vs_neurons_removed(SimpleNamespace(table=table.drop(columns="neurons_removed")),
                                           tmp_path) == []
