@@ -153,6 +153,8 @@ def plot_return_vs_neurons_removed(data, out_dir: Path, within: float = 95.0) ->
     against the fraction of hidden neurons removed, the dense
     baseline at 0 and a line at ``within`` % of dense (the paper's "slight loss", 5 %), so where a
     target fraction stops paying is read off directly rather than from a table."""
+    from .report import LATE_WINDOW  # noqa: PLC0415  (report imports this module)
+
     plt = _plt()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -166,8 +168,9 @@ def plot_return_vs_neurons_removed(data, out_dir: Path, within: float = 95.0) ->
         x = 100.0 * points["neurons_removed"].to_numpy(float)
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         measures = [("pct_of_dense", "pct_ci", "final evaluation")]
-        if "pct_late_of_dense" in points:
-            measures.append(("pct_late_of_dense", "pct_late_ci", "late return (last 25 % of evaluations)"))
+        if {"pct_late_of_dense", "pct_late_ci_low", "pct_late_ci_high"} <= set(points.columns):
+            measures.append(("pct_late_of_dense", "pct_late_ci", f"late return (evaluations in the last {LATE_WINDOW} "
+                                                                 "of the steps)"))
         for i, (value, ci, name) in enumerate(measures):
             y = points[value].to_numpy(float)
             err = _ci_errors(y, points[f"{ci}_low"].to_numpy(float), points[f"{ci}_high"].to_numpy(float))

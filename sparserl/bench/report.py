@@ -88,6 +88,7 @@ _SIZE_COLUMNS = ("alive_", "sparsity_")  # metrics.csv columns that change when 
 
 
 LATE_FRACTION = 0.25  # the late-return window: evaluations in the last quarter of a run's steps
+LATE_WINDOW = f"{100 * LATE_FRACTION:g} %"  # as the tables and plots name it
 
 
 def _evals_at_final_size(cell_dir: Path) -> tuple[pd.DataFrame | None, bool]:
@@ -113,24 +114,24 @@ def _evals_at_final_size(cell_dir: Path) -> tuple[pd.DataFrame | None, bool]:
     return frame, bool(size)
 
 
-def best_at_final_size(cell_dir: Path, fallback: float) -> float:
-    """The best evaluation of the network a run ends with (see :func:`_evals_at_final_size`).
-    Without metrics.csv or size columns: ``fallback`` (summary.json's best)."""
+def final_size_returns(cell_dir: Path, steps: float, final: float, best: float) -> tuple[float, float]:
+    """``(best, late)`` of the network a run ends with (see :func:`_evals_at_final_size`), from
+    one read of its metrics.csv.
+
+    * best: the maximum evaluation; without metrics.csv or size columns ``best`` (summary.json's).
+    * late: the mean of the evaluations in the last quarter of the run (step > (1 -
+      LATE_FRACTION) * steps): where a run ends, estimated from several evaluations instead of
+      the single last one, whose 10 episodes swing widely on tasks such as LunarLander (a dense
+      seed there evaluated 261 and 146 two evaluations apart). ``final`` (the last evaluation)
+      when metrics.csv has no evaluation in that window (or no ``step`` column)."""
     frame, sized = _evals_at_final_size(cell_dir)
-    return float(frame["eval_return"].max()) if frame is not None and sized else fallback
-
-
-def late_return(cell_dir: Path, steps: float, fallback: float) -> float:
-    """The mean of a run's evaluations in its last quarter (step > (1 - LATE_FRACTION) * steps),
-    at its final network size: where a run ends, estimated from several evaluations instead of
-    the single last one, whose 10 episodes swing widely on tasks such as LunarLander (a
-    dense seed there evaluated 261 and 146 two evaluations apart). ``fallback`` (the final
-    evaluation) when metrics.csv has no evaluation in that window."""
-    frame, _ = _evals_at_final_size(cell_dir)
-    if frame is None or "step" not in frame or not math.isfinite(steps):
-        return fallback
+    if frame is None:
+        return best, final
+    best_here = float(frame["eval_return"].max()) if sized else best
+    if "step" not in frame or not math.isfinite(steps):
+        return best_here, final
     late = frame.loc[frame["step"] > (1.0 - LATE_FRACTION) * steps, "eval_return"]
-    return float(late.mean()) if len(late) else fallback
+    return best_here, float(late.mean()) if len(late) else final
 
 
 def collect_runs(run_dir: str | Path) -> pd.DataFrame:
@@ -162,14 +163,16 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
             total = sum(_num(b.get(f"{kind}_total")) for b in neurons)
             return 1.0 - sum(_num(b.get(f"{kind}_alive")) for b in neurons) / total if neurons and total else float("nan")
 
+        best_final_size, late = final_size_returns(
+            cell, _num(summary.get("steps")), _num(summary.get("final_eval_return")),
+            _num(summary.get("best_eval_return")))
         rows.append({
             "algo": algo, "env": env, "label": label, "method": method, "tag": tag,
             "seed": int(m.group(1)), "dir": str(cell.relative_to(root)),
             "steps": _num(summary.get("steps")),
             "final_eval_return": _num(summary.get("final_eval_return")),
             "best_eval_return": _num(summary.get("best_eval_return")),
-            "best_final_size_return": best_at_final_size(cell, _num(summary.get("best_eval_return"))),
-            "late_return": late_return(cell, _num(summary.get("steps")), _num(summary.get("final_eval_return"))),
+            "best_final_size_return": best_final_size, "late_return": late,
             "collision_rate": _num(summary.get("final_collision_rate")),
             "wall_time_s": _num(summary.get("wall_time_s")),
             "updates_per_s": _num(summary.get("updates_per_s")),
@@ -371,7 +374,7 @@ def render_tables(data: ReportData) -> str:
 
 
 def _ratio_tables(t: pd.DataFrame, q: pd.DataFrame, non_dense: list[str]) -> list[str]:
-    """% of dense (final and best) and size/FLOP ratios, a column per non-dense label."""
+    """% of dense (final, late and best) and size/FLOP ratios, a column per non-dense label."""
     out = []
 
     out.append("**Final return as % of dense** — mean over seeds [95 % bootstrap CI]; "
@@ -391,7 +394,7 @@ def _ratio_tables(t: pd.DataFrame, q: pd.DataFrame, non_dense: list[str]) -> lis
     out.append(_md_table(["Algo", "Env", *non_dense], rows))
 
     out.append(f"\n**Late return as % of dense** — the mean of each run's evaluations in the last "
-               f"{LATE_FRACTION:.0%} of its steps (at its final network size) against dense's, mean over "
+               f"{LATE_WINDOW} of its steps (at its final network size) against dense's, mean over "
                "seeds [95 % bootstrap CI]: where a run ends, from several evaluations instead of one.\n")
     out.append(_per_env_table(t, non_dense, lambda r: _fmt_ci(r["pct_late_of_dense"], r["pct_late_ci_low"],
                                                               r["pct_late_ci_high"])))
@@ -423,9 +426,10 @@ def _per_env_table(t: pd.DataFrame, labels: list[str], cell) -> str:
 
 
 def _absolute_table(t: pd.DataFrame) -> list[str]:
-    """Final return, pruning and cost per (algo, env, label)."""
+    """Final and late return, pruning and cost per (algo, env, label)."""
     out = ["**Absolute final return and cost** — mean [95 % bootstrap CI] over seeds; Late return: the "
-           f"mean of each run's evaluations in the last {LATE_FRACTION:.0%} of its steps, mean over seeds.\n"]
+           f"mean of each run's evaluations in the last {LATE_WINDOW} of its steps (at its final network "
+           "size), mean over seeds.\n"]
     structured = bool(t["neurons_removed"].notna().any()) if "neurons_removed" in t else False
     crashes = bool(t["collision_rate"].notna().any()) if "collision_rate" in t else False
     rows = []

@@ -22,7 +22,7 @@ def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     suite = tmp / "suite.yaml"
     suite.write_text(
-        "name: two-envs\nsteps: 90\nseeds: [0, 1, 2]\neval_every: 30\neval_episodes: 1\n"
+        "name: two-envs\nsteps: 90\nseeds: [0, 1, 2]\neval_every: 10\neval_episodes: 1\n"
         "score_floor: {EnvB-v0: -500}\n"
         "cells:\n  - {algo: td3, env: [EnvA-v0, EnvB-v0], method: [dense, tiny, rigl]}\n")
     os.environ["FAKE_TRAINER_SLEEP"] = "0"
@@ -40,6 +40,7 @@ def _summaries(run_dir):
     out = {}
     for p in run_dir.glob("*/*/*/seed*/summary.json"):
         s = json.loads(p.read_text())
+        s["_dir"] = p.parent.relative_to(run_dir)
         out[(s["env"], s["method"], s["seed"])] = s
     return out
 
@@ -69,8 +70,17 @@ def test_report_matches_hand_computation(run_dir):
             assert row["return_mean"] == pytest.approx(np.mean(ret))
             assert row["return_ci_low"] <= np.mean(ret) <= row["return_ci_high"]
             assert row["pct_of_dense"] == pytest.approx(np.mean(pct))
-            # the fake trainer evaluates at steps 30, 60, 90: only the last is in the last quarter
-            assert row["pct_late_of_dense"] == pytest.approx(np.mean(pct))
+            # late return: the mean of the evaluations at steps 70, 80, 90 (> 0.75 * 90), read back
+            # from each run's metrics.csv
+            def late(run):
+                m = pd.read_csv(run_dir / run["_dir"] / "metrics.csv")
+                return m.loc[m["step"] > 67.5, "eval_return"].mean()
+            dense_late = np.mean([late(s[(env, "dense", k)]) for k in range(3)])
+            late_pct = [100 * (late(r) - floors[env]) / (dense_late - floors[env]) for r in runs]
+            assert row["late_return_mean"] == pytest.approx(np.mean([late(r) for r in runs]))
+            assert row["pct_late_of_dense"] == pytest.approx(np.mean(late_pct))
+            # the window holds more than the last evaluation (the fake runs' returns rise to their final)
+            assert all(late(r) < r["final_eval_return"] for r in runs)
             dense_best = np.mean([s[(env, "dense", k)]["best_eval_return"] for k in range(3)])
             best = [100 * (r["best_eval_return"] - floors[env]) / (dense_best - floors[env]) for r in runs]
             assert row["pct_best_of_dense"] == pytest.approx(np.mean(best))
@@ -92,6 +102,7 @@ def test_report_matches_hand_computation(run_dir):
     md = paths["md"].read_text()
     assert "| Algo | Env | tiny | rigl |" in md and "**IQM**" in md
     assert "**Best evaluation as % of dense's best**" in md and "**Late return as % of dense**" in md
+    assert "| Final return | Late return |" in md
     assert "Seeds: 0, 1, 2" in md and "Runs: 18 finished of 18" in md
 
 
@@ -148,36 +159,49 @@ def test_trade_off_plot_only_where_two_pruned_configurations_exist(tmp_path):
 
 
 def test_best_of_a_pruned_run_counts_only_its_final_size(tmp_path):
-    from sparserl.bench.report import best_at_final_size
+    from sparserl.bench.report import final_size_returns
+
+    def best(cell, fallback):
+        return final_size_returns(cell, steps=4000.0, final=0.0, best=fallback)[0]
 
     pruned = tmp_path / "pruned"
     pruned.mkdir()
     # best 300 while 256 neurons were alive; the final 17-neuron network peaks at 200
     (pruned / "metrics.csv").write_text("step,eval_return,alive_q\n1000,300.0,256\n2000,150.0,40\n"
                                         "3000,200.0,17\n3500,,17\n4000,180.0,17\n")
-    assert best_at_final_size(pruned, fallback=300.0) == 200.0
+    assert best(pruned, fallback=300.0) == 200.0
     dense = tmp_path / "dense"   # no size columns: summary.json's best stands
     dense.mkdir()
     (dense / "metrics.csv").write_text("step,eval_return\n1000,300.0\n2000,150.0\n")
-    assert best_at_final_size(dense, fallback=300.0) == 300.0
-    assert best_at_final_size(tmp_path / "missing", fallback=7.0) == 7.0
+    assert best(dense, fallback=300.0) == 300.0
+    assert best(tmp_path / "missing", fallback=7.0) == 7.0
 
 
 def test_late_return_is_the_last_quarter_at_the_final_size(tmp_path):
-    from sparserl.bench.report import late_return
+    from sparserl.bench.report import final_size_returns
+
+    def late(cell, steps, final):
+        return final_size_returns(cell, steps=steps, final=final, best=0.0)[1]
 
     pruned = tmp_path / "pruned"
     pruned.mkdir()
     # 4000 steps: the last quarter is step > 3000; the 40-neuron row at 3500 is before the last prune
     (pruned / "metrics.csv").write_text("step,eval_return,alive_q\n1000,300.0,256\n3000,150.0,40\n"
                                         "3500,90.0,40\n3750,200.0,17\n3900,,17\n4000,180.0,17\n")
-    assert late_return(pruned, steps=4000, fallback=-1.0) == pytest.approx((200.0 + 180.0) / 2)
+    assert late(pruned, 4000.0, final=-1.0) == pytest.approx((200.0 + 180.0) / 2)
     dense = tmp_path / "dense"   # no size columns: every evaluation in the window counts
     dense.mkdir()
     (dense / "metrics.csv").write_text("step,eval_return\n1000,10.0\n3000,20.0\n3500,30.0\n4000,60.0\n")
-    assert late_return(dense, steps=4000, fallback=-1.0) == pytest.approx(45.0)
-    assert late_return(dense, steps=float("nan"), fallback=-1.0) == -1.0
-    assert late_return(tmp_path / "missing", steps=4000, fallback=7.0) == 7.0
+    assert late(dense, 4000.0, final=-1.0) == pytest.approx(45.0)
+    # each fallback to the final evaluation: unknown budget, no evaluation in the window, no step
+    # column, no metrics.csv
+    assert late(dense, float("nan"), final=-1.0) == -1.0
+    assert late(dense, 400_000.0, final=-1.0) == -1.0
+    nostep = tmp_path / "nostep"
+    nostep.mkdir()
+    (nostep / "metrics.csv").write_text("eval_return\n10.0\n60.0\n")
+    assert late(nostep, 4000.0, final=-1.0) == -1.0
+    assert late(tmp_path / "missing", 4000.0, final=7.0) == 7.0
 
 
 def test_a_dense_only_suite_reports_no_empty_ratio_tables(run_dir, tmp_path):

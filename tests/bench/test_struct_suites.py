@@ -31,11 +31,19 @@ def test_sweep_seeds_are_not_reporting_seeds(tmp_path):
 
 def test_dense_hopper_cells_are_the_hopper100k_runs(tmp_path):
     def dense_hopper(name):
-        cells = load_suite(SUITES / f"{name}.yaml", tmp_path / name).cells
-        return {c.key: [a for a in train_args(c) if str(tmp_path) not in a]
-                for c in cells if c.env == "Hopper-v5" and c.method == "dense"}
+        return _args(name, tmp_path, lambda c: c.env == "Hopper-v5" and c.method == "dense")
     assert dense_hopper("struct_mujoco") == dense_hopper("hopper100k")
     assert len(dense_hopper("struct_mujoco")) == 3
+
+
+def test_cartpole_sweep_cells_pin_the_schedule_they_ran_with(tmp_path):
+    """The CartPole sweep ran around the then-default schedule (prune 10 % -> 80 %), which its
+    winner replaced: every structured cell outside the schedule group must still pin it."""
+    for cell in load_suite(SUITES / "struct_sweep.yaml", tmp_path).cells:
+        if cell.method == "structured" and "prune_start" not in cell.label:
+            args = train_args(cell)
+            assert args[args.index("--prune-start") + 1] == "0.1", cell.key
+            assert args[args.index("--prune-end") + 1] == "0.8", cell.key
 
 
 def _args(name, tmp_path, keep):
