@@ -11,7 +11,7 @@ REPORTED = ["struct_cartpole", "struct_lunar", "struct_mujoco", "highway", "stru
 SWEEPS = ["struct_sweep", "struct_sweep_lunar"]
 
 
-@pytest.mark.parametrize("name,n_cells", [("struct_cartpole", 10), ("struct_lunar", 10), ("struct_mujoco", 12),
+@pytest.mark.parametrize("name,n_cells", [("struct_cartpole", 10), ("struct_lunar", 15), ("struct_mujoco", 12),
                                           ("highway", 6), ("struct_sweep", 26),
                                           ("struct_sweep_lunar", 16), ("struct_tradeoff", 74)])
 def test_suites_load(tmp_path, name, n_cells):
