@@ -138,10 +138,11 @@ def plot_return_vs_sparsity(data, out_dir: Path) -> list[Path]:
 def tradeoff_points(te: pd.DataFrame) -> pd.DataFrame | None:
     """The points of one env's trade-off curve, by neurons removed: its dense baseline's row at 0
     (100 % by definition, its CI the dense seeds' own spread) and every structured-pruning row;
-    ``None`` below two pruned configurations (a point is not a curve)."""
+    ``None`` unless the pruned rows remove at least two different fractions of the neurons (a
+    point is not a curve, nor is a sweep of schedules at one target)."""
     pruned = te[np.isfinite(te["neurons_removed"].astype(float))
                 & np.isfinite(te["pct_of_dense"].astype(float))].sort_values("neurons_removed")
-    if len(pruned) < 2:
+    if pruned["neurons_removed"].astype(float).round(3).nunique() < 2:
         return None
     dense = te[te["label"] == pruned["baseline"].iloc[0]]
     return pd.concat([dense.assign(neurons_removed=0.0), pruned])

@@ -136,7 +136,10 @@ def test_trade_off_plot_only_where_two_pruned_configurations_exist(tmp_path):
     rows = [  # env A: dense + two pruned targets (a curve); env B: dense + one (a point, no figure)
         ("EnvA-v0", "dense", nan, 100.0), ("EnvA-v0", "structured", 0.935, 82.0),
         ("EnvA-v0", "structured-target_neuron_fraction=0.5", 0.5, 97.0),
-        ("EnvB-v0", "dense", nan, 100.0), ("EnvB-v0", "structured", 0.935, 90.0)]
+        ("EnvB-v0", "dense", nan, 100.0), ("EnvB-v0", "structured", 0.935, 90.0),
+        # env C: two schedules at one target (a sweep): one fraction of neurons, no curve either
+        ("EnvC-v0", "dense", nan, 100.0), ("EnvC-v0", "structured", 0.935, 90.0),
+        ("EnvC-v0", "structured-prune_end=0.7", 0.935, 80.0)]
     table = pd.DataFrame([{"algo": "dqn", "env": e, "label": lab, "baseline": "dense", "neurons_removed": n,
                            "pct_of_dense": p, "pct_ci_low": p - 5, "pct_ci_high": p + 5,
                            "pct_late_of_dense": p - 1, "pct_late_ci_low": p - 4, "pct_late_ci_high": p + 2}
@@ -147,6 +150,7 @@ def test_trade_off_plot_only_where_two_pruned_configurations_exist(tmp_path):
     assert points["pct_ci_low"].iloc[0] == 95.0          # dense drawn with its own CI, not a bare 100
     assert points["pct_late_of_dense"].tolist() == [99.0, 96.0, 81.0]   # the late-return series rides along
     assert tradeoff_points(table[table["env"] == "EnvB-v0"]) is None
+    assert tradeoff_points(table[table["env"] == "EnvC-v0"]) is None
     paths = plot_return_vs_neurons_removed(SimpleNamespace(table=table), tmp_path)
     assert [p.name for p in paths] == ["return_vs_neurons_dqn_EnvA-v0.png"]
     assert paths[0].stat().st_size > 0
