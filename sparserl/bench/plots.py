@@ -154,7 +154,7 @@ def plot_return_vs_neurons_removed(data, out_dir: Path, within: float = 95.0) ->
     against the fraction of hidden neurons removed, the dense
     baseline at 0 and a line at ``within`` % of dense (the paper's "slight loss", 5 %), so where a
     target fraction stops paying is read off directly rather than from a table."""
-    from .report import LATE_WINDOW  # noqa: PLC0415  (report imports this module)
+    from .report import LATE_WINDOW, ci_columns  # noqa: PLC0415  (report imports this module)
 
     plt = _plt()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,13 +168,12 @@ def plot_return_vs_neurons_removed(data, out_dir: Path, within: float = 95.0) ->
             continue
         x = 100.0 * points["neurons_removed"].to_numpy(float)
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        measures = [("pct_of_dense", "pct_ci", "final evaluation")]
-        if {"pct_late_of_dense", "pct_late_ci_low", "pct_late_ci_high"} <= set(points.columns):
-            measures.append(("pct_late_of_dense", "pct_late_ci", f"late return (evaluations in the last {LATE_WINDOW} "
-                                                                 "of the steps)"))
-        for i, (value, ci, name) in enumerate(measures):
+        measures = [("pct_of_dense", "final evaluation")]
+        if {"pct_late_of_dense", *ci_columns("pct_late_of_dense")} <= set(points.columns):
+            measures.append(("pct_late_of_dense", f"late return (evaluations in the last {LATE_WINDOW} of the steps)"))
+        for i, (value, name) in enumerate(measures):
             y = points[value].to_numpy(float)
-            err = _ci_errors(y, points[f"{ci}_low"].to_numpy(float), points[f"{ci}_high"].to_numpy(float))
+            err = _ci_errors(y, *(points[c].to_numpy(float) for c in ci_columns(value)))
             # the second measure nudged right so that the error bars stay apart
             ax.errorbar(x + 0.6 * i, y, yerr=err, fmt="o-" if i == 0 else "s--", capsize=3, color=f"C{i}",
                         label=name)

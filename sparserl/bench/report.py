@@ -215,6 +215,18 @@ def _pct_of(value: float, dense: pd.Series, floor: float) -> float:
     return 100.0 * (value - floor) / (dense_mean - floor)
 
 
+# each run's score column -> its "% of dense" column (the table adds that column's CI, see ci_columns)
+PCT_OF_DENSE = {"final_eval_return": "pct_of_dense", "late_return": "pct_late_of_dense",
+                "best_final_size_return": "pct_best_of_dense"}
+
+
+def ci_columns(pct_column: str) -> tuple[str, str]:
+    """The table's CI columns of a "% of dense" column: ``pct_late_of_dense`` ->
+    ``pct_late_ci_low``, ``pct_late_ci_high``."""
+    prefix = pct_column.removesuffix("_of_dense")
+    return f"{prefix}_ci_low", f"{prefix}_ci_high"
+
+
 def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.DataFrame:
     """Add ``baseline``, ``pct_of_dense`` (final return), ``pct_late_of_dense`` (mean of the
     last quarter's evaluations against dense's), ``pct_best_of_dense`` (best evaluation of the
@@ -222,8 +234,8 @@ def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.Da
     checkpoint, such as the SB3 zoo's), ``size_ratio``, flop ratios and ``sparsity`` columns."""
     runs = runs.copy()
     floor_of = score_floor or {}
-    for col in ("baseline", "pct_of_dense", "pct_late_of_dense", "pct_best_of_dense", "size_ratio", "train_flop_ratio",
-                "infer_flop_ratio", "sparsity"):
+    for col in ("baseline", *PCT_OF_DENSE.values(), "size_ratio", "train_flop_ratio", "infer_flop_ratio",
+                "sparsity"):
         runs[col] = np.nan if col != "baseline" else ""
     for (algo, env), grp in runs.groupby(["algo", "env"], sort=False):
         labels = set(grp["label"])
@@ -232,9 +244,6 @@ def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.Da
         for idx, row in grp.iterrows():
             base = _baseline_label(labels, methods, row["tag"])
             b = grp[grp["label"] == base] if base else grp.iloc[0:0]
-            pct = _pct_of(row["final_eval_return"], b["final_eval_return"], floor)
-            pct_late = _pct_of(row["late_return"], b["late_return"], floor)
-            pct_best = _pct_of(row["best_final_size_return"], b["best_final_size_return"], floor)
             dense_total = b["total"].mean() if len(b) and b["total"].notna().any() else row["total"]
             dense_train = (b["train_total"].mean() if len(b) and b["train_total"].notna().any()
                            else row["train_dense_total"])
@@ -242,9 +251,8 @@ def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.Da
                            if len(b) and b["infer_per_action"].notna().any()
                            else row["infer_dense_per_action"])
             runs.loc[idx, "baseline"] = base or ""
-            runs.loc[idx, "pct_of_dense"] = pct
-            runs.loc[idx, "pct_late_of_dense"] = pct_late
-            runs.loc[idx, "pct_best_of_dense"] = pct_best
+            for score, pct in PCT_OF_DENSE.items():
+                runs.loc[idx, pct] = _pct_of(row[score], b[score], floor)
             runs.loc[idx, "size_ratio"] = _ratio(row["nonzero"], dense_total)
             runs.loc[idx, "train_flop_ratio"] = _ratio(row["train_total"], dense_train)
             runs.loc[idx, "infer_flop_ratio"] = _ratio(row["infer_per_action"], dense_infer)
@@ -257,9 +265,10 @@ def aggregate(runs: pd.DataFrame, n_boot: int = stats.DEFAULT_BOOT) -> tuple[pd.
     rows = []
     for (algo, env, label), grp in runs.groupby(["algo", "env", "label"], sort=False):
         ret, ret_lo, ret_hi = stats.mean_ci(grp["final_eval_return"], n_boot=n_boot)
-        pct, pct_lo, pct_hi = stats.mean_ci(grp["pct_of_dense"], n_boot=n_boot)
-        late, late_lo, late_hi = stats.mean_ci(grp["pct_late_of_dense"], n_boot=n_boot)
-        best, best_lo, best_hi = stats.mean_ci(grp["pct_best_of_dense"], n_boot=n_boot)
+        pct_cis = {}
+        for pct in PCT_OF_DENSE.values():
+            mean, lo, hi = stats.mean_ci(grp[pct], n_boot=n_boot)
+            pct_cis.update(zip((pct, *ci_columns(pct)), (mean, lo, hi)))
         rows.append({
             "algo": algo, "env": env, "label": label, "method": grp["method"].iloc[0],
             "baseline": grp["baseline"].iloc[0], "n_seeds": len(grp),
@@ -270,10 +279,8 @@ def aggregate(runs: pd.DataFrame, n_boot: int = stats.DEFAULT_BOOT) -> tuple[pd.
             # a rate over some seeds only would read as one over all of them: all seeds or none
             "collision_rate": (grp["collision_rate"].mean() if grp["collision_rate"].notna().all()
                                else float("nan")),
-            "pct_of_dense": pct, "pct_ci_low": pct_lo, "pct_ci_high": pct_hi,
+            **pct_cis,
             "late_return_mean": grp["late_return"].mean(),
-            "pct_late_of_dense": late, "pct_late_ci_low": late_lo, "pct_late_ci_high": late_hi,
-            "pct_best_of_dense": best, "pct_best_ci_low": best_lo, "pct_best_ci_high": best_hi,
             "size_ratio": grp["size_ratio"].mean(),
             "train_flop_ratio": grp["train_flop_ratio"].mean(),
             "infer_flop_ratio": grp["infer_flop_ratio"].mean(),
@@ -396,16 +403,14 @@ def _ratio_tables(t: pd.DataFrame, q: pd.DataFrame, non_dense: list[str]) -> lis
     out.append(f"\n**Late return as % of dense** — the mean of each run's evaluations in the last "
                f"{LATE_WINDOW} of its steps (at its final network size) against dense's, mean over "
                "seeds [95 % bootstrap CI]: where a run ends, from several evaluations instead of one.\n")
-    out.append(_per_env_table(t, non_dense, lambda r: _fmt_ci(r["pct_late_of_dense"], r["pct_late_ci_low"],
-                                                              r["pct_late_ci_high"])))
+    out.append(_per_env_table(t, non_dense, _pct_cell("pct_late_of_dense")))
 
     out.append("\n**Best evaluation as % of dense's best** — each run's best evaluation during training "
                "at its final network size (a pruned network only after its last prune) against the dense "
                "runs' mean best, mean over seeds [95 % bootstrap CI]. The measure of "
                "benchmarks that report their best checkpoint (the SB3 zoo's); a maximum over noisy "
                "evaluations is biased upwards on both sides, so read it beside the final-return table.\n")
-    out.append(_per_env_table(t, non_dense, lambda r: _fmt_ci(r["pct_best_of_dense"], r["pct_best_ci_low"],
-                                                              r["pct_best_ci_high"])))
+    out.append(_per_env_table(t, non_dense, _pct_cell("pct_best_of_dense")))
 
     out.append("\n**Size and FLOP ratios vs dense** — size / training FLOPs / inference FLOPs "
                "(size = nonzero weights of all networks / dense weights).\n")
@@ -413,6 +418,11 @@ def _ratio_tables(t: pd.DataFrame, q: pd.DataFrame, non_dense: list[str]) -> lis
         _fmt(r[c], 3) for c in ("size_ratio", "train_flop_ratio", "infer_flop_ratio"))))
     out.append("")
     return out
+
+
+def _pct_cell(pct_column: str):
+    """A table cell formatter: the "% of dense" column with its CI."""
+    return lambda r: _fmt_ci(r[pct_column], *(r[c] for c in ci_columns(pct_column)))
 
 
 def _per_env_table(t: pd.DataFrame, labels: list[str], cell) -> str:
