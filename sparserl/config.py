@@ -127,8 +127,9 @@ class TrainConfig:
     grad_accumulation: int = _f(1, "minibatches the RigL dense gradient is accumulated over (at most "
                                 "--topology-delta)", check=POSITIVE)
     reset_adam: bool = _f(True, "reset Adam moments of dropped and grown weights")
-    regrow_dropped: bool = _f(True, "a connection dropped at a topology update may be regrown in the same "
-                              "update, keeping its value (RigL / RLx2 reference); --no-regrow-dropped excludes it")
+    regrow_dropped: bool = _f(False, "let a connection dropped at a topology update be regrown in the same update, "
+                              "keeping its value (the RigL / RLx2 reference code's candidate set); off by default: "
+                              "it lost about half of RigL's return on HalfCheetah (docs/RESULTS.md, RigL regression)")
     skip_step_on_update: bool = _f(True, "skip the optimizer step on topology-update steps (reference)")
     sparse_backend: str = _f("masked", "sparse execution: masked dense, csr kernels, or auto (measured per layer)",
                              SPARSE_BACKENDS)

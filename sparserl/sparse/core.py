@@ -98,9 +98,11 @@ class SparseTraining:
             step so the caller skips ``optimizer.step()`` (reference behaviour).
         grad_accumulation: average the dense gradient over the last k minibatches (steps
             ``u-k+1 .. u`` of update step ``u``) for the RigL grow criterion; ``1 <= k <= delta``.
-        regrow_dropped: a connection dropped at a topology update may be regrown in the same
-            update, keeping its value (RigL, the RLx2 reference; default); False excludes it
-            (see :mod:`.updaters`). Ignored when ``updater`` is an instance.
+        regrow_dropped: let a connection dropped at a topology update be regrown in the same
+            update, keeping its value (the RigL / RLx2 reference code's candidate set). Default
+            False: only connections inactive before the update may grow, which measured about
+            twice RigL's return on HalfCheetah (see :mod:`.updaters`). Ignored when ``updater``
+            is an instance.
         layers: optional list of Linear module names to sparsify.
         generator: ``torch.Generator`` for random init and SET; default: one seeded from
             the global torch RNG (so ``torch.manual_seed`` makes runs reproducible).
@@ -115,7 +117,7 @@ class SparseTraining:
                  drop_fraction: float = 0.5, t_end: Optional[int] = None,
                  stop_step: Optional[int] = None, reset_optimizer_state: bool = True,
                  skip_step_on_update: bool = True, grad_accumulation: int = 1,
-                 regrow_dropped: bool = True,
+                 regrow_dropped: bool = False,
                  layers: Optional[Sequence[str]] = None,
                  generator: Optional[torch.Generator] = None,
                  backend: Union[str, SparseExecution] = "masked"):

@@ -1,6 +1,6 @@
-"""`--regrow-dropped` (default for set/rigl/rlx2): RigL's and the RLx2 reference's grow step, where
-a connection dropped in this update competes for regrowth and, if it wins, keeps its value;
-`--no-regrow-dropped` is the exclusion sparserl used before.  Layer counts stay exact."""
+"""`--regrow-dropped` (an option; off by default since issue 21): the RigL / RLx2 reference code's grow
+step, where a connection dropped in this update competes for regrowth and, if it wins, keeps its value.
+The default `--no-regrow-dropped` excludes just-dropped connections.  Layer counts stay exact."""
 import gymnasium as gym
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ def flat(t):
 
 def test_dropped_connection_comes_back_in_the_same_update_with_its_old_value():
     w, mask = W.clone(), MASK.clone()
-    change = RigLUpdater().update(w, mask, 2, G.clone())
+    change = RigLUpdater(regrow_dropped=True).update(w, mask, 2, G.clone())
     # drop {1, 3}; grow the top-2 |grad| among {1, 3, 6..11}: idx 1 (50) and idx 7 (0.8)
     assert flat(change.regrown) == [1]
     assert flat(change.dropped) == [3] and flat(change.grown) == [7] and change.n == 1
@@ -41,7 +41,7 @@ def test_dropped_connection_comes_back_in_the_same_update_with_its_old_value():
 
 def test_dense_layer_keeps_everything_with_regrowth():
     w, mask = W.clone(), torch.ones(3, 4, dtype=torch.bool)
-    change = RigLUpdater().update(w, mask, 5, G.clone())
+    change = RigLUpdater(regrow_dropped=True).update(w, mask, 5, G.clone())
     assert change.n == 0 and int(change.regrown.sum()) == 5 and mask.all() and torch.equal(w, W)
 
 
@@ -49,7 +49,7 @@ def test_sparse_training_regrows_with_old_values_and_exact_layer_counts():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 2))
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    s = SparseTraining(net, opt, 0.8, updater="rigl", delta=3, t_end=30)
+    s = SparseTraining(net, opt, 0.8, updater="rigl", delta=3, t_end=30, regrow_dropped=True)
     x, y = torch.randn(64, 8), torch.randn(64, 2)
     regrown_total = 0
     for t in range(1, 31):
@@ -89,7 +89,7 @@ def _updaters(argv):
     return {name: ps[0].sparse.updater for name, ps in agent.plugins.items()}
 
 
-def test_regrow_is_the_default_for_dynamic_methods_and_can_be_switched_off():
+def test_exclusion_is_the_default_for_dynamic_methods_and_regrowth_can_be_switched_on():
     for method in ("rlx2", "rigl", "set"):
-        assert all(u.regrow_dropped for u in _updaters(f"--method {method}").values()), method
-    assert not any(u.regrow_dropped for u in _updaters("--method rlx2 --no-regrow-dropped").values())
+        assert not any(u.regrow_dropped for u in _updaters(f"--method {method}").values()), method
+    assert all(u.regrow_dropped for u in _updaters("--method rlx2 --regrow-dropped").values())
