@@ -46,7 +46,7 @@ def cmd_export(ns: argparse.Namespace) -> int:
         except ImportError:
             raise UserError("exporting an SB3 zip needs stable-baselines3: pip install 'sparserl[sb3]'") from None
         cls = sb3.algorithm_of_zip(ns.dir)
-        model = sb3.load(ns.dir, cls, device="cpu")
+        model = sb3.load_zip_safely(ns.dir, cls)  # never unpickles the zip
         report = export_policy(sb3.policy_spec(model), ns.format, ns.out)
         what = f"the SB3 {cls.__name__} policy"
     else:
