@@ -80,6 +80,8 @@ class Cell:
     tag: str = ""
     overrides: tuple[tuple[str, Any], ...] = ()
     timeout: float | None = None
+    #: ``sparserl bench --trust-env-module`` was given: the child may import a module:Class env
+    trust_env_module: bool = False
 
     @property
     def label(self) -> str:
@@ -152,6 +154,8 @@ def train_args(cell: Cell) -> list[str]:
         "--seed", str(cell.seed), "--steps", str(cell.steps), "--out", str(cell.out_dir),
         "--eval-every", str(cell.eval_every), "--eval-episodes", str(cell.eval_episodes),
     ]
+    if cell.trust_env_module:
+        args.append("--trust-env-module")
     opts = dict(cell.overrides)
     if "progress" not in opts:
         args.append("--no-progress")
@@ -172,7 +176,7 @@ def default_command(cell: Cell) -> list[str]:
 def default_resume_command(cell: Cell) -> list[str]:
     """Continue an interrupted cell from its ``resume.pt``: ``sparserl train --resume DIR``."""
     return [sys.executable, "-m", "sparserl", "train", "--resume", str(cell.out_dir),
-            "--steps", str(cell.steps)]
+            "--steps", str(cell.steps), *(["--trust-env-module"] if cell.trust_env_module else [])]
 
 
 def prefix_command_builder(prefix: Sequence[str]) -> Callable[[Cell], list[str]]:
@@ -243,8 +247,12 @@ def _tag_from_sweep(point: dict) -> str:
 
 
 def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
-                path: Path | None = None) -> Suite:
-    """Validate a loaded suite mapping and expand it into cells under ``out_dir``."""
+                path: Path | None = None, trust_env_module: bool = False) -> Suite:
+    """Validate a loaded suite mapping and expand it into cells under ``out_dir``.
+
+    A suite is data: a ``module:Class`` env id (importing the module runs its code) is refused
+    unless the user gave ``sparserl bench --trust-env-module`` (``trust_env_module``); only
+    then do the cells' commands carry the flag on to ``sparserl train``."""
     if not isinstance(raw, dict):
         raise UserError(f"{source}: a suite must be a YAML mapping with a 'cells' list")
     unknown = sorted(set(raw) - SUITE_KEYS)
@@ -287,6 +295,11 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
                 raise UserError(f"{where}: missing '{req}'")
         algos = _as_str_list(group["algo"], "algo", where)
         envs = _as_str_list(group["env"], "env", where)
+        for env in envs:
+            if ":" in env and not trust_env_module:
+                raise UserError(f"{where}: env {env!r} names module {env.partition(':')[0]!r} (importing it runs "
+                                f"its code); allowed: Gymnasium env ids, or pass --trust-env-module to "
+                                f"sparserl bench")
         methods = _as_str_list(group["method"], "method", where)
         seeds = _as_seeds(group["seeds"], where) if "seeds" in group else defaults["seeds"]
         steps = _as_pos_int(group.get("steps", defaults["steps"]), "steps", where)
@@ -320,6 +333,7 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
                 algo=algo, env=env, method=method, seed=seed, steps=steps,
                 eval_every=eval_every, eval_episodes=eval_episodes,
                 out_dir=out_dir, tag=tag, overrides=tuple(sorted(opts.items())), timeout=timeout,
+                trust_env_module=trust_env_module,
             )
             cell = dataclasses.replace(cell, out_dir=out_dir / cell.key)
             if not cell.out_dir.resolve().is_relative_to(root):  # e.g. a symlink inside OUT
@@ -336,7 +350,7 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
                  score_floor={str(k): float(v) for k, v in score_floor.items()})
 
 
-def load_suite(suite_path: str | Path, out_dir: str | Path) -> Suite:
+def load_suite(suite_path: str | Path, out_dir: str | Path, trust_env_module: bool = False) -> Suite:
     """Read and validate a suite YAML file (raises ``UserError`` with a one-line message)."""
     path = Path(suite_path)
     if not path.is_file():
@@ -349,4 +363,4 @@ def load_suite(suite_path: str | Path, out_dir: str | Path) -> Suite:
         raise UserError(f"{path}: invalid YAML{pos}: {getattr(exc, 'problem', exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read suite file {path}: {exc}") from None
-    return parse_suite(raw, out_dir, source=str(path), path=path)
+    return parse_suite(raw, out_dir, source=str(path), path=path, trust_env_module=trust_env_module)
