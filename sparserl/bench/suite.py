@@ -228,14 +228,42 @@ def _as_pos_int(value: Any, what: str, where: str) -> int:
     return value
 
 
+#: options of ``sparserl train`` a suite must not set: where a cell writes and whether it may
+#: replace or resume a run are the bench's decisions (a suite could otherwise write outside
+#: ``--out``), and importing an env module is the user's (``sparserl bench --trust-env-module``)
+RUN_CONTROL_OPTIONS = ("out", "overwrite", "resume", "config", "trust_env_module")
+#: set by the cell itself (group keys); an override would silently contradict its directory
+CELL_OPTIONS = ("algo", "env", "method", "seed", "steps", "eval_every", "eval_episodes")
+
+
+def _config_fields() -> set[str]:
+    from sparserl.config import TrainConfig  # noqa: PLC0415 (imports torch: only when a suite has options)
+
+    return {f.name for f in dataclasses.fields(TrainConfig)}
+
+
 def _as_options(value: Any, what: str, where: str) -> dict:
+    """An ``overrides`` / ``sweep`` mapping: only training-config fields (each becomes a
+    ``sparserl train`` option), never run-control options or the cell's own keys."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise UserError(f"{where}: '{what}' must be a mapping of option: value")
+    fields = None
     for key, val in value.items():
         if not isinstance(key, str) or not _KEY_RE.match(key):
             raise UserError(f"{where}: bad option name {key!r} in '{what}'")
+        name = key.replace("-", "_")
+        if name in RUN_CONTROL_OPTIONS:
+            raise UserError(f"{where}: '{what}' cannot set {key!r} (a run-control option: the bench decides "
+                            f"where cells write and whether they replace or resume runs); allowed: "
+                            f"training config fields")
+        if name in CELL_OPTIONS:
+            raise UserError(f"{where}: '{what}' cannot set {key!r}; give it as the group's own {name!r} key")
+        fields = _config_fields() if fields is None else fields
+        if name not in fields:
+            raise UserError(f"{where}: unknown option {key!r} in '{what}'; allowed: training config fields "
+                            f"(sparserl train options, e.g. lr, batch_size, actor_sparsity)")
         if isinstance(val, dict):
             raise UserError(f"{where}: option {key!r} in '{what}' cannot be a mapping")
     return dict(value)

@@ -130,3 +130,26 @@ def test_module_env_id_in_a_suite_needs_trust_env_module_and_nothing_is_imported
     (tmp_path / "plain.yaml").write_text("cells: [{algo: dqn, env: CartPole-v1, method: dense}]\n")
     plain = load_suite(tmp_path / "plain.yaml", tmp_path / "out").cells[0]
     assert "--trust-env-module" not in train_args(plain) + default_resume_command(plain)
+
+
+@pytest.mark.parametrize("options", [
+    "overrides: {out: '../../escaped', overwrite: true}",
+    "sweep: {out: ['../../a', '../../b']}",
+    "overrides: {resume: '../../victim'}",
+    "overrides: {trust-env-module: true}",
+    "overrides: {config: '../victim.txt'}",
+    "overrides: {seed: 3}",
+    "sweep: {not_a_field: [1, 2]}",
+])
+def test_overrides_and_sweeps_accept_only_config_fields(sandbox, fake_builder, options):
+    """Overrides and sweeps become `sparserl train` options: a run-control option there would
+    write outside --out (or replace runs); refused in one line naming the key, nothing touched."""
+    suite = sandbox / "suite.yaml"
+    suite.write_text("steps: 10\neval_every: 5\neval_episodes: 1\n"
+                     f"cells:\n  - {{algo: td3, env: E-v0, method: dense, {options}}}\n")
+    before = _tree(sandbox)
+    with pytest.raises(UserError) as info:
+        run_suite(suite, sandbox / "box" / "out", workers=1, command_builder=fake_builder, progress=False)
+    key = options.split("{")[1].split(":")[0]
+    assert "\n" not in str(info.value) and repr(key) in str(info.value)
+    assert _tree(sandbox) == before
