@@ -228,12 +228,13 @@ class BaseAlgorithm:
         model.options = {k: v for k, v in model.config.to_dict().items() if v is not None}
         return model
 
-    def export(self, path: Union[str, Path], format: str = "npz"):
+    def export(self, path: Union[str, Path], format: str = "npz", overwrite: bool = False):
         """Export the deterministic policy (``torch``, ``onnx``, ``npz`` or ``c``) with the
         observation flattening and action scaling of training built in; returns the per-layer
-        storage report (``sparserl export`` on the command line)."""
+        storage report (``sparserl export`` on the command line). An existing file at ``path``
+        is replaced only with ``overwrite=True``; a run's own files never."""
         from .export import export_policy
-        return export_policy(self._require_agent(), format, path)
+        return export_policy(self._require_agent(), format, path, overwrite=overwrite)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(env={self.config.env!r}, method={self.config.method!r}, seed={self.config.seed})"
