@@ -192,3 +192,17 @@ def test_log_dir_is_locked_and_a_finished_run_is_not_replaced_without_overwrite(
     assert json.loads((log_dir / "summary.json").read_text())["steps"] == 60
     with pytest.raises(sparserl.api.UserError, match="overwrite='yes'"):
         DQN("CartPole-v1", log_dir=log_dir, overwrite="yes")
+
+
+def test_a_discrete_space_with_an_offset_is_refused_in_one_line():
+    """Discrete(3, start=1): the agent's argmax indexes 0..2, the env expects 1..3; refused
+    before anything trains instead of acting with shifted actions."""
+    from envs_for_tests import GridObsEnv
+
+    env = GridObsEnv()
+    env.action_space = gym.spaces.Discrete(3, start=1)
+    model = DQN(env, hidden=[8], eval_every=0, eval_episodes=1, learning_starts=10)
+    with pytest.raises(sparserl.api.UserError) as info:
+        model.learn(20)
+    assert "\n" not in str(info.value) and "start=1" in str(info.value) and "0..2" in str(info.value)
+    assert model.trainer is None
