@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -336,8 +337,8 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
                                     "eval_episodes", where)
         timeout = group.get("timeout", defaults["timeout"])
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or timeout <= 0):
-            raise UserError(f"{where}: 'timeout' must be a positive number of seconds")
+                                    or not math.isfinite(timeout) or timeout <= 0):  # .nan <= 0 is False
+            raise UserError(f"{where}: 'timeout' must be a positive finite number of seconds, got {timeout!r}")
         overrides = {**global_overrides, **_as_options(group.get("overrides"), "overrides", where)}
         sweep = _as_options(group.get("sweep"), "sweep", where)
         sweep_axes = {k: (v if isinstance(v, list) else [v]) for k, v in sweep.items()}
@@ -383,8 +384,10 @@ def load_suite(suite_path: str | Path, out_dir: str | Path, trust_env_module: bo
     path = Path(suite_path)
     if not path.is_file():
         raise UserError(f"suite file not found: {path}")
+    # a key given twice would silently keep the last value (PyYAML's safe_load): refused
+    from sparserl.config import _UniqueKeyLoader  # noqa: PLC0415 (the train config's loader)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         pos = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
