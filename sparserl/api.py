@@ -16,6 +16,7 @@ from ``torch_threads`` (default 1) and torch's global RNG is seeded from ``seed`
 """
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
 
@@ -75,8 +76,14 @@ class BaseAlgorithm:
     algo: ClassVar[str] = ""
 
     def __init__(self, env: Union[str, Any], method: str = "dense", *, seed: int = 0, device: str = "auto",
-                 log_dir: Optional[Union[str, Path]] = None, preset: Optional[str] = None, **hyperparameters):
+                 log_dir: Optional[Union[str, Path]] = None, preset: Optional[str] = None,
+                 overwrite: bool = False, **hyperparameters):
+        """``log_dir``: write the run's files there, locked and checked as ``sparserl train
+        --out`` does: a finished or unfinished run in it is refused unless ``overwrite=True``."""
         from .envs import prepare_env
+        if not isinstance(overwrite, bool):
+            raise UserError(f"overwrite={overwrite!r}; allowed: True or False")
+        self.overwrite = overwrite
         if isinstance(env, str):
             self.env, env_id = None, env
         else:
@@ -116,17 +123,36 @@ class BaseAlgorithm:
                 self.config = config_from_options(options, source=where)
             except UserError as exc:
                 raise UserError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
-            self.trainer = Trainer(self.config, env=self.env, write_files=self.log_dir is not None,
-                                   callbacks=callback)
-            self.agent = self.trainer.agent
-            self._spaces = self.trainer.spaces_record()
-        else:
-            from .callbacks import as_callback
-            self.trainer.cfg.steps = self.trainer.step + int(total_timesteps)
-            self.trainer.cfg.progress = bool(progress_bar)
-            self.trainer.callback = as_callback(callback)
-        self.trainer.train()
+            with self._locked_log_dir(fresh=True):
+                self.trainer = Trainer(self.config, env=self.env, write_files=self.log_dir is not None,
+                                       callbacks=callback)
+                self.agent = self.trainer.agent
+                self._spaces = self.trainer.spaces_record()
+                self.trainer.train()
+            return self
+        from .callbacks import as_callback
+        self.trainer.cfg.steps = self.trainer.step + int(total_timesteps)
+        self.trainer.cfg.progress = bool(progress_bar)
+        self.trainer.callback = as_callback(callback)
+        with self._locked_log_dir(fresh=False):
+            self.trainer.train()
         return self
+
+    @contextmanager
+    def _locked_log_dir(self, fresh: bool):
+        """Hold ``log_dir``'s lock while training, as the CLI holds ``--out``'s: the first
+        ``learn`` also checks the directory (:func:`sparserl.rundir.open_run_dir`), so another
+        run there is never replaced silently; a later ``learn`` continues this model's own run."""
+        from .rundir import RunDirLock, open_run_dir
+        with ExitStack() as stack:
+            if self.log_dir is not None:
+                try:
+                    stack.enter_context(open_run_dir(self.log_dir, overwrite=self.overwrite) if fresh
+                                        else RunDirLock(self.log_dir, "log_dir"))
+                except UserError as exc:  # the CLI's words, in the API's terms
+                    raise UserError(str(exc).replace("--overwrite", "overwrite=True")
+                                    .replace("--out", "log_dir")) from None
+            yield
 
     # -- acting ---------------------------------------------------------------------------
     def predict(self, observation, state=None, episode_start=None, deterministic: bool = True):
@@ -197,17 +223,18 @@ class BaseAlgorithm:
     @classmethod
     def _from_state(cls, state: dict, env, device: str) -> "BaseAlgorithm":
         model = cls.__new__(cls)
-        model.env, model.log_dir, model.trainer = env, None, None
+        model.env, model.log_dir, model.trainer, model.overwrite = env, None, None, False
         model.config, model.agent, model._spaces = agent_from_state(state, device, env)
         model.options = {k: v for k, v in model.config.to_dict().items() if v is not None}
         return model
 
-    def export(self, path: Union[str, Path], format: str = "npz"):
+    def export(self, path: Union[str, Path], format: str = "npz", overwrite: bool = False):
         """Export the deterministic policy (``torch``, ``onnx``, ``npz`` or ``c``) with the
         observation flattening and action scaling of training built in; returns the per-layer
-        storage report (``sparserl export`` on the command line)."""
+        storage report (``sparserl export`` on the command line). An existing file at ``path``
+        is replaced only with ``overwrite=True``; a run's own files never."""
         from .export import export_policy
-        return export_policy(self._require_agent(), format, path)
+        return export_policy(self._require_agent(), format, path, overwrite=overwrite)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(env={self.config.env!r}, method={self.config.method!r}, seed={self.config.seed})"

@@ -94,6 +94,11 @@ def check_compatible(algo: str, env: gym.Env, env_id: str) -> None:
     if algo in DISCRETE_ALGOS and not isinstance(space, gym.spaces.Discrete):
         raise UserError(f"--algo {algo} needs a discrete action space, but {env_id} has {space}; "
                         f"use --algo td3 or sac for continuous actions")
+    if isinstance(space, gym.spaces.Discrete) and int(space.start) != 0:
+        # the Q-network's argmax (in training, eval, checkpoints and every export format) is an
+        # index 0..n-1: without this check the env would get action k for the agent's k + start
+        raise UserError(f"{env_id}: discrete actions must start at 0, got {space} (start={int(space.start)}); "
+                        f"wrap the env so its actions are 0..{int(space.n) - 1}")
     if isinstance(space, gym.spaces.Box) and not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
         raise UserError(f"{env_id}: continuous actions must be bounded, got low={space.low} high={space.high}")
     if not isinstance(env.observation_space, gym.spaces.Box):

@@ -51,6 +51,8 @@ def configure_bench_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParse
                    help="print every cell, whether it is done, and its command; run nothing")
     p.add_argument("--report", action="store_true", help="write the report when the grid ends")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--trust-env-module", action="store_true",
+                   help="allow the suite's 'module:Class' env ids (imports the module: runs its code)")
     return p
 
 
@@ -77,14 +79,15 @@ def run_bench(args: argparse.Namespace, argv: Sequence[str] | None = None) -> in
             raise UserError("--command-prefix is empty")
         builder = prefix_command_builder(prefix)
     if args.dry_run:
-        for item in dump_suite_cells(args.suite, args.out, builder):
+        for item in dump_suite_cells(args.suite, args.out, builder, trust_env_module=args.trust_env_module):
             print(("done " if item["done"] else "todo ") + item["cell"] + "  "
                   + shlex.join(item["command"]))
         return 0
     command_line = "sparserl bench " + shlex.join(list(argv)) if argv is not None else None
     summary = run_suite(args.suite, args.out, workers=args.workers, backend=args.backend,
                         ray_address=args.ray_address, command_builder=builder,
-                        progress=not args.no_progress, command_line=command_line)
+                        progress=not args.no_progress, command_line=command_line,
+                        trust_env_module=args.trust_env_module)
     print(f"{summary['total']} cells: {summary['skipped']} already done, "
           f"{summary['completed']} completed now, {summary['failed']} failed "
           f"({summary['elapsed_s']:.0f} s) -> {summary['out_dir']}")

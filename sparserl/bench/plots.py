@@ -39,7 +39,8 @@ def read_curve(cell_dir: Path, column: str = "eval_return", warn: bool = True) -
     (None if unusable or absent)."""
     path = cell_dir / "metrics.csv"
     try:
-        df = pd.read_csv(path)
+        from .report import read_metrics  # noqa: PLC0415 (report imports nothing of plots at load)
+        df = read_metrics(path, warn=False)  # the report's read of the same file warns once
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return None
     if "step" not in df.columns or column not in df.columns:

@@ -30,6 +30,8 @@ distance per method where runs used a dynamic buffer; return vs sparsity).
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
@@ -84,6 +86,34 @@ def _read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_metrics(path: Path, warn: bool = True) -> pd.DataFrame:
+    """A run's metrics.csv as a frame, without a truncated last row: a run killed while
+    appending leaves a row without its line end, with fewer fields than the header, or with a
+    cut-off number (a field that is a number in the row before); read as data it would pass a
+    wrong or missing evaluation for the run's last one. Such a row is skipped with a warning on
+    stderr. Raises what ``pd.read_csv`` raises for an unreadable file."""
+    lines = Path(path).read_text().splitlines(keepends=True)
+    if len(lines) > 1:
+        header, last = next(csv.reader([lines[0]])), next(csv.reader([lines[-1]]), [])
+        previous = next(csv.reader([lines[-2]]), []) if len(lines) > 2 else []
+        cut_number = any(v.strip() and not _is_number(v) and i < len(previous) and _is_number(previous[i])
+                         for i, v in enumerate(last))
+        if not lines[-1].endswith("\n") or len(last) < len(header) or cut_number:
+            if warn:
+                print(f"warning: {path}: skipping its truncated last row (line {len(lines)}: "
+                      f"{lines[-1].strip()[:60]!r})", file=sys.stderr)
+            lines = lines[:-1]
+    return pd.read_csv(io.StringIO("".join(lines)))
+
+
 _SIZE_COLUMNS = ("alive_", "sparsity_")  # metrics.csv columns that change when a network shrinks
 
 
@@ -99,8 +129,8 @@ def _evals_at_final_size(cell_dir: Path) -> tuple[pd.DataFrame | None, bool]:
     size never changes (dense, RigL, RLx2) keeps every row. ``(None, False)`` without a readable
     metrics.csv with evaluations."""
     try:
-        frame = pd.read_csv(cell_dir / "metrics.csv")
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        frame = read_metrics(cell_dir / "metrics.csv")
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
         return None, False
     if "eval_return" not in frame:
         return None, False

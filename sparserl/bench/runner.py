@@ -332,7 +332,7 @@ def run_suite(suite_path: str | Path, out_dir: str | Path, workers: int | None =
               backend: str = "local", ray_address: str | None = None,
               command_builder: CommandBuilder | None = None, progress: bool = True,
               command_line: str | None = None,
-              resume_builder: CommandBuilder | None = None) -> dict:
+              resume_builder: CommandBuilder | None = None, trust_env_module: bool = False) -> dict:
     """Run every cell of a suite that is not done yet; return a summary dict.
 
     Args:
@@ -347,6 +347,8 @@ def run_suite(suite_path: str | Path, out_dir: str | Path, workers: int | None =
             ``command_builder`` is not given, else none (interrupted cells restart afresh).
         progress: show a tqdm progress bar with ETA on stderr.
         command_line: how the run was invoked, recorded in the manifest.
+        trust_env_module: allow the suite's ``module:Class`` env ids (their modules run code);
+            refused otherwise, since a suite is data.
 
     Returns ``{"out_dir", "total", "skipped", "ran", "completed", "failed", "failures",
     "elapsed_s"}`` where ``failures`` is the content of ``OUT/failures.json``.
@@ -360,7 +362,7 @@ def run_suite(suite_path: str | Path, out_dir: str | Path, workers: int | None =
     if backend == "ray":
         _import_ray()  # fail fast, before anything is written
     run_dir = Path(out_dir).resolve()
-    suite = load_suite(suite_path, run_dir)
+    suite = load_suite(suite_path, run_dir, trust_env_module=trust_env_module)
     build = command_builder or default_command
     resume_build = resume_builder or (default_resume_command if command_builder is None else None)
     with RunDirLock(run_dir, "--out"):  # creates OUT; a second bench on it fails here
@@ -468,9 +470,9 @@ def run_suite(suite_path: str | Path, out_dir: str | Path, workers: int | None =
 
 
 def dump_suite_cells(suite_path: str | Path, out_dir: str | Path,
-                     command_builder: CommandBuilder | None = None) -> list[dict]:
+                     command_builder: CommandBuilder | None = None, trust_env_module: bool = False) -> list[dict]:
     """The expanded grid with each cell's command and status (for ``--dry-run``)."""
-    suite = load_suite(suite_path, Path(out_dir).resolve())
+    suite = load_suite(suite_path, Path(out_dir).resolve(), trust_env_module=trust_env_module)
     build = command_builder or default_command
     return [{"cell": c.key, "done": is_done(c.out_dir), "command": list(map(str, build(c)))}
             for c in suite.cells]

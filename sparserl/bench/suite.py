@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ class Cell:
     tag: str = ""
     overrides: tuple[tuple[str, Any], ...] = ()
     timeout: float | None = None
+    #: ``sparserl bench --trust-env-module`` was given: the child may import a module:Class env
+    trust_env_module: bool = False
 
     @property
     def label(self) -> str:
@@ -152,6 +155,8 @@ def train_args(cell: Cell) -> list[str]:
         "--seed", str(cell.seed), "--steps", str(cell.steps), "--out", str(cell.out_dir),
         "--eval-every", str(cell.eval_every), "--eval-episodes", str(cell.eval_episodes),
     ]
+    if cell.trust_env_module:
+        args.append("--trust-env-module")
     opts = dict(cell.overrides)
     if "progress" not in opts:
         args.append("--no-progress")
@@ -172,7 +177,7 @@ def default_command(cell: Cell) -> list[str]:
 def default_resume_command(cell: Cell) -> list[str]:
     """Continue an interrupted cell from its ``resume.pt``: ``sparserl train --resume DIR``."""
     return [sys.executable, "-m", "sparserl", "train", "--resume", str(cell.out_dir),
-            "--steps", str(cell.steps)]
+            "--steps", str(cell.steps), *(["--trust-env-module"] if cell.trust_env_module else [])]
 
 
 def prefix_command_builder(prefix: Sequence[str]) -> Callable[[Cell], list[str]]:
@@ -224,14 +229,42 @@ def _as_pos_int(value: Any, what: str, where: str) -> int:
     return value
 
 
+#: options of ``sparserl train`` a suite must not set: where a cell writes and whether it may
+#: replace or resume a run are the bench's decisions (a suite could otherwise write outside
+#: ``--out``), and importing an env module is the user's (``sparserl bench --trust-env-module``)
+RUN_CONTROL_OPTIONS = ("out", "overwrite", "resume", "config", "trust_env_module")
+#: set by the cell itself (group keys); an override would silently contradict its directory
+CELL_OPTIONS = ("algo", "env", "method", "seed", "steps", "eval_every", "eval_episodes")
+
+
+def _config_fields() -> set[str]:
+    from sparserl.config import TrainConfig  # noqa: PLC0415 (imports torch: only when a suite has options)
+
+    return {f.name for f in dataclasses.fields(TrainConfig)}
+
+
 def _as_options(value: Any, what: str, where: str) -> dict:
+    """An ``overrides`` / ``sweep`` mapping: only training-config fields (each becomes a
+    ``sparserl train`` option), never run-control options or the cell's own keys."""
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise UserError(f"{where}: '{what}' must be a mapping of option: value")
+    fields = None
     for key, val in value.items():
         if not isinstance(key, str) or not _KEY_RE.match(key):
             raise UserError(f"{where}: bad option name {key!r} in '{what}'")
+        name = key.replace("-", "_")
+        if name in RUN_CONTROL_OPTIONS:
+            raise UserError(f"{where}: '{what}' cannot set {key!r} (a run-control option: the bench decides "
+                            f"where cells write and whether they replace or resume runs); allowed: "
+                            f"training config fields")
+        if name in CELL_OPTIONS:
+            raise UserError(f"{where}: '{what}' cannot set {key!r}; give it as the group's own {name!r} key")
+        fields = _config_fields() if fields is None else fields
+        if name not in fields:
+            raise UserError(f"{where}: unknown option {key!r} in '{what}'; allowed: training config fields "
+                            f"(sparserl train options, e.g. lr, batch_size, actor_sparsity)")
         if isinstance(val, dict):
             raise UserError(f"{where}: option {key!r} in '{what}' cannot be a mapping")
     return dict(value)
@@ -243,8 +276,12 @@ def _tag_from_sweep(point: dict) -> str:
 
 
 def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
-                path: Path | None = None) -> Suite:
-    """Validate a loaded suite mapping and expand it into cells under ``out_dir``."""
+                path: Path | None = None, trust_env_module: bool = False) -> Suite:
+    """Validate a loaded suite mapping and expand it into cells under ``out_dir``.
+
+    A suite is data: a ``module:Class`` env id (importing the module runs its code) is refused
+    unless the user gave ``sparserl bench --trust-env-module`` (``trust_env_module``); only
+    then do the cells' commands carry the flag on to ``sparserl train``."""
     if not isinstance(raw, dict):
         raise UserError(f"{source}: a suite must be a YAML mapping with a 'cells' list")
     unknown = sorted(set(raw) - SUITE_KEYS)
@@ -287,6 +324,11 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
                 raise UserError(f"{where}: missing '{req}'")
         algos = _as_str_list(group["algo"], "algo", where)
         envs = _as_str_list(group["env"], "env", where)
+        for env in envs:
+            if ":" in env and not trust_env_module:
+                raise UserError(f"{where}: env {env!r} names module {env.partition(':')[0]!r} (importing it runs "
+                                f"its code); allowed: Gymnasium env ids, or pass --trust-env-module to "
+                                f"sparserl bench")
         methods = _as_str_list(group["method"], "method", where)
         seeds = _as_seeds(group["seeds"], where) if "seeds" in group else defaults["seeds"]
         steps = _as_pos_int(group.get("steps", defaults["steps"]), "steps", where)
@@ -295,8 +337,8 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
                                     "eval_episodes", where)
         timeout = group.get("timeout", defaults["timeout"])
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or timeout <= 0):
-            raise UserError(f"{where}: 'timeout' must be a positive number of seconds")
+                                    or not math.isfinite(timeout) or timeout <= 0):  # .nan <= 0 is False
+            raise UserError(f"{where}: 'timeout' must be a positive finite number of seconds, got {timeout!r}")
         overrides = {**global_overrides, **_as_options(group.get("overrides"), "overrides", where)}
         sweep = _as_options(group.get("sweep"), "sweep", where)
         sweep_axes = {k: (v if isinstance(v, list) else [v]) for k, v in sweep.items()}
@@ -320,6 +362,7 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
                 algo=algo, env=env, method=method, seed=seed, steps=steps,
                 eval_every=eval_every, eval_episodes=eval_episodes,
                 out_dir=out_dir, tag=tag, overrides=tuple(sorted(opts.items())), timeout=timeout,
+                trust_env_module=trust_env_module,
             )
             cell = dataclasses.replace(cell, out_dir=out_dir / cell.key)
             if not cell.out_dir.resolve().is_relative_to(root):  # e.g. a symlink inside OUT
@@ -336,17 +379,19 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
                  score_floor={str(k): float(v) for k, v in score_floor.items()})
 
 
-def load_suite(suite_path: str | Path, out_dir: str | Path) -> Suite:
+def load_suite(suite_path: str | Path, out_dir: str | Path, trust_env_module: bool = False) -> Suite:
     """Read and validate a suite YAML file (raises ``UserError`` with a one-line message)."""
     path = Path(suite_path)
     if not path.is_file():
         raise UserError(f"suite file not found: {path}")
+    # a key given twice would silently keep the last value (PyYAML's safe_load): refused
+    from sparserl.config import _UniqueKeyLoader  # noqa: PLC0415 (the train config's loader)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         pos = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise UserError(f"{path}: invalid YAML{pos}: {getattr(exc, 'problem', exc)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read suite file {path}: {exc}") from None
-    return parse_suite(raw, out_dir, source=str(path), path=path)
+    return parse_suite(raw, out_dir, source=str(path), path=path, trust_env_module=trust_env_module)

@@ -30,6 +30,8 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
                         help="torch: torch.export program; onnx: ONNX model; npz: compact arrays for "
                              "sparserl.runtime (numpy only); c: C99 source + header")
     parser.add_argument("--out", required=True, metavar="PATH", help="output file (for c: a .c path; the .h goes next to it)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output file (never a run's checkpoint.pt, config.yaml, ...)")
     return parser
 
 
@@ -46,13 +48,13 @@ def cmd_export(ns: argparse.Namespace) -> int:
         except ImportError:
             raise UserError("exporting an SB3 zip needs stable-baselines3: pip install 'sparserl[sb3]'") from None
         cls = sb3.algorithm_of_zip(ns.dir)
-        model = sb3.load(ns.dir, cls, device="cpu")
-        report = export_policy(sb3.policy_spec(model), ns.format, ns.out)
+        model = sb3.load_zip_safely(ns.dir, cls)  # never unpickles the zip
+        report = export_policy(sb3.policy_spec(model), ns.format, ns.out, overwrite=ns.overwrite)
         what = f"the SB3 {cls.__name__} policy"
     else:
         from ..cli import load_agent
         cfg, agent, _ = load_agent(ns.dir, with_env=False)
-        report = export_policy(agent, ns.format, ns.out)
+        report = export_policy(agent, ns.format, ns.out, overwrite=ns.overwrite)
         what = f"the {cfg.algo}/{cfg.method} policy for {cfg.env}"
     extra = f" and {Path(ns.out).with_suffix('.h')}" if ns.format == "c" else ""
     print(f"wrote {what} as {ns.format}: {ns.out}{extra}")

@@ -721,6 +721,109 @@ def algorithm_of_zip(path) -> type:
     raise UserError(f"{path}: policy class from {module or 'an unknown module'}; supported: DQN, TD3, SAC, PPO, A2C")
 
 
+#: class reprs (``str(cls)``, as SB3 stores non-JSON values beside their pickle) a zip's
+#: ``policy_kwargs`` may name, resolved here by name instead of unpickling the zip's copy
+_SAFE_CLASSES = {f"<class '{c.__module__}.{c.__qualname__}'>": c for c in (
+    nn.ReLU, nn.Tanh, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.GELU, nn.SiLU,
+    torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.SGD)}
+
+
+def _space_from_json(key: str, item: dict, path):
+    """A Box or Discrete space rebuilt from the readable attributes SB3 stores next to the
+    pickle. Box bounds come from their printed form (numpy prints up to 8 decimals), which
+    is exact for the usual bounds; a summarised ('...') array is refused."""
+    import numpy as np
+    from gymnasium import spaces
+
+    kind = str(item.get(":type:", ""))
+    try:
+        if kind.endswith("spaces.discrete.Discrete'>"):
+            return spaces.Discrete(int(item["n"]), start=int(item.get("start", 0)))
+        if kind.endswith("spaces.box.Box'>"):
+            shape = tuple(int(d) for d in item["_shape"])
+            dtype = np.dtype(str(item["dtype"]))
+            bounds = []
+            for side in ("low", "high"):
+                text = str(item[side])
+                if "..." in text:
+                    raise ValueError(f"{side} is summarised")
+                values = np.array(text.replace("[", " ").replace("]", " ").split(), dtype=np.float64)
+                bounds.append(values.reshape(shape).astype(dtype))
+            return spaces.Box(low=bounds[0], high=bounds[1], shape=shape, dtype=dtype)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read the stored {key} ({exc})") from None
+    raise UserError(f"{path}: stored {key} is {kind or 'of unknown type'}; supported: Box, Discrete")
+
+
+def _policy_kwargs_from_json(item: dict, path) -> dict:
+    kwargs = {}
+    for name, value in item.items():
+        if name.startswith(":"):
+            continue
+        if isinstance(value, str) and value.startswith("<"):
+            if value not in _SAFE_CLASSES:
+                raise UserError(f"{path}: policy_kwargs[{name!r}] = {value[:80]} cannot be read without "
+                                f"unpickling; supported: torch.nn activations and torch.optim optimizers")
+            value = _SAFE_CLASSES[value]
+        kwargs[name] = value
+    return kwargs
+
+
+def zip_custom_objects(path, cls: type) -> dict:
+    """``custom_objects`` for ``cls.load(path)`` that replace *every* pickled value of the zip's
+    ``data`` JSON, so loading never unpickles anything from the file (a crafted zip's pickle
+    runs arbitrary code). The policy class is the algorithm's ``MlpPolicy``, spaces and
+    ``policy_kwargs`` are rebuilt from their readable JSON attributes, schedules become
+    constants and anything else pickled is dropped (``None``): enough to rebuild the policy and
+    load its weights (``.pth`` files are read with ``weights_only=True``), not to resume training."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            data = json.loads(zf.read("data"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path}: not a Stable-Baselines3 model zip ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a Stable-Baselines3 model zip (data is not a JSON object)")
+    objects: dict = {}
+    for key, item in data.items():
+        if not (isinstance(item, dict) and ":serialized:" in item):
+            continue
+        if key == "policy_class":
+            objects[key] = cls.policy_aliases["MlpPolicy"]
+        elif key in ("observation_space", "action_space"):
+            objects[key] = _space_from_json(key, item, path)
+        elif key == "policy_kwargs":
+            objects[key] = _policy_kwargs_from_json(item, path)
+        elif key in ("lr_schedule", "clip_range", "clip_range_vf", "exploration_schedule"):
+            objects[key] = _constant_schedule
+        elif key == "train_freq":
+            objects[key] = 1
+        else:
+            objects[key] = None
+    return objects
+
+
+def _constant_schedule(_progress_remaining: float) -> float:
+    """Stands in for a zip's pickled schedules: exporting never steps an optimizer."""
+    return 0.0
+
+
+def load_zip_safely(path, cls: type) -> BaseAlgorithm:
+    """:func:`load` for ``sparserl export``: nothing of the zip is unpickled
+    (:func:`zip_custom_objects`); a zip SB3 cannot rebuild that way fails in one line."""
+    objects = zip_custom_objects(path, cls)
+    try:
+        return load(path, cls, device="cpu", custom_objects=objects)
+    except UserError:
+        raise
+    except (KeyError, ValueError, TypeError, AttributeError, RuntimeError, AssertionError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"{path}: cannot rebuild the SB3 {cls.__name__} model without unpickling "
+                        f"({type(exc).__name__}: {first})") from None
+
+
 def _linears(module: nn.Module, what: str) -> list:
     """The Linear layers of an SB3 MLP (``nn.Sequential`` of Linear + activation), checking that
     its activations are ReLU: the exported formats implement ReLU MLPs."""

@@ -1,6 +1,8 @@
 """The Stable-Baselines3-shaped Python API and its equivalence with the CLI."""
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -166,3 +168,41 @@ def test_model_export_npz_matches_predict(tmp_path):
     assert report is not None
     obs = np.random.default_rng(2).uniform(-1, 1, size=(6, 3)).astype(np.float32)
     np.testing.assert_allclose(Policy.load(tmp_path / "policy.npz").act(obs), model.predict(obs)[0], atol=1e-5)
+
+
+def test_log_dir_is_locked_and_a_finished_run_is_not_replaced_without_overwrite(tmp_path):
+    """log_dir goes through the CLI's lock-and-refuse path: a finished run there is refused in
+    one line naming overwrite=True, its files unchanged; a held lock is refused; overwrite=True
+    replaces it; a second learn() of the same model continues its own run."""
+    from sparserl.rundir import RunDirLock
+
+    log_dir = tmp_path / "run"
+    opts = dict(seed=0, learning_starts=50, hidden=[16], eval_every=0, eval_episodes=1, tensorboard=False)
+    first = DQN("CartPole-v1", log_dir=log_dir, **opts).learn(100)
+    first.learn(50)  # continues its own run in its own directory
+    before = {p.name: p.read_bytes() for p in log_dir.iterdir() if p.is_file()}
+    with pytest.raises(sparserl.api.UserError) as info:
+        DQN("CartPole-v1", log_dir=log_dir, **opts).learn(100)
+    assert "\n" not in str(info.value) and "finished run" in str(info.value) and "overwrite=True" in str(info.value)
+    assert {p.name: p.read_bytes() for p in log_dir.iterdir() if p.is_file()} == before
+    with RunDirLock(log_dir):
+        with pytest.raises(sparserl.api.UserError, match="in use"):
+            DQN("CartPole-v1", log_dir=log_dir, overwrite=True, **opts).learn(100)
+    DQN("CartPole-v1", log_dir=log_dir, overwrite=True, **opts).learn(60)
+    assert json.loads((log_dir / "summary.json").read_text())["steps"] == 60
+    with pytest.raises(sparserl.api.UserError, match="overwrite='yes'"):
+        DQN("CartPole-v1", log_dir=log_dir, overwrite="yes")
+
+
+def test_a_discrete_space_with_an_offset_is_refused_in_one_line():
+    """Discrete(3, start=1): the agent's argmax indexes 0..2, the env expects 1..3; refused
+    before anything trains instead of acting with shifted actions."""
+    from envs_for_tests import GridObsEnv
+
+    env = GridObsEnv()
+    env.action_space = gym.spaces.Discrete(3, start=1)
+    model = DQN(env, hidden=[8], eval_every=0, eval_episodes=1, learning_starts=10)
+    with pytest.raises(sparserl.api.UserError) as info:
+        model.learn(20)
+    assert "\n" not in str(info.value) and "start=1" in str(info.value) and "0..2" in str(info.value)
+    assert model.trainer is None

@@ -102,3 +102,54 @@ def test_results_md_ignores_a_path_like_suite_name_in_a_manifest(tmp_path, fake_
     assert section_id == "run/run"
     assert (tmp_path / "box" / "docs" / "img" / "run" / "curve.png").is_file()
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "box" / "escaped").exists()
+
+
+def test_module_env_id_in_a_suite_needs_trust_env_module_and_nothing_is_imported(tmp_path, monkeypatch, capsys):
+    """A suite is data: its 'module:Class' env is refused (one line, exit 2) before any cell
+    runs, so the module's code never runs; --trust-env-module passes the flag on to the cells."""
+    from sparserl.bench.suite import default_resume_command, train_args
+    from sparserl.cli import main
+
+    marker = tmp_path / "imported"
+    (tmp_path / "mymod.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # a child process would find mymod too
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("steps: 20\neval_every: 10\neval_episodes: 1\n"
+                     "cells: [{algo: dqn, env: 'mymod:Env', method: dense}]\n")
+    before = _tree(tmp_path)
+    for extra in ([], ["--dry-run"]):
+        assert main(["bench", str(suite), "--out", str(tmp_path / "out"), "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "mymod:Env" in err and "--trust-env-module" in err
+    assert not marker.exists()
+    assert _tree(tmp_path) == before
+    trusted = load_suite(suite, tmp_path / "out", trust_env_module=True).cells[0]
+    assert "--trust-env-module" in train_args(trusted)
+    assert "--trust-env-module" in default_resume_command(trusted)
+    (tmp_path / "plain.yaml").write_text("cells: [{algo: dqn, env: CartPole-v1, method: dense}]\n")
+    plain = load_suite(tmp_path / "plain.yaml", tmp_path / "out").cells[0]
+    assert "--trust-env-module" not in train_args(plain) + default_resume_command(plain)
+
+
+@pytest.mark.parametrize("options", [
+    "overrides: {out: '../../escaped', overwrite: true}",
+    "sweep: {out: ['../../a', '../../b']}",
+    "overrides: {resume: '../../victim'}",
+    "overrides: {trust-env-module: true}",
+    "overrides: {config: '../victim.txt'}",
+    "overrides: {seed: 3}",
+    "sweep: {not_a_field: [1, 2]}",
+])
+def test_overrides_and_sweeps_accept_only_config_fields(sandbox, fake_builder, options):
+    """Overrides and sweeps become `sparserl train` options: a run-control option there would
+    write outside --out (or replace runs); refused in one line naming the key, nothing touched."""
+    suite = sandbox / "suite.yaml"
+    suite.write_text("steps: 10\neval_every: 5\neval_episodes: 1\n"
+                     f"cells:\n  - {{algo: td3, env: E-v0, method: dense, {options}}}\n")
+    before = _tree(sandbox)
+    with pytest.raises(UserError) as info:
+        run_suite(suite, sandbox / "box" / "out", workers=1, command_builder=fake_builder, progress=False)
+    key = options.split("{")[1].split(":")[0]
+    assert "\n" not in str(info.value) and repr(key) in str(info.value)
+    assert _tree(sandbox) == before

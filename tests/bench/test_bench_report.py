@@ -218,3 +218,18 @@ def test_a_dense_only_suite_reports_no_empty_ratio_tables(run_dir, tmp_path):
     md = make_report(dense_only, n_boot=100, plots=False)["md"].read_text()
     assert "as % of dense" not in md and "Size and FLOP ratios" not in md
     assert md.count("| TD3 | EnvA-v0 | dense | 3 |") == 1 and "**Absolute final return and cost**" in md
+
+
+@pytest.mark.parametrize("tail", ["4000,9", "4000,900.0\n"[:-1], "4000\n", "4000,9e+,17\n"])
+def test_a_truncated_last_metrics_row_is_skipped_with_a_warning(tmp_path, capsys, tail):
+    """A run killed while appending to metrics.csv: its cut last row (no line end, fewer
+    fields, a cut-off number) is not read as its last evaluation."""
+    from sparserl.bench.report import final_size_returns
+
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    (cell / "metrics.csv").write_text("step,eval_return,alive_q\n1000,10.0,17\n3500,30.0,17\n" + tail)
+    best, late = final_size_returns(cell, steps=4000.0, final=-1.0, best=0.0)
+    assert (best, late) == (30.0, 30.0)
+    err = capsys.readouterr().err
+    assert "truncated last row" in err and "metrics.csv" in err

@@ -73,6 +73,10 @@ def test_sweep_tags_and_conflicts(tmp_path):
     ("seeds: [0, 0]\ncells: [{algo: td3, env: E, method: dense}]\n", "duplicates"),
     ("steps: -3\ncells: [{algo: td3, env: E, method: dense}]\n", "positive integer"),
     ("cells: [{algo: td3, env: E, method: dense, overrides: [1]}]\n", "mapping"),
+    ("steps: 5\nsteps: 500000\ncells: [{algo: td3, env: E, method: dense}]\n", "duplicate key 'steps'"),
+    ("cells: [{algo: td3, env: E, method: dense, overrides: {lr: 1, lr: 2}}]\n", "duplicate key 'lr'"),
+    ("timeout: .nan\ncells: [{algo: td3, env: E, method: dense}]\n", "'timeout' must be a positive finite"),
+    ("cells: [{algo: td3, env: E, method: dense, timeout: .inf}]\n", "'timeout' must be a positive finite"),
 ])
 def test_invalid_suites_raise_one_line_user_errors(tmp_path, text, message):
     path = tmp_path / "suite.yaml"

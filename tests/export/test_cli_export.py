@@ -90,3 +90,41 @@ def test_bad_input_exits_2_with_one_line(rlx2_run, tmp_path):
     data = (tmp_path / "cut.npz").read_bytes()
     (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])  # a truncated download
     _one_line_error(*run_main(["eval", str(rlx2_run), "--exported", str(tmp_path / "cut.npz")]), "cannot load")
+
+
+def _files(root):
+    return {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()}
+
+
+def test_export_never_writes_over_run_files_and_needs_overwrite_for_others(rlx2_run, tmp_path, monkeypatch):
+    """`--out RUN/checkpoint.pt` would destroy the run: refused for every run file even with
+    --overwrite; another existing file needs --overwrite; writes are atomic (a failing writer
+    leaves the previous file intact and no temporary behind)."""
+    run_before = _files(rlx2_run)
+    for name in ("checkpoint.pt", "resume.pt", "config.yaml", "summary.json", "metrics.csv"):
+        for extra in ([], ["--overwrite"]):
+            _one_line_error(*run_main(["export", str(rlx2_run), "--format", "npz", "--out", str(rlx2_run / name),
+                                       *extra]), name, "run file")
+    assert _files(rlx2_run) == run_before
+    out = tmp_path / "p.npz"
+    out.write_bytes(b"someone else's file")
+    _one_line_error(*run_main(["export", str(rlx2_run), "--format", "npz", "--out", str(out)]), "exists", "--overwrite")
+    assert out.read_bytes() == b"someone else's file"
+    (tmp_path / "p.h").write_text("/* a header of mine */")
+    _one_line_error(*run_main(["export", str(rlx2_run), "--format", "c", "--out", str(tmp_path / "p.c")]),
+                    "p.h", "exists")
+    assert not (tmp_path / "p.c").exists()
+
+    import sparserl.export.npz as npz_module
+
+    def broken(spec, path):
+        path.write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(npz_module, "write_npz", broken)
+    _one_line_error(*run_main(["export", str(rlx2_run), "--format", "npz", "--out", str(out), "--overwrite"]),
+                    "No space left")
+    assert out.read_bytes() == b"someone else's file"
+    monkeypatch.undo()
+    assert run_main(["export", str(rlx2_run), "--format", "npz", "--out", str(out), "--overwrite"])[0] == 0
+    assert out.read_bytes()[:2] == b"PK"  # the npz replaced it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.h", "p.npz"]  # no temporaries left

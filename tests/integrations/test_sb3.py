@@ -301,3 +301,90 @@ def test_sb3_zip_with_tanh_activations_is_refused_in_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "ppo.zip"), "--format", "npz", "--out", str(tmp_path / "p.npz")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Tanh" in err
+
+
+class _Payload:
+    """Pickles to a call that creates ``marker``: what a crafted zip's pickle could run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def _craft_zip(src, dst, marker, keys):
+    """Copy of the SB3 zip ``src`` whose ``data`` values at ``keys`` carry the payload pickle."""
+    import base64
+    import json
+    import pickle
+    import zipfile
+
+    blob = base64.b64encode(pickle.dumps(_Payload(marker))).decode()
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            content = zin.read(name)
+            if name == "data":
+                data = json.loads(content)
+                for key in keys:
+                    item = data.get(key)
+                    data[key] = {**item, ":serialized:": blob} if isinstance(item, dict) else {
+                        ":type:": "<class 'object'>", ":serialized:": blob}
+                content = json.dumps(data).encode()
+            zout.writestr(name, content)
+
+
+@pytest.mark.parametrize("algo_name,env_id", [("DQN", "CartPole-v1"), ("TD3", "Pendulum-v1"),
+                                              ("PPO", "CartPole-v1")])
+def test_sb3_zip_export_never_unpickles_the_zip(tmp_path, algo_name, env_id, capsys):
+    """Every pickled value of the zip's data (policy class, spaces, kwargs, schedules and an
+    extra key) carries a payload: the export works from the readable JSON and nothing runs."""
+    import stable_baselines3 as sb3_pkg
+
+    from sparserl.cli import main
+    from sparserl.runtime import Policy
+
+    cls = getattr(sb3_pkg, algo_name)
+    kw = dict(n_steps=64, batch_size=32) if algo_name == "PPO" else dict(learning_starts=50, buffer_size=500)
+    model = cls("MlpPolicy", env_id, policy_kwargs=dict(net_arch=[16], activation_fn=torch.nn.ReLU), seed=0,
+                device="cpu", **kw)
+    model.save(tmp_path / "model.zip")
+    marker = tmp_path / "pwned"
+    keys = ["policy_class", "policy_kwargs", "observation_space", "action_space", "lr_schedule",
+            "extra_payload"]
+    _craft_zip(tmp_path / "model.zip", tmp_path / "crafted.zip", marker, keys)
+    out = tmp_path / "policy.npz"
+    assert main(["export", str(tmp_path / "crafted.zip"), "--format", "npz", "--out", str(out)]) == 0
+    assert not marker.exists()
+    obs = np.stack([model.observation_space.sample() for _ in range(8)]).astype(np.float32)
+    expected, _ = model.predict(obs, deterministic=True)
+    got = Policy.load(out).act(obs)
+    if algo_name == "TD3":
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    else:
+        assert np.array_equal(np.asarray(got).astype(int).ravel(), np.asarray(expected).ravel())
+
+
+def test_sb3_zip_with_an_unreadable_kwarg_fails_in_one_line_without_unpickling(tmp_path, capsys):
+    from sparserl.cli import main
+
+    model = DQN("MlpPolicy", "CartPole-v1", policy_kwargs=dict(net_arch=[8], activation_fn=torch.nn.ReLU),
+                device="cpu")
+    model.save(tmp_path / "model.zip")
+    marker = tmp_path / "pwned"
+    _craft_zip(tmp_path / "model.zip", tmp_path / "crafted.zip", marker, ["policy_kwargs"])
+    import json
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "crafted.zip") as z:
+        parts = {n: z.read(n) for n in z.namelist()}
+    data = json.loads(parts["data"])
+    data["policy_kwargs"]["features_extractor_class"] = "<class 'evil.Extractor'>"
+    parts["data"] = json.dumps(data).encode()
+    with zipfile.ZipFile(tmp_path / "crafted.zip", "w") as z:
+        for n, c in parts.items():
+            z.writestr(n, c)
+    rc = main(["export", str(tmp_path / "crafted.zip"), "--format", "npz", "--out", str(tmp_path / "p.npz")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "features_extractor_class" in err
+    assert not marker.exists()
