@@ -3,7 +3,11 @@ baseline ``neuron-magnitude``. Each MLP is pruned on its own, neurons are physic
 removed at every prune event (target networks and Adam state follow)."""
 from __future__ import annotations
 
+from ..errors import UserError
 from .base import Method, guard_paused, updates_of
+
+#: ``--prune-networks`` value -> the agent networks it prunes (DQN's one network ``q`` is "all")
+PRUNED_NETWORKS = {"actor": ("actor",), "critic": ("critic",), "all": None}
 
 
 class PrunerPlugin:
@@ -74,11 +78,36 @@ class Structured(PruningMethod):
     summary_line = "neuron-importance group-sparse regulariser + dynamic threshold + physical shrinking"
     magnitude_only = False
 
+    @classmethod
+    def derived(cls, cfg) -> None:
+        super().derived(cfg)
+        if cfg.critic_target_neuron_fraction is None:
+            # written to config.yaml resolved, so a re-run does not depend on this default
+            cfg.critic_target_neuron_fraction = cfg.target_neuron_fraction
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        super().validate(cfg)
+        if cfg.algo == "dqn" and cfg.prune_networks != "all":
+            raise UserError(f"--prune-networks {cfg.prune_networks} needs an actor-critic algorithm (td3, sac); "
+                            f"allowed with --algo dqn: all (its one Q-network)")
+
+    def pruned_networks(self, agent) -> list[str]:
+        """The agent networks ``--prune-networks`` selects (each MLP inside is pruned on its own)."""
+        chosen = PRUNED_NETWORKS[self.cfg.prune_networks]
+        return [name for name in agent.networks if chosen is None or name in chosen]
+
+    def target_fraction(self, network: str) -> float:
+        """The neuron fraction removed by prune_end: critics have their own option."""
+        if network == "critic" and self.cfg.critic_target_neuron_fraction is not None:
+            return self.cfg.critic_target_neuron_fraction
+        return self.cfg.target_neuron_fraction
+
     def attach(self, agent, total_updates: int) -> None:
         from ..structured import StructuredPruner
 
         cfg = self.cfg
-        for name in agent.networks:
+        for name in self.pruned_networks(agent):
             updates = updates_of(agent, name, total_updates)
             pruners = {}
             for path, mlp in agent.mlps().items():
@@ -89,9 +118,10 @@ class Structured(PruningMethod):
                     mlp, agent.optimizers[name], total_updates=updates,
                     importance="magnitude" if self.magnitude_only else cfg.importance,
                     regularizer="none" if self.magnitude_only else cfg.regularizer, reg_lambda=cfg.reg_lambda,
+                    reg_mode=cfg.reg_mode,
                     prune_every=cfg.prune_every, prune_start=cfg.prune_start, prune_end=cfg.prune_end,
                     min_width=cfg.min_width, shrink=True, mirrors=[mirror] if mirror is not None else [],
-                    target_fraction=cfg.target_neuron_fraction, rule=cfg.threshold_rule,
+                    target_fraction=self.target_fraction(name), rule=cfg.threshold_rule,
                     scope=cfg.threshold_scope, recovery_reg_scale=cfg.recovery_reg_scale)
             agent.plugins[name] = [PrunerPlugin(pruners)]
 

@@ -6,6 +6,10 @@ Per update of the network it prunes::
     optimizer.zero_grad(); loss.backward(); optimizer.step()
     changed = pruner.after_optimizer_step() # counts the update; prunes on schedule
 
+With ``reg_mode="proximal"`` :meth:`penalty` is zero and :meth:`after_optimizer_step` applies
+the regulariser instead, as the group soft-threshold with step ``lr * lambda`` right after the
+optimizer step (see :mod:`.regularizer`), before the prune check.
+
 Importance is recorded by hooks during grad-enabled forward passes of the pruned network
 (wrap passes that must not count, e.g. a critic evaluated inside the actor loss, in
 ``with pruner.no_recording(): ...``). On a prune event the per-layer threshold rule of
@@ -24,7 +28,8 @@ from typing import Sequence
 import torch
 
 from .importance import IMPORTANCE_METHODS, NeuronImportance
-from .regularizer import REGULARIZERS, group_sparse_penalty, importance_coefficients
+from .regularizer import (REG_MODES, REGULARIZERS, group_sparse_penalty, importance_coefficients,
+                          proximal_group_shrink)
 from .surgery import apply_neuron_masks, resolve_chain, shrink, split_mirror
 from .threshold import PruneSchedule
 
@@ -41,7 +46,14 @@ class StructuredPruner:
         total_updates: number of updates of this network in the run (for fractional times).
         importance: "activation" | "taylor" | "magnitude".
         regularizer: "importance" | "group-lasso" | "none".
-        reg_lambda: regulariser strength lambda (>= 0).
+        reg_lambda: regulariser strength lambda (>= 0). ``reg_mode="loss"``: the weight of the
+            penalty in the loss (its effect depends on the loss scale and on Adam's
+            normalisation). ``reg_mode="proximal"``: the shrink of a group's L2 norm per unit
+            learning rate per update (times ``c_j``), the same meaning in every network.
+        reg_mode: "loss" (penalty added to the loss, through the optimizer) | "proximal"
+            (group soft-threshold after each optimizer step: exact zeros are reachable).
+        lr: the learning rate of the proximal step; None reads it from the optimizer's param
+            group holding the chain's first weight at every step (follows lr schedules).
         prune_every, prune_start, prune_end, max_ratio, target_fraction, rule, scope,
             recovery_reg_scale: see :class:`~.threshold.PruneSchedule` (``scope="global"``: one
             threshold and neuron budget over all hidden layers of the chain;
@@ -64,13 +76,20 @@ class StructuredPruner:
                  min_width: int = 4, ema: float = 0.99, shrink: bool = True,
                  mirrors: Sequence = (), max_ratio: float = 1.0,
                  target_fraction: float | None = None, rule: str = "ramp", eps: float = 0.1,
-                 compensate: bool = True, scope: str = "layer", recovery_reg_scale: float = 1.0):
+                 compensate: bool = True, scope: str = "layer", recovery_reg_scale: float = 1.0,
+                 reg_mode: str = "loss", lr: float | None = None):
         if importance not in IMPORTANCE_METHODS:
             raise ValueError(f"importance={importance!r}; allowed: {', '.join(IMPORTANCE_METHODS)}")
         if regularizer not in REGULARIZERS:
             raise ValueError(f"regularizer={regularizer!r}; allowed: {', '.join(REGULARIZERS)}")
         if not float(reg_lambda) >= 0:
             raise ValueError(f"reg_lambda={reg_lambda}; allowed: >= 0")
+        if reg_mode not in REG_MODES:
+            raise ValueError(f"reg_mode={reg_mode!r}; allowed: {', '.join(REG_MODES)}")
+        if lr is not None and not float(lr) > 0:
+            raise ValueError(f"lr={lr}; allowed: > 0 or None (read from the optimizer)")
+        if reg_mode == "proximal" and lr is None and optimizer is None and regularizer != "none":
+            raise ValueError("reg_mode='proximal' needs a learning rate; allowed: give lr= or an optimizer")
         if isinstance(min_width, bool) or int(min_width) < 1:
             raise ValueError(f"min_width={min_width}; allowed: int >= 1")
         if not float(eps) > 0:
@@ -90,6 +109,8 @@ class StructuredPruner:
         self.importance = NeuronImportance(self.chain, importance, ema=ema)
         self.regularizer = regularizer
         self.reg_lambda = float(reg_lambda)
+        self.reg_mode = reg_mode
+        self.lr = None if lr is None else float(lr)
         self.min_width = int(min_width)
         self.eps = float(eps)
         self.shrink_enabled = bool(shrink)
@@ -107,24 +128,54 @@ class StructuredPruner:
 
     # -- training-loop interface -----------------------------------------------------------
     def penalty(self) -> torch.Tensor:
-        """The regulariser value (differentiable scalar) to add to this network's loss."""
+        """The regulariser value (differentiable scalar) to add to this network's loss
+        (zero with ``reg_mode="proximal"``, which applies it after the step instead)."""
         # the penalty enters the loss of the coming update, number step + 1
         reg_lambda = self.reg_lambda * self.schedule.reg_multiplier(self.step + 1)
-        if self.regularizer == "none" or reg_lambda == 0:
+        if self.regularizer == "none" or reg_lambda == 0 or self.reg_mode != "loss":
             return torch.zeros((), device=self.chain[0].weight.device)
         alive = self._physical_alive()
-        coeffs = None
-        if self.regularizer == "importance":
-            scores = self.importance.scores()
-            coeffs = [None if s is None else importance_coefficients(s, alive[i], self.eps)
-                      for i, s in enumerate(scores)]
-        return group_sparse_penalty(self.chain, reg_lambda, coeffs, alive)
+        return group_sparse_penalty(self.chain, reg_lambda, self.group_coefficients(alive), alive)
+
+    def group_coefficients(self, alive: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor | None] | None:
+        """``c_j`` per hidden layer for the current weights and importance, shared by both
+        reg modes: ``1 / (I_j / mean_alive(I) + eps)`` for "importance" (None, i.e. 1, where a
+        layer has no importance yet), None (all 1) for "group-lasso"."""
+        if self.regularizer != "importance":
+            return None
+        alive = self._physical_alive() if alive is None else alive
+        scores = self.importance.scores()
+        return [None if s is None else importance_coefficients(s, alive[i], self.eps)
+                for i, s in enumerate(scores)]
+
+    def learning_rate(self) -> float:
+        """The step size of the proximal operator: ``lr`` if given, else the current lr of the
+        optimizer's param group that holds the chain's first weight (the first group if none)."""
+        if self.lr is not None:
+            return self.lr
+        optimizers = self.optimizer if isinstance(self.optimizer, (list, tuple)) else [self.optimizer]
+        first = self.chain[0].weight
+        groups = [g for o in optimizers if o is not None for g in o.param_groups]
+        for group in groups:
+            if any(p is first for p in group["params"]):
+                return float(group["lr"])
+        return float(groups[0]["lr"])
+
+    def proximal_step(self) -> None:
+        """Apply the group soft-threshold for the update just taken (number ``step``)."""
+        reg_lambda = self.reg_lambda * self.schedule.reg_multiplier(self.step)
+        if self.regularizer == "none" or reg_lambda == 0:
+            return
+        alive = self._physical_alive()
+        proximal_group_shrink(self.chain, self.learning_rate() * reg_lambda, self.group_coefficients(alive), alive)
 
     def after_optimizer_step(self) -> bool:
         """Count one update; prune on schedule. Returns True if the architecture/masks changed."""
         self.step += 1
         if not self.shrink_enabled and self.num_masked() > 0:
             self._apply_masks()
+        if self.reg_mode == "proximal":
+            self.proximal_step()
         if self.paused or not self.schedule.is_prune_step(self.step):
             return False
         if not self.importance.ready():
