@@ -9,6 +9,10 @@ from .base import Method, guard_paused, updates_of
 #: ``--prune-networks`` value -> the agent networks it prunes (DQN's one network ``q`` is "all")
 PRUNED_NETWORKS = {"actor": ("actor",), "critic": ("critic",), "all": None}
 
+#: pruner diagnostic -> metrics.csv column prefix (the MLP path follows)
+DIAGNOSTIC_COLUMNS = {"reg_grad_ratio": "reg_td_grad_ratio", "removed_norm_ratio": "prune_norm_ratio",
+                      "output_change": "prune_output_change"}
+
 
 class PrunerPlugin:
     """Dynamic structured pruning of the MLPs inside one network (each MLP on its own)."""
@@ -45,7 +49,17 @@ class PrunerPlugin:
         out.setdefault("neurons", {}).update(self.summary())
 
     def metrics(self, name: str) -> dict:
-        return {f"alive_{path}": s["neurons_alive"] for path, s in self.summary().items()}
+        """``alive_<mlp>``, and the diagnostics of each MLP's last prune check (see
+        :mod:`sparserl.structured.diagnostics`; blank before the first check):
+        ``reg_td_grad_ratio_<mlp>`` (penalty / TD-loss gradient norm), ``prune_norm_ratio_<mlp>``
+        (largest removed group norm / median alive group norm), ``prune_output_change_<mlp>``
+        (largest change of the MLP's output on a fixed batch across the check)."""
+        out = {f"alive_{path}": s["neurons_alive"] for path, s in self.summary().items()}
+        for path, p in self.pruners.items():
+            for key, column in DIAGNOSTIC_COLUMNS.items():
+                if key in p.diagnostics:
+                    out[f"{column}_{path}"] = p.diagnostics[key]
+        return out
 
     def state_dict(self) -> dict:
         return {path: p.state_dict() for path, p in self.pruners.items()}
