@@ -102,6 +102,11 @@ class Structured(PruningMethod):
     @classmethod
     def validate(cls, cfg) -> None:
         super().validate(cfg)
+        for option in ("target_neuron_fraction", "critic_target_neuron_fraction"):
+            value = getattr(cfg, option)
+            if value is not None and value <= 0:  # the threshold schedule needs a neuron budget
+                raise UserError(f"--{option.replace('_', '-')} {value}: out of range; allowed: in (0, 1) for "
+                                f"--method {cfg.method} (--prune-networks actor leaves the critics unpruned)")
         if cfg.algo == "dqn" and cfg.prune_networks != "all":
             raise UserError(f"--prune-networks {cfg.prune_networks} needs an actor-critic algorithm (td3, sac); "
                             f"allowed with --algo dqn: all (its one Q-network)")
