@@ -172,7 +172,8 @@ class TrainConfig:
     target_neuron_fraction: float = _f(0.93, "structured: fraction of hidden neurons to remove by prune_end "
                                        "(the actor's; DQN's Q-network's)", check=UNIT_OPEN_TOP)
     critic_target_neuron_fraction: Optional[float] = _f(None, "structured: fraction of hidden neurons to remove from "
-                                                        "each critic MLP by prune_end (TD3/SAC)", check=UNIT_OPEN_TOP,
+                                                        "each critic MLP by prune_end (TD3/SAC)",
+                                                        check=between(0, 1, low_open=True, high_open=True),
                                                         default_doc="--target-neuron-fraction")
     prune_networks: str = _f("all", "structured: which networks are pruned: actor, critic (TD3/SAC only) or all "
                              "(DQN: all, its one Q-network)", ("actor", "critic", "all"))

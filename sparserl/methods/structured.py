@@ -95,7 +95,7 @@ class Structured(PruningMethod):
     @classmethod
     def derived(cls, cfg) -> None:
         super().derived(cfg)
-        if cfg.critic_target_neuron_fraction is None:
+        if cfg.critic_target_neuron_fraction is None and cfg.target_neuron_fraction > 0:  # 0: validate names it
             # written to config.yaml resolved, so a re-run does not depend on this default
             cfg.critic_target_neuron_fraction = cfg.target_neuron_fraction
 
