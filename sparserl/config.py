@@ -155,7 +155,14 @@ class TrainConfig:
     # --- structured pruning (structured, neuron-magnitude) and GMP ----------------------
     importance: str = _f("fluctuation", "neuron importance estimator", ("activation", "fluctuation", "taylor", "magnitude"))
     regularizer: str = _f("importance", "group penalty", ("importance", "group-lasso", "none"))
-    reg_lambda: float = _f(1e-4, "group-sparse regulariser strength", check=NON_NEGATIVE)
+    reg_lambda: float = _f(1e-4, "group-sparse regulariser strength lambda; with --reg-mode loss the weight of "
+                           "lambda * sum_j c_j ||g_j|| in each network's loss (its pull depends on the loss scale and "
+                           "Adam), with --reg-mode proximal the shrink of a neuron group's L2 norm per unit learning "
+                           "rate per update (times c_j), the same meaning for every network", check=NON_NEGATIVE)
+    reg_mode: str = _f("loss", "structured: how the group penalty acts: loss (added to the loss, through Adam; "
+                       "never exactly zero) or proximal (group soft-threshold g_j *= max(0, 1 - lr*lambda*c_j/||g_j||) "
+                       "after each optimizer step; exact zeros, independent of loss scale and Adam)",
+                       ("loss", "proximal"))
     prune_every: int = _f(1_000, "updates between prune events", check=POSITIVE)
     # 0.05 / 0.5: the winner of the CartPole part of benchmarks/suites/struct_sweep.yaml (seeds 100-101):
     # pruning done by mid-run leaves half the run to recover (the old 0.1 / 0.8 recovered less)
@@ -163,8 +170,14 @@ class TrainConfig:
     prune_end: float = _f(0.5, "fraction of updates when pruning ends (the rest of the run recovers)",
                           check=UNIT_OPEN_BOTTOM)
     min_width: int = _f(4, "minimum neurons kept per hidden layer", check=POSITIVE)
-    target_neuron_fraction: float = _f(0.93, "structured: fraction of hidden neurons to remove by prune_end",
-                                       check=UNIT_OPEN_TOP)
+    target_neuron_fraction: float = _f(0.93, "structured: fraction of hidden neurons to remove by prune_end "
+                                       "(the actor's; DQN's Q-network's)", check=UNIT_OPEN_TOP)
+    critic_target_neuron_fraction: Optional[float] = _f(None, "structured: fraction of hidden neurons to remove from "
+                                                        "each critic MLP by prune_end (TD3/SAC)",
+                                                        check=between(0, 1, low_open=True, high_open=True),
+                                                        default_doc="--target-neuron-fraction")
+    prune_networks: str = _f("all", "structured: which networks are pruned: actor, critic (TD3/SAC only) or all "
+                             "(DQN: all, its one Q-network)", ("actor", "critic", "all"))
     threshold_scope: str = _f("layer", "structured: prune each hidden layer to the target on its own (layer), or "
                               "pool layer-normalised importance and the neuron budget over all hidden layers of "
                               "an MLP (global; each layer keeps --min-width)", ("layer", "global"))

@@ -7,7 +7,8 @@ and schedule), ``surgery`` (physical shrinking with mirrors and optimizer state,
 """
 from .importance import IMPORTANCE_METHODS, NeuronImportance, normalize_importance
 from .pruner import StructuredPruner
-from .regularizer import REGULARIZERS, group_norms, group_sparse_penalty, importance_coefficients
+from .regularizer import (REG_MODES, REGULARIZERS, group_norms, group_sparse_penalty, importance_coefficients,
+                          proximal_group_shrink)
 from .surgery import apply_neuron_masks, hidden_widths, resolve_chain, shrink
 from .threshold import THRESHOLD_RULES, THRESHOLD_SCOPES, PruneSchedule, neurons_to_prune, neurons_to_prune_pooled
 
@@ -15,6 +16,7 @@ __all__ = [
     "StructuredPruner",
     "NeuronImportance", "IMPORTANCE_METHODS", "normalize_importance",
     "group_norms", "group_sparse_penalty", "importance_coefficients", "REGULARIZERS",
+    "proximal_group_shrink", "REG_MODES",
     "PruneSchedule", "neurons_to_prune", "neurons_to_prune_pooled", "THRESHOLD_RULES", "THRESHOLD_SCOPES",
     "shrink", "apply_neuron_masks", "resolve_chain", "hidden_widths",
 ]

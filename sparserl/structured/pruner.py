@@ -6,6 +6,10 @@ Per update of the network it prunes::
     optimizer.zero_grad(); loss.backward(); optimizer.step()
     changed = pruner.after_optimizer_step() # counts the update; prunes on schedule
 
+With ``reg_mode="proximal"`` :meth:`penalty` is zero and :meth:`after_optimizer_step` applies
+the regulariser instead, as the group soft-threshold with step ``lr * lambda`` right after the
+optimizer step (see :mod:`.regularizer`), before the prune check.
+
 Importance is recorded by hooks during grad-enabled forward passes of the pruned network
 (wrap passes that must not count, e.g. a critic evaluated inside the actor loss, in
 ``with pruner.no_recording(): ...``). On a prune event the per-layer threshold rule of
@@ -22,9 +26,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from torch import nn
 
+from .diagnostics import grad_ratio, output_change, removed_norm_ratio
 from .importance import IMPORTANCE_METHODS, NeuronImportance
-from .regularizer import REGULARIZERS, group_sparse_penalty, importance_coefficients
+from .regularizer import (REG_MODES, REGULARIZERS, group_sparse_penalty, importance_coefficients,
+                          proximal_group_shrink)
 from .surgery import apply_neuron_masks, resolve_chain, shrink, split_mirror
 from .threshold import PruneSchedule
 
@@ -41,7 +48,14 @@ class StructuredPruner:
         total_updates: number of updates of this network in the run (for fractional times).
         importance: "activation" | "taylor" | "magnitude".
         regularizer: "importance" | "group-lasso" | "none".
-        reg_lambda: regulariser strength lambda (>= 0).
+        reg_lambda: regulariser strength lambda (>= 0). ``reg_mode="loss"``: the weight of the
+            penalty in the loss (its effect depends on the loss scale and on Adam's
+            normalisation). ``reg_mode="proximal"``: the shrink of a group's L2 norm per unit
+            learning rate per update (times ``c_j``), the same meaning in every network.
+        reg_mode: "loss" (penalty added to the loss, through the optimizer) | "proximal"
+            (group soft-threshold after each optimizer step: exact zeros are reachable).
+        lr: the learning rate of the proximal step; None reads it from the optimizer's param
+            group holding the chain's first weight at every step (follows lr schedules).
         prune_every, prune_start, prune_end, max_ratio, target_fraction, rule, scope,
             recovery_reg_scale: see :class:`~.threshold.PruneSchedule` (``scope="global"``: one
             threshold and neuron budget over all hidden layers of the chain;
@@ -55,6 +69,11 @@ class StructuredPruner:
             "magnitude", which records none).
         mirrors: networks with the same architecture that follow every shrink/mask (target
             networks); an entry may be ``(owner, optimizer)``.
+        probe_rows: rows of the first training input kept as the fixed probe batch of the
+            ``output_change`` diagnostic (see :mod:`.diagnostics`; needs a ``chain_owner``
+            module whose ``forward`` feeds the chain, e.g. an MLP; 0 turns the probe off).
+
+    ``diagnostics`` holds the numbers of the last prune check (:mod:`.diagnostics`).
     """
 
     def __init__(self, chain_owner, optimizer=None, *, total_updates: int | None = None,
@@ -64,13 +83,20 @@ class StructuredPruner:
                  min_width: int = 4, ema: float = 0.99, shrink: bool = True,
                  mirrors: Sequence = (), max_ratio: float = 1.0,
                  target_fraction: float | None = None, rule: str = "ramp", eps: float = 0.1,
-                 compensate: bool = True, scope: str = "layer", recovery_reg_scale: float = 1.0):
+                 compensate: bool = True, scope: str = "layer", recovery_reg_scale: float = 1.0,
+                 reg_mode: str = "loss", lr: float | None = None, probe_rows: int = 256):
         if importance not in IMPORTANCE_METHODS:
             raise ValueError(f"importance={importance!r}; allowed: {', '.join(IMPORTANCE_METHODS)}")
         if regularizer not in REGULARIZERS:
             raise ValueError(f"regularizer={regularizer!r}; allowed: {', '.join(REGULARIZERS)}")
         if not float(reg_lambda) >= 0:
             raise ValueError(f"reg_lambda={reg_lambda}; allowed: >= 0")
+        if reg_mode not in REG_MODES:
+            raise ValueError(f"reg_mode={reg_mode!r}; allowed: {', '.join(REG_MODES)}")
+        if lr is not None and not float(lr) > 0:
+            raise ValueError(f"lr={lr}; allowed: > 0 or None (read from the optimizer)")
+        if reg_mode == "proximal" and lr is None and optimizer is None and regularizer != "none":
+            raise ValueError("reg_mode='proximal' needs a learning rate; allowed: give lr= or an optimizer")
         if isinstance(min_width, bool) or int(min_width) < 1:
             raise ValueError(f"min_width={min_width}; allowed: int >= 1")
         if not float(eps) > 0:
@@ -90,6 +116,8 @@ class StructuredPruner:
         self.importance = NeuronImportance(self.chain, importance, ema=ema)
         self.regularizer = regularizer
         self.reg_lambda = float(reg_lambda)
+        self.reg_mode = reg_mode
+        self.lr = None if lr is None else float(lr)
         self.min_width = int(min_width)
         self.eps = float(eps)
         self.shrink_enabled = bool(shrink)
@@ -104,30 +132,121 @@ class StructuredPruner:
         # alive: original indexing; positions[l]: original index of each physical neuron.
         self.alive = [torch.ones(w, dtype=torch.bool) for w in widths]
         self.positions = [torch.arange(w) for w in widths]
+        # diagnostics of the last prune check; the penalty's gradient of a check's update (loss
+        # mode) and the fixed probe batch for the output change
+        self.diagnostics: dict[str, float] = {}
+        self._reg_grads: list | None = None
+        self.probe: torch.Tensor | None = None
+        self.probe_rows = int(probe_rows)
+        self._probe_owner = (chain_owner if isinstance(chain_owner, nn.Module) and hasattr(chain_owner, "linear_layers")
+                             and self.probe_rows > 0 else None)
+        if self._probe_owner is not None:
+            first = self.chain[0]
+            first.register_forward_pre_hook(self._make_probe_hook(first))
+
+    def _make_probe_hook(self, owner: nn.Module):
+        def hook(module, args):
+            # the first training pass of this network only (not a deep copy's, not no_grad/frozen)
+            if (self.probe is not None or module is not owner or not args or not torch.is_grad_enabled()
+                    or not module.weight.requires_grad):
+                return
+            self.probe = args[0].detach().reshape(-1, args[0].shape[-1])[:self.probe_rows].clone()
+        return hook
 
     # -- training-loop interface -----------------------------------------------------------
     def penalty(self) -> torch.Tensor:
-        """The regulariser value (differentiable scalar) to add to this network's loss."""
+        """The regulariser value (differentiable scalar) to add to this network's loss
+        (zero with ``reg_mode="proximal"``, which applies it after the step instead)."""
         # the penalty enters the loss of the coming update, number step + 1
         reg_lambda = self.reg_lambda * self.schedule.reg_multiplier(self.step + 1)
-        if self.regularizer == "none" or reg_lambda == 0:
+        if self.regularizer == "none" or reg_lambda == 0 or self.reg_mode != "loss":
             return torch.zeros((), device=self.chain[0].weight.device)
         alive = self._physical_alive()
-        coeffs = None
-        if self.regularizer == "importance":
-            scores = self.importance.scores()
-            coeffs = [None if s is None else importance_coefficients(s, alive[i], self.eps)
-                      for i, s in enumerate(scores)]
-        return group_sparse_penalty(self.chain, reg_lambda, coeffs, alive)
+        value = group_sparse_penalty(self.chain, reg_lambda, self.group_coefficients(alive), alive)
+        if self._is_check(self.step + 1) and value.requires_grad:
+            # the gradient-ratio diagnostic needs this update's penalty gradient on its own
+            self._reg_grads = list(torch.autograd.grad(value, self._params(), retain_graph=True, allow_unused=True))
+        return value
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for layer in self.chain for p in (layer.weight, layer.bias) if p is not None]
+
+    def _is_check(self, t: int) -> bool:
+        return not self.paused and self.schedule.is_prune_step(t)
+
+    def _penalty_grads(self) -> list[torch.Tensor | None]:
+        """grad of the penalty at the current weights and effective strength of update ``step``."""
+        reg_lambda = self.reg_lambda * self.schedule.reg_multiplier(self.step)
+        params = self._params()
+        if self.regularizer == "none" or reg_lambda == 0:
+            return [None] * len(params)
+        alive = self._physical_alive()
+        with torch.enable_grad():
+            value = group_sparse_penalty(self.chain, reg_lambda, self.group_coefficients(alive), alive)
+            return list(torch.autograd.grad(value, params, allow_unused=True))
+
+    def _record_grad_ratio(self, reg_grads: list | None) -> None:
+        """``reg_grad_ratio`` for the update just taken (before the proximal step, if any)."""
+        params = self._params()
+        if self.reg_mode == "loss":
+            reg = reg_grads if reg_grads is not None else [None] * len(params)
+            loss = [None if p.grad is None else (p.grad if r is None else p.grad - r) for p, r in zip(params, reg)]
+        else:
+            reg = self._penalty_grads()
+            loss = [p.grad for p in params]
+        self.diagnostics["reg_grad_ratio"] = grad_ratio(reg, loss)
+
+    @torch.no_grad()
+    def _probe_output(self) -> torch.Tensor | None:
+        if self._probe_owner is None or self.probe is None:
+            return None
+        with self.importance.recording(False):
+            return self._probe_owner(self.probe.to(self.chain[0].weight.device)).detach().clone()
+
+    def group_coefficients(self, alive: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor | None] | None:
+        """``c_j`` per hidden layer for the current weights and importance, shared by both
+        reg modes: ``1 / (I_j / mean_alive(I) + eps)`` for "importance" (None, i.e. 1, where a
+        layer has no importance yet), None (all 1) for "group-lasso"."""
+        if self.regularizer != "importance":
+            return None
+        alive = self._physical_alive() if alive is None else alive
+        scores = self.importance.scores()
+        return [None if s is None else importance_coefficients(s, alive[i], self.eps)
+                for i, s in enumerate(scores)]
+
+    def learning_rate(self) -> float:
+        """The step size of the proximal operator: ``lr`` if given, else the current lr of the
+        optimizer's param group that holds the chain's first weight (the first group if none)."""
+        if self.lr is not None:
+            return self.lr
+        optimizers = self.optimizer if isinstance(self.optimizer, (list, tuple)) else [self.optimizer]
+        first = self.chain[0].weight
+        groups = [g for o in optimizers if o is not None for g in o.param_groups]
+        for group in groups:
+            if any(p is first for p in group["params"]):
+                return float(group["lr"])
+        return float(groups[0]["lr"])
+
+    def proximal_step(self) -> None:
+        """Apply the group soft-threshold for the update just taken (number ``step``)."""
+        reg_lambda = self.reg_lambda * self.schedule.reg_multiplier(self.step)
+        if self.regularizer == "none" or reg_lambda == 0:
+            return
+        alive = self._physical_alive()
+        proximal_group_shrink(self.chain, self.learning_rate() * reg_lambda, self.group_coefficients(alive), alive)
 
     def after_optimizer_step(self) -> bool:
         """Count one update; prune on schedule. Returns True if the architecture/masks changed."""
         self.step += 1
         if not self.shrink_enabled and self.num_masked() > 0:
             self._apply_masks()
-        if self.paused or not self.schedule.is_prune_step(self.step):
-            return False
-        if not self.importance.ready():
+        reg_grads, self._reg_grads = self._reg_grads, None
+        check = self._is_check(self.step) and self.importance.ready()
+        if check:
+            self._record_grad_ratio(reg_grads)
+        if self.reg_mode == "proximal":
+            self.proximal_step()
+        if not check:
             return False
         return self.prune_now()
 
@@ -153,6 +272,11 @@ class StructuredPruner:
         new_alives = self.schedule.step(t, [scores[i].cpu() for i in layers],
                                         [phys_alive[i] for i in layers],
                                         [self.original_widths[i] for i in layers], self.min_width)
+        proposed = list(phys_alive)
+        for layer, new_alive in zip(layers, new_alives):
+            proposed[layer] = new_alive
+        self.diagnostics["removed_norm_ratio"] = removed_norm_ratio(self.chain, phys_alive, proposed)
+        out_before = self._probe_output()
         for layer, new_alive in zip(layers, new_alives):
             alive = phys_alive[layer]
             if bool((new_alive != alive).any()):
@@ -166,6 +290,8 @@ class StructuredPruner:
                 self.shrink_now()
             else:
                 self._apply_masks()
+        if out_before is not None:
+            self.diagnostics["output_change"] = output_change(out_before, self._probe_output()) if changed else 0.0
         return changed
 
     @torch.no_grad()
@@ -240,7 +366,9 @@ class StructuredPruner:
                 "positions": [p.clone() for p in self.positions],
                 "original_widths": list(self.original_widths),
                 "architecture": self.architecture(),
-                "importance": self.importance.state_dict()}
+                "importance": self.importance.state_dict(),
+                "diagnostics": dict(self.diagnostics),
+                "probe": None if self.probe is None else self.probe.detach().cpu().clone()}
 
     def load_state_dict(self, state: dict) -> None:
         """Resume; the chain must already have the checkpoint's ``architecture`` widths."""
@@ -255,3 +383,6 @@ class StructuredPruner:
         self.positions = [p.clone().long() for p in state["positions"]]
         self.original_widths = list(state["original_widths"])
         self.importance.load_state_dict(state["importance"])
+        self.diagnostics = dict(state.get("diagnostics", {}))  # absent in older checkpoints
+        probe = state.get("probe")
+        self.probe = None if probe is None else probe.to(self.chain[0].weight.device).clone()
