@@ -129,7 +129,7 @@ class TrainConfig:
     reset_adam: bool = _f(True, "reset Adam moments of dropped and grown weights")
     regrow_dropped: bool = _f(False, "let a connection dropped at a topology update be regrown in the same update, "
                               "keeping its value (the RigL / RLx2 reference code's candidate set); off by default: "
-                              "it lost about half of RigL's return on HalfCheetah (docs/RESULTS.md, RigL regression)")
+                              "it cost RigL about 40 % of its return on HalfCheetah (docs/RESULTS.md, RigL regression)")
     skip_step_on_update: bool = _f(True, "skip the optimizer step on topology-update steps (reference)")
     sparse_backend: str = _f("masked", "sparse execution: masked dense, csr kernels, or auto (measured per layer)",
                              SPARSE_BACKENDS)

@@ -701,18 +701,26 @@ _POLICY_MODULES = {"stable_baselines3.dqn.policies": "DQN", "stable_baselines3.t
                    "stable_baselines3.a2c.policies": "A2C"}
 
 
-def algorithm_of_zip(path) -> type:
-    """The SB3 algorithm class that saved ``path`` (from the zip's stored policy class). PPO and
-    A2C share ``ActorCriticPolicy`` (stored as ``common.policies``); their policies export alike."""
+def _zip_data(path) -> dict:
+    """The readable ``data`` JSON of an SB3 model zip (its pickled values stay unread)."""
     import json
     import zipfile
 
-    import stable_baselines3 as sb3_pkg
     try:
         with zipfile.ZipFile(path) as zf:
             data = json.loads(zf.read("data"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: not a Stable-Baselines3 model zip ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a Stable-Baselines3 model zip (data is not a JSON object)")
+    return data
+
+
+def algorithm_of_zip(path) -> type:
+    """The SB3 algorithm class that saved ``path`` (from the zip's stored policy class). PPO and
+    A2C share ``ActorCriticPolicy`` (stored as ``common.policies``); their policies export alike."""
+    import stable_baselines3 as sb3_pkg
+    data = _zip_data(path)
     module = str(data.get("policy_class", {}).get("__module__", ""))
     if module in _POLICY_MODULES:
         return getattr(sb3_pkg, _POLICY_MODULES[module])
@@ -776,16 +784,7 @@ def zip_custom_objects(path, cls: type) -> dict:
     ``policy_kwargs`` are rebuilt from their readable JSON attributes, schedules become
     constants and anything else pickled is dropped (``None``): enough to rebuild the policy and
     load its weights (``.pth`` files are read with ``weights_only=True``), not to resume training."""
-    import json
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            data = json.loads(zf.read("data"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{path}: not a Stable-Baselines3 model zip ({str(exc).splitlines()[0][:120]})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: not a Stable-Baselines3 model zip (data is not a JSON object)")
+    data = _zip_data(path)
     objects: dict = {}
     for key, item in data.items():
         if not (isinstance(item, dict) and ":serialized:" in item):

@@ -101,7 +101,7 @@ class SparseTraining:
         regrow_dropped: let a connection dropped at a topology update be regrown in the same
             update, keeping its value (the RigL / RLx2 reference code's candidate set). Default
             False: only connections inactive before the update may grow, which measured about
-            twice RigL's return on HalfCheetah (see :mod:`.updaters`). Ignored when ``updater``
+            1.7x RigL's return on HalfCheetah (see :mod:`.updaters`). Ignored when ``updater``
             is an instance.
         layers: optional list of Linear module names to sparsify.
         generator: ``torch.Generator`` for random init and SET; default: one seeded from

@@ -140,9 +140,10 @@ class StructuredPruner:
         self.probe_rows = int(probe_rows)
         self._probe_owner = (chain_owner if isinstance(chain_owner, nn.Module) and hasattr(chain_owner, "linear_layers")
                              and self.probe_rows > 0 else None)
+        self._probe_hook = None
         if self._probe_owner is not None:
             first = self.chain[0]
-            first.register_forward_pre_hook(self._make_probe_hook(first))
+            self._probe_hook = first.register_forward_pre_hook(self._make_probe_hook(first))
 
     def _make_probe_hook(self, owner: nn.Module):
         def hook(module, args):
@@ -151,15 +152,26 @@ class StructuredPruner:
                     or not module.weight.requires_grad):
                 return
             self.probe = args[0].detach().reshape(-1, args[0].shape[-1])[:self.probe_rows].clone()
+            self._drop_probe_hook()
         return hook
 
+    def _drop_probe_hook(self) -> None:
+        """Once the probe batch is kept, the hook leaves every later forward pass (act(), updates)."""
+        if self._probe_hook is not None:
+            self._probe_hook.remove()
+            self._probe_hook = None
+
     # -- training-loop interface -----------------------------------------------------------
+    def _effective_lambda(self, t: int) -> float:
+        """lambda of update ``t`` after the schedule's recovery scale; 0 without a regulariser."""
+        return 0.0 if self.regularizer == "none" else self.reg_lambda * self.schedule.reg_multiplier(t)
+
     def penalty(self) -> torch.Tensor:
         """The regulariser value (differentiable scalar) to add to this network's loss
         (zero with ``reg_mode="proximal"``, which applies it after the step instead)."""
         # the penalty enters the loss of the coming update, number step + 1
-        reg_lambda = self.reg_lambda * self.schedule.reg_multiplier(self.step + 1)
-        if self.regularizer == "none" or reg_lambda == 0 or self.reg_mode != "loss":
+        reg_lambda = self._effective_lambda(self.step + 1)
+        if reg_lambda == 0 or self.reg_mode != "loss":
             return torch.zeros((), device=self.chain[0].weight.device)
         alive = self._physical_alive()
         value = group_sparse_penalty(self.chain, reg_lambda, self.group_coefficients(alive), alive)
@@ -176,9 +188,9 @@ class StructuredPruner:
 
     def _penalty_grads(self) -> list[torch.Tensor | None]:
         """grad of the penalty at the current weights and effective strength of update ``step``."""
-        reg_lambda = self.reg_lambda * self.schedule.reg_multiplier(self.step)
+        reg_lambda = self._effective_lambda(self.step)
         params = self._params()
-        if self.regularizer == "none" or reg_lambda == 0:
+        if reg_lambda == 0:
             return [None] * len(params)
         alive = self._physical_alive()
         with torch.enable_grad():
@@ -229,8 +241,8 @@ class StructuredPruner:
 
     def proximal_step(self) -> None:
         """Apply the group soft-threshold for the update just taken (number ``step``)."""
-        reg_lambda = self.reg_lambda * self.schedule.reg_multiplier(self.step)
-        if self.regularizer == "none" or reg_lambda == 0:
+        reg_lambda = self._effective_lambda(self.step)
+        if reg_lambda == 0:
             return
         alive = self._physical_alive()
         proximal_group_shrink(self.chain, self.learning_rate() * reg_lambda, self.group_coefficients(alive), alive)
@@ -386,3 +398,5 @@ class StructuredPruner:
         self.diagnostics = dict(state.get("diagnostics", {}))  # absent in older checkpoints
         probe = state.get("probe")
         self.probe = None if probe is None else probe.to(self.chain[0].weight.device).clone()
+        if self.probe is not None:
+            self._drop_probe_hook()
