@@ -25,12 +25,12 @@ import numpy as np
 from . import checkpoint
 from .config import TrainConfig, config_from_options
 from .errors import UserError
+# the model-file format lives in model_file.py; these names stay importable from here
+from .model_file import (MODEL_FORMAT, agent_from_state, model_state, read_model,  # noqa: F401
+                         spaces_from_record, spaces_record)
 
 if TYPE_CHECKING:
-    from .trainer import EvalResult
-
-MODEL_FORMAT = "sparserl-model/1"
-
+    from .evaluation import EvalResult
 
 def _env_label(env) -> str:
     """What ``config.env`` says about a user-given Env instance (for logs and summaries)."""
@@ -38,36 +38,6 @@ def _env_label(env) -> str:
         return env.spec.id
     cls = type(env.unwrapped)
     return f"{cls.__module__}:{cls.__name__}"
-
-
-def spaces_record(obs_space, act_space) -> dict:
-    """The observation/action spaces as plain data, stored with every saved model so that
-    loading needs no environment (and imports no environment module). ``obs_space`` is the
-    env's own (before flattening), so ``predict`` accepts observations of that shape."""
-    import gymnasium as gym
-    record: dict = {"obs_shape": list(obs_space.shape),
-                    "obs_low": np.asarray(obs_space.low, np.float32).ravel().tolist(),
-                    "obs_high": np.asarray(obs_space.high, np.float32).ravel().tolist()}
-    if isinstance(act_space, gym.spaces.Discrete):
-        record["action"] = {"type": "discrete", "n": int(act_space.n)}
-    else:
-        record["action"] = {"type": "box", "shape": list(act_space.shape),
-                            "low": np.asarray(act_space.low, np.float32).ravel().tolist(),
-                            "high": np.asarray(act_space.high, np.float32).ravel().tolist()}
-    return record
-
-
-def spaces_from_record(record: dict):
-    import gymnasium as gym
-    n_obs = int(np.prod(record["obs_shape"]))
-    obs_space = gym.spaces.Box(np.asarray(record["obs_low"], np.float32).reshape(n_obs),
-                               np.asarray(record["obs_high"], np.float32).reshape(n_obs), dtype=np.float32)
-    act = record["action"]
-    if act["type"] == "discrete":
-        return obs_space, gym.spaces.Discrete(act["n"])
-    shape = tuple(act["shape"])
-    return obs_space, gym.spaces.Box(np.asarray(act["low"], np.float32).reshape(shape),
-                                     np.asarray(act["high"], np.float32).reshape(shape), dtype=np.float32)
 
 
 class BaseAlgorithm:
@@ -191,7 +161,7 @@ class BaseAlgorithm:
         ``collision_rate`` is the fraction of episodes that crashed where the env reports
         ``info["crashed"]`` (highway-env), else ``None``."""
         from .envs import make_env, prepare_env
-        from .trainer import evaluate
+        from .evaluation import evaluate
         agent = self._require_agent()
         env = (self.trainer.eval_env if self.trainer is not None
                else prepare_env(self.env, self.config.env) if self.env is not None
@@ -238,43 +208,6 @@ class BaseAlgorithm:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(env={self.config.env!r}, method={self.config.method!r}, seed={self.config.seed})"
-
-
-def model_state(cfg: TrainConfig, agent, spaces: Optional[dict]) -> dict:
-    """What :meth:`BaseAlgorithm.save` and a run's ``checkpoint.pt`` hold (the same format)."""
-    return {"format": MODEL_FORMAT, "config": cfg.to_dict(), "architecture": agent.architecture(),
-            "spaces": spaces, "agent": agent.state_dict()}
-
-
-def agent_from_state(state: dict, device: str = "cpu", env=None):
-    """``(config, agent, spaces record)`` of a saved model or checkpoint, shrunk architecture
-    included, built from its stored spaces; a checkpoint older than stored spaces asks ``env``
-    (or makes the stored env id, never importing a ``module:Class`` id)."""
-    from .algos import make_agent
-    from .trainer import resolve_device
-    cfg = TrainConfig.from_dict(state["config"])
-    if state.get("spaces") is not None:
-        spaces = state["spaces"]
-        obs_space, act_space = spaces_from_record(spaces)
-    else:
-        if env is None:
-            from .envs import make_env
-            env = make_env(cfg.env, kwargs=cfg.env_kwargs)
-        obs_space, act_space = env.observation_space, env.action_space
-        spaces = spaces_record(obs_space, act_space)
-    agent = make_agent(cfg, obs_space, act_space, state["architecture"], resolve_device(device))
-    agent.load_state_dict(state["agent"], with_training_state=False)
-    return cfg, agent, spaces
-
-
-def read_model(path: Union[str, Path]) -> dict:
-    p = Path(path)
-    if p.is_dir():
-        p = p / "checkpoint.pt"
-    state = checkpoint.load(p)
-    if not isinstance(state, dict) or "config" not in state or "agent" not in state:
-        raise UserError(f"{p} is not a sparserl model (no config/agent inside)")
-    return state
 
 
 class DQN(BaseAlgorithm):

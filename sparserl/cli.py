@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import ALGO_DEFAULTS, FIELD_TYPES, FIELDS, TrainConfig, check_option, check_options, config_from_options, load_yaml, resolve
 from .errors import UserError
+from .model_file import load_agent  # noqa: F401 (sparserl.cli.load_agent, as before)
 from .validation import coerce, kind_of
 
 
@@ -200,23 +201,6 @@ def _remove_if_unused(out: Path, created: bool) -> None:
         for p in out.iterdir():
             p.unlink()
         out.rmdir()
-
-
-def load_agent(run_dir: str | Path, device: str = "cpu", env: str | None = None, trust_env_module: bool = False,
-               with_env: bool = True):
-    """Rebuild a run's agent (shrunk architectures included) from its checkpoint, and the env
-    to run it in: ``env`` (given by the user) or the stored id, whose module is imported only
-    with ``trust_env_module``. Checkpoints store their spaces, so ``with_env=False`` builds no env."""
-    from .api import agent_from_state, read_model
-    from .envs import make_env
-
-    state = read_model(run_dir)
-    cfg = TrainConfig.from_dict(state["config"])
-    live_env = None
-    if with_env or state.get("spaces") is None:
-        live_env = make_env(env or cfg.env, kwargs=cfg.env_kwargs, allow_import=bool(env) or trust_env_module)
-    cfg, agent, _ = agent_from_state(state, device, live_env)
-    return cfg, agent, live_env
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ import yaml
 
 from .errors import UserError
 from .methods import METHODS, method_class
+from .planning import planned_updates, update_rounds  # noqa: F401 (importable from here as before)
 from .validation import Check, at_least, between, coerce
 
 ALGOS = ("dqn", "td3", "sac")
@@ -284,13 +285,6 @@ def resolve(cfg: TrainConfig, run_length_known: bool = True) -> TrainConfig:
     return out
 
 
-def update_rounds(cfg: TrainConfig, steps: int) -> int:
-    """Update rounds in ``steps`` env steps. The loop updates after env step ``s`` (0-based)
-    when ``s >= learning_starts`` and ``(s + 1) % train_freq == 0``: the multiples of
-    ``train_freq`` in ``(learning_starts, steps]``."""
-    return max(steps // cfg.train_freq - cfg.learning_starts // cfg.train_freq, 0)
-
-
 def check_combination(cfg: TrainConfig, run_length_known: bool = True) -> None:
     """Rules between options that hold for every method (method-specific ones live in
     ``Method.validate``); each violation is one line naming both options and their values."""
@@ -353,13 +347,6 @@ def load_preset(name: str, algo: str, env: str) -> dict:
         known = ", ".join(sorted(table.get("envs", {})))
         raise UserError(f"--preset {name} has no settings for {algo} on {env}; known: {known}")
     return {**table.get("common", {}), **(table.get("algos") or {}).get(algo, {}), **table["envs"][key]}
-
-
-def planned_updates(cfg: TrainConfig) -> int:
-    """Gradient updates of the critic / Q-network over the planned run (schedules count these):
-    :func:`update_rounds` over ``schedule_steps`` times ``gradient_steps``."""
-    steps = cfg.schedule_steps if cfg.schedule_steps is not None else cfg.steps
-    return max(1, update_rounds(cfg, steps) * cfg.gradient_steps)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -26,9 +26,12 @@ from .buffers import ReplayBuffer
 from .callbacks import as_callback
 from .checkpoint import rng_state_from_str, rng_state_to_str
 from .config import TrainConfig, planned_updates, save_yaml
+from .devices import resolve_device
 from .envs import check_compatible, get_rng_state, make_env, prepare_env, set_rng_state
+from .evaluation import EvalResult, evaluate  # noqa: F401 (also importable from here)
 from .faults import assert_finite_state, check_finite_losses, checked_env_reset, checked_env_step
 from .methods import make_method
+from .model_file import model_state, spaces_record
 from .sparse.flops import count_parameters, forward_flops, layer_flops
 
 
@@ -67,63 +70,6 @@ class MetricsLog:
             writer.writeheader()
             writer.writerows(self.rows)
         os.replace(tmp, self.path)
-
-
-class EvalResult(tuple):
-    """``(mean, std)`` of the evaluation return -- it unpacks like the plain pair -- plus
-    ``collision_rate``: the fraction of episodes in which the env reported ``info["crashed"]``
-    (highway-env's flag for the ego vehicle hitting another one, the driving showcase's safety
-    metric), or ``None`` for envs that never report the flag."""
-
-    def __new__(cls, mean: float, std: float, collision_rate: float | None = None):
-        result = super().__new__(cls, (float(mean), float(std)))
-        result.collision_rate = collision_rate
-        return result
-
-    def __reduce__(self):  # copy/pickle rebuild it from its three values
-        return (type(self), (self[0], self[1], self.collision_rate))
-
-    def __repr__(self) -> str:
-        return f"EvalResult(mean={self[0]!r}, std={self[1]!r}, collision_rate={self.collision_rate!r})"
-
-    @property
-    def mean(self) -> float:
-        return self[0]
-
-    @property
-    def std(self) -> float:
-        return self[1]
-
-
-def evaluate(agent, env, episodes: int) -> EvalResult:
-    """Mean and std of the deterministic policy's return over full episodes (and the collision
-    rate where the env reports crashes).  Reads ``info`` only: the env's RNG use is unchanged."""
-    returns, crashes, reports_crashes = [], 0, False
-    for _ in range(episodes):
-        obs, _ = env.reset()
-        done, total, crashed = False, 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(agent.act(obs))
-            total += float(reward)
-            if "crashed" in info:
-                reports_crashes = True
-                crashed = crashed or bool(info["crashed"])
-            done = terminated or truncated
-        returns.append(total)
-        crashes += crashed
-    rate = crashes / episodes if reports_crashes and episodes else None
-    return EvalResult(float(np.mean(returns)), float(np.std(returns)), rate)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the first CUDA device if one is usable, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from .errors import UserError
-        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-    return device
 
 
 def rng_streams(seed: int, count: int) -> list[np.random.Generator]:
@@ -384,14 +330,12 @@ class Trainer:
                             self.step, self.agent.optimizers)
 
     def spaces_record(self) -> dict:
-        from .api import spaces_record
         from .envs import original_observation_space
         return spaces_record(original_observation_space(self.env), self.env.action_space)
 
     def save_checkpoint(self) -> None:
         """``checkpoint.pt``: what ``sparserl eval``, ``sparserl.load`` and deployment need (no
         replay data); the same format as ``model.save``."""
-        from .api import model_state
         self.assert_finite()
         state = model_state(self.cfg, self.agent, self.spaces_record())
         state["step"] = self.step

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from .report_data import LATE_WINDOW, ci_columns, method_sort_key, read_metrics
 
 
 def _plt():
@@ -39,7 +40,6 @@ def read_curve(cell_dir: Path, column: str = "eval_return", warn: bool = True) -
     (None if unusable or absent)."""
     path = cell_dir / "metrics.csv"
     try:
-        from .report import read_metrics  # noqa: PLC0415 (report imports nothing of plots at load)
         df = read_metrics(path, warn=False)  # the report's read of the same file warns once
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return None
@@ -66,7 +66,6 @@ def curve_band(curves: list[pd.Series], n_boot: int = 2000, seed: int = 0) -> pd
 
 def plot_learning_curves(data, out_dir: Path, n_boot: int = 2000) -> list[Path]:
     """One figure per (algo, env): a line per method with its 95 % CI band over seeds."""
-    from .report import method_sort_key  # noqa: PLC0415
 
     plt = _plt()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +154,6 @@ def plot_return_vs_neurons_removed(data, out_dir: Path, within: float = 95.0) ->
     against the fraction of hidden neurons removed, the dense
     baseline at 0 and a line at ``within`` % of dense (the paper's "slight loss", 5 %), so where a
     target fraction stops paying is read off directly rather than from a table."""
-    from .report import LATE_WINDOW, ci_columns  # noqa: PLC0415  (report imports this module)
 
     plt = _plt()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +191,6 @@ def plot_buffer_curves(data, out_dir: Path) -> list[Path]:
     ``buffer_size``, ``buffer_capacity``, ``policy_distance``: the latest check at each
     evaluation): buffer size and capacity, and the measured policy distance, against env
     steps, a line per method (mean over seeds)."""
-    from .report import method_sort_key  # noqa: PLC0415
 
     plt = _plt()
     paths = []

@@ -12,7 +12,7 @@ from . import FORMATS, export_policy, format_report, policy_spec_of
 from .storage import export_report
 
 if TYPE_CHECKING:
-    from ..trainer import EvalResult
+    from ..evaluation import EvalResult
 
 LOAD_HINTS = {
     "torch": "load: torch.export.load(PATH).module()(obs_batch)  # (B, obs_dim) float32",
@@ -52,7 +52,7 @@ def cmd_export(ns: argparse.Namespace) -> int:
         report = export_policy(sb3.policy_spec(model), ns.format, ns.out, overwrite=ns.overwrite)
         what = f"the SB3 {cls.__name__} policy"
     else:
-        from ..cli import load_agent
+        from ..model_file import load_agent
         cfg, agent, _ = load_agent(ns.dir, with_env=False)
         report = export_policy(agent, ns.format, ns.out, overwrite=ns.overwrite)
         what = f"the {cfg.algo}/{cfg.method} policy for {cfg.env}"
@@ -97,11 +97,11 @@ def evaluate_exported(run_dir: str | Path, path: str | Path, episodes: int, seed
                       trust_env_module: bool = False) -> EvalResult:
     """Mean and std return of the exported policy at ``path`` on the run's environment (or the
     env id the user gave), episodes seeded exactly as ``sparserl eval`` seeds the checkpoint's.
-    The result is a ``trainer.EvalResult``: it also carries the collision rate (highway-env)."""
+    The result is an ``evaluation.EvalResult``: it also carries the collision rate (highway-env)."""
     import numpy as np
 
-    from ..cli import load_agent
-    from ..trainer import evaluate
+    from ..evaluation import evaluate
+    from ..model_file import load_agent
 
     cfg, _, env = load_agent(run_dir, env=env, trust_env_module=trust_env_module)
     obs_dim = int(np.prod(env.observation_space.shape))

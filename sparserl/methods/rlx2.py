@@ -7,6 +7,7 @@ ablations); RLx2 is RigL whose defaults switch both on.
 """
 from __future__ import annotations
 
+from ..planning import planned_updates
 from .sparse import RigL
 
 
@@ -19,6 +20,5 @@ class RLx2(RigL):
     @classmethod
     def derived(cls, cfg) -> None:
         if cfg.nstep_delay is None:
-            from ..config import planned_updates
             cfg.nstep_delay = int(cls.NSTEP_DELAY_FRACTION * planned_updates(cfg))
         super().derived(cfg)

@@ -4,13 +4,15 @@ Parts: ``allocation`` (uniform / ERK layer densities), ``masks`` (create, enforc
 targets, execution seam), ``updaters`` (static / SET / RigL: which connections change),
 ``schedules`` (when and how many; GMP ramp), ``optim_state`` (reset Adam moments of changed
 entries), ``flops`` (parameter and FLOP accounting), ``csr`` (compressed layers and CSR
-kernels: the ``csr`` / ``auto`` execution backends), ``crossover`` (where CSR beats dense on
-this machine, measured and cached), ``core.SparseTraining`` (the facade).
+kernels: the ``csr`` execution backend), ``crossover`` (where CSR beats dense on
+this machine, measured and cached), ``auto`` (the ``auto`` backend: CSR where the crossover
+says so), ``core.SparseTraining`` (the facade).
 """
 from .allocation import global_density, layer_densities, layer_nonzero_counts
 from .core import BACKENDS, SparseTraining, make_execution
 from .crossover import Crossover
-from .csr import AutoExecution, CsrExecution, CsrLayout, SparseLinear, csr_linear, feature_major_linear
+from .auto import AutoExecution
+from .csr import CsrExecution, CsrLayout, SparseLinear, csr_linear, feature_major_linear
 from .flops import (LayerFlops, count_parameters, dense_gradient_extra_flops, format_table,
                     forward_flops, layer_flops, totals, training_flops_per_sample)
 from .masks import (DENSE_MASKED, SparseExecution, apply_masks, attach_execution, count_active,

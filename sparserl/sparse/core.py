@@ -41,7 +41,8 @@ from torch import nn
 
 from .allocation import METHODS as ALLOCATIONS
 from .allocation import layer_nonzero_counts
-from .csr import AutoExecution, CsrExecution, CsrLayout, DenseGradRequest, SparseLinear, use_feature_major
+from .auto import AutoExecution
+from .csr import CsrExecution, CsrLayout, DenseGradRequest, SparseLinear, use_feature_major
 from .masks import (DENSE_MASKED, INITS, SparseExecution, apply_masks, count_active, create_masks, get_weights,
                     linear_weight_names, mask_gradients, sync_masks, weight_shapes)
 from .optim_state import reset_optimizer_state

@@ -28,6 +28,8 @@ from typing import Callable, Optional
 
 import torch
 
+from .csr import CsrLayout, CsrOperand, csr_linear, feature_major_linear
+
 BUCKETS = (1, 4, 16, 64, 256)
 CACHE_FILE = "csr_crossover.json"
 
@@ -94,8 +96,6 @@ def measure(n_out: int, n_in: int, density: float, batch: int, mode: str) -> tup
     gradients and an Adam update -- for the masked form also masking the gradient, the weight
     and a target copy, as ``SparseTraining`` does every step -- of the dense weight vs the
     non-zero values.  Inputs are feature-major, as inside a chain of such layers."""
-    from .csr import CsrLayout, CsrOperand, csr_linear, feature_major_linear
-
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; allowed: {', '.join(MODES)}")
     training = mode != "infer"

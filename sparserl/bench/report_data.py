@@ -1,0 +1,371 @@
+"""The numbers of a bench report, apart from their rendering (tables: :mod:`.report`, plots: :mod:`.plots`).
+
+What is computed (per ``algo / env / method-label``, over seeds; see :mod:`.stats`):
+
+* ``return``: mean and 95 % percentile-bootstrap CI of ``final_eval_return``.
+* ``pct_of_dense``: each run's score as % of the dense baseline,
+  ``100 * (R - floor) / (mean_dense_R - floor)``; ``mean_dense_R`` is the mean final return of
+  the dense baseline over its seeds (its uncertainty is not propagated), ``floor`` is the suite's
+  ``score_floor[env]`` (default 0; give the random-policy return for envs with negative
+  returns, e.g. Pendulum).  NaN when ``mean_dense_R <= floor``.  The dense baseline of
+  ``method-tag`` is ``dense-tag`` if it exists, else ``dense``, of the same algo/env.
+* ``pct_late_of_dense``: the same with each run's late return (the mean of its evaluations in the
+  last quarter of its steps, at its final network size) instead of its final evaluation.
+* ``pct_best_of_dense``: the same with each run's best evaluation at its final network size
+  against the dense runs' mean best (the best-checkpoint convention; biased upwards).
+* ``iqm_pct_of_dense`` (per algo, method-label): IQM over all runs (env x seed) of the %-of-dense
+  scores, with a stratified (per env) bootstrap 95 % CI.
+* ``size_ratio``: sum over networks of nonzero weights / sum of the dense baseline's total
+  weights (the run's own totals if there is no dense baseline).
+* ``train_flop_ratio`` / ``infer_flop_ratio``: ``flops.train_total`` / the dense baseline's
+  mean ``train_total`` (``infer_per_action`` likewise); without a dense baseline the run's own
+  ``train_dense_total`` / ``infer_dense_per_action``.
+* ``sparsity``: 1 - nonzero / total of the run's own networks; ``wall_time_s``, ``updates_per_s``.
+* ``collision_rate``: ``summary.json["final_collision_rate"]`` (envs that report
+  ``info["crashed"]``, e.g. highway-env), mean over seeds; NaN for the cell unless every seed has it.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from sparserl.errors import UserError
+
+from . import stats
+from .suite import env_from_dir_name
+
+METHOD_ORDER = ["dense", "tiny", "static", "set", "rigl", "rlx2", "structured", "gmp"]
+_SEED_DIR = re.compile(r"^seed(\d+)$")
+
+
+@dataclass
+class ReportData:
+    run_dir: Path
+    manifest: dict
+    runs: pd.DataFrame                 # one row per finished run
+    table: pd.DataFrame                # one row per (algo, env, label)
+    iqm: pd.DataFrame                  # one row per (algo, label)
+    expected_cells: int | None = None
+    failures: list = field(default_factory=list)
+    description: str = ""              # the suite's own words (budget caveats and all)
+
+
+def method_sort_key(label: str) -> tuple:
+    method, _, tag = label.partition("-")
+    rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    return (rank, method, tag)
+
+
+def _num(x) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+    return v
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_metrics(path: Path, warn: bool = True) -> pd.DataFrame:
+    """A run's metrics.csv as a frame, without a truncated last row: a run killed while
+    appending leaves a row without its line end, with fewer fields than the header, or with a
+    cut-off number (a field that is a number in the row before); read as data it would pass a
+    wrong or missing evaluation for the run's last one. Such a row is skipped with a warning on
+    stderr. Raises what ``pd.read_csv`` raises for an unreadable file."""
+    lines = Path(path).read_text().splitlines(keepends=True)
+    if len(lines) > 1:
+        header, last = next(csv.reader([lines[0]])), next(csv.reader([lines[-1]]), [])
+        previous = next(csv.reader([lines[-2]]), []) if len(lines) > 2 else []
+        cut_number = any(v.strip() and not _is_number(v) and i < len(previous) and _is_number(previous[i])
+                         for i, v in enumerate(last))
+        if not lines[-1].endswith("\n") or len(last) < len(header) or cut_number:
+            if warn:
+                print(f"warning: {path}: skipping its truncated last row (line {len(lines)}: "
+                      f"{lines[-1].strip()[:60]!r})", file=sys.stderr)
+            lines = lines[:-1]
+    return pd.read_csv(io.StringIO("".join(lines)))
+
+
+_SIZE_COLUMNS = ("alive_", "sparsity_")  # metrics.csv columns that change when a network shrinks
+
+
+LATE_FRACTION = 0.25  # the late-return window: evaluations in the last quarter of a run's steps
+LATE_WINDOW = f"{100 * LATE_FRACTION:g} %"  # as the tables and plots name it
+
+
+def _evals_at_final_size(cell_dir: Path) -> tuple[pd.DataFrame | None, bool]:
+    """metrics.csv's evaluation rows of the network a run ends with, and whether the file had
+    size columns (structured pruning's ``alive_*``, sparse training's ``sparsity_*``) to tell:
+    the rows whose size columns equal the last row's. A network pruned during training must not
+    be credited with an evaluation of its larger self from before the last prune; a run whose
+    size never changes (dense, RigL, RLx2) keeps every row. ``(None, False)`` without a readable
+    metrics.csv with evaluations."""
+    try:
+        frame = read_metrics(cell_dir / "metrics.csv")
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None, False
+    if "eval_return" not in frame:
+        return None, False
+    frame = frame.dropna(subset=["eval_return"])
+    if frame.empty:
+        return None, False
+    size = [c for c in frame.columns if c.startswith(_SIZE_COLUMNS)]
+    if size:
+        sizes = frame[size].to_numpy(float)
+        frame = frame[np.isclose(sizes, sizes[-1], equal_nan=True).all(axis=1)]
+    return frame, bool(size)
+
+
+def final_size_returns(cell_dir: Path, steps: float, final: float, best: float) -> tuple[float, float]:
+    """``(best, late)`` of the network a run ends with (see :func:`_evals_at_final_size`), from
+    one read of its metrics.csv.
+
+    * best: the maximum evaluation; without metrics.csv or size columns ``best`` (summary.json's).
+    * late: the mean of the evaluations in the last quarter of the run (step > (1 -
+      LATE_FRACTION) * steps): where a run ends, estimated from several evaluations instead of
+      the single last one, whose 10 episodes swing widely on tasks such as LunarLander (a dense
+      seed there evaluated 261 and 146 two evaluations apart). ``final`` (the last evaluation)
+      when metrics.csv has no evaluation in that window (or no ``step`` column)."""
+    frame, sized = _evals_at_final_size(cell_dir)
+    if frame is None:
+        return best, final
+    best_here = float(frame["eval_return"].max()) if sized else best
+    if "step" not in frame or not math.isfinite(steps):
+        return best_here, final
+    late = frame.loc[frame["step"] > (1.0 - LATE_FRACTION) * steps, "eval_return"]
+    return best_here, float(late.mean()) if len(late) else final
+
+
+def collect_runs(run_dir: str | Path) -> pd.DataFrame:
+    """One row per finished run (``ALGO/ENV/LABEL/seedK/summary.json``) under ``run_dir``."""
+    root = Path(run_dir)
+    rows = []
+    for path in sorted(root.glob("*/*/*/seed*/summary.json")):
+        cell = path.parent
+        m = _SEED_DIR.match(cell.name)
+        if not m:
+            continue
+        summary = _read_json(path)
+        if summary is None:
+            print(f"warning: skipping unreadable {path}", file=sys.stderr)
+            continue
+        label = cell.parent.name
+        env = env_from_dir_name(cell.parent.parent.name)
+        algo = cell.parent.parent.parent.name
+        method = str(summary.get("method") or label.partition("-")[0])
+        tag = label[len(method) + 1:] if label.startswith(method + "-") else (
+            "" if label == method else label.partition("-")[2])
+        params = summary.get("params") or {}
+        nonzero = sum(_num(p.get("nonzero")) for p in params.values() if isinstance(p, dict))
+        total = sum(_num(p.get("total")) for p in params.values() if isinstance(p, dict))
+        flops = summary.get("flops") or {}
+        neurons = [b for b in (summary.get("neurons") or {}).values() if isinstance(b, dict)]
+
+        def removed(kind: str) -> float:  # structured pruning: fraction removed over all MLPs
+            total = sum(_num(b.get(f"{kind}_total")) for b in neurons)
+            return 1.0 - sum(_num(b.get(f"{kind}_alive")) for b in neurons) / total if neurons and total else float("nan")
+
+        best_final_size, late = final_size_returns(
+            cell, _num(summary.get("steps")), _num(summary.get("final_eval_return")),
+            _num(summary.get("best_eval_return")))
+        rows.append({
+            "algo": algo, "env": env, "label": label, "method": method, "tag": tag,
+            "seed": int(m.group(1)), "dir": str(cell.relative_to(root)),
+            "steps": _num(summary.get("steps")),
+            "final_eval_return": _num(summary.get("final_eval_return")),
+            "best_eval_return": _num(summary.get("best_eval_return")),
+            "best_final_size_return": best_final_size, "late_return": late,
+            "collision_rate": _num(summary.get("final_collision_rate")),
+            "wall_time_s": _num(summary.get("wall_time_s")),
+            "updates_per_s": _num(summary.get("updates_per_s")),
+            "nonzero": nonzero if params else float("nan"),
+            "total": total if params else float("nan"),
+            "train_total": _num(flops.get("train_total")),
+            "train_dense_total": _num(flops.get("train_dense_total")),
+            "infer_per_action": _num(flops.get("infer_per_action")),
+            "infer_dense_per_action": _num(flops.get("infer_dense_per_action")),
+            "neurons_removed": removed("neurons"), "weights_removed": removed("weights"),
+        })
+    columns = ["algo", "env", "label", "method", "tag", "seed", "dir", "steps",
+               "final_eval_return", "best_eval_return", "best_final_size_return", "late_return", "collision_rate",
+               "wall_time_s", "updates_per_s",
+               "nonzero", "total", "train_total", "train_dense_total", "infer_per_action",
+               "infer_dense_per_action", "neurons_removed", "weights_removed"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _baseline_label(labels: set[str], methods: dict[str, str], tag: str) -> str | None:
+    if tag and f"dense-{tag}" in labels:
+        return f"dense-{tag}"
+    if "dense" in labels:
+        return "dense"
+    dense = sorted(lab for lab in labels if methods.get(lab) == "dense")
+    return dense[0] if dense else None
+
+
+def _ratio(num: float, den: float) -> float:
+    if not (math.isfinite(num) and math.isfinite(den)) or den == 0:
+        return float("nan")
+    return num / den
+
+
+def _pct_of(value: float, dense: pd.Series, floor: float) -> float:
+    """``value`` as % of the dense runs' mean, both measured from ``floor``."""
+    dense_mean = dense.mean() if len(dense) else float("nan")
+    if not (math.isfinite(dense_mean) and dense_mean - floor > 0):
+        return float("nan")
+    return 100.0 * (value - floor) / (dense_mean - floor)
+
+
+# each run's score column -> its "% of dense" column (the table adds that column's CI, see ci_columns)
+PCT_OF_DENSE = {"final_eval_return": "pct_of_dense", "late_return": "pct_late_of_dense",
+                "best_final_size_return": "pct_best_of_dense"}
+
+
+def ci_columns(pct_column: str) -> tuple[str, str]:
+    """The table's CI columns of a "% of dense" column: ``pct_late_of_dense`` ->
+    ``pct_late_ci_low``, ``pct_late_ci_high``."""
+    prefix = pct_column.removesuffix("_of_dense")
+    return f"{prefix}_ci_low", f"{prefix}_ci_high"
+
+
+def add_normalised(runs: pd.DataFrame, score_floor: dict | None = None) -> pd.DataFrame:
+    """Add ``baseline``, ``pct_of_dense`` (final return), ``pct_late_of_dense`` (mean of the
+    last quarter's evaluations against dense's), ``pct_best_of_dense`` (best evaluation of the
+    final-size network against dense's best: the measure of benchmarks that report their best
+    checkpoint, such as the SB3 zoo's), ``size_ratio``, flop ratios and ``sparsity`` columns."""
+    runs = runs.copy()
+    floor_of = score_floor or {}
+    for col in ("baseline", *PCT_OF_DENSE.values(), "size_ratio", "train_flop_ratio", "infer_flop_ratio",
+                "sparsity"):
+        runs[col] = np.nan if col != "baseline" else ""
+    for (algo, env), grp in runs.groupby(["algo", "env"], sort=False):
+        labels = set(grp["label"])
+        methods = dict(zip(grp["label"], grp["method"]))
+        floor = float(floor_of.get(env, 0.0))
+        for idx, row in grp.iterrows():
+            base = _baseline_label(labels, methods, row["tag"])
+            b = grp[grp["label"] == base] if base else grp.iloc[0:0]
+            dense_total = b["total"].mean() if len(b) and b["total"].notna().any() else row["total"]
+            dense_train = (b["train_total"].mean() if len(b) and b["train_total"].notna().any()
+                           else row["train_dense_total"])
+            dense_infer = (b["infer_per_action"].mean()
+                           if len(b) and b["infer_per_action"].notna().any()
+                           else row["infer_dense_per_action"])
+            runs.loc[idx, "baseline"] = base or ""
+            for score, pct in PCT_OF_DENSE.items():
+                runs.loc[idx, pct] = _pct_of(row[score], b[score], floor)
+            runs.loc[idx, "size_ratio"] = _ratio(row["nonzero"], dense_total)
+            runs.loc[idx, "train_flop_ratio"] = _ratio(row["train_total"], dense_train)
+            runs.loc[idx, "infer_flop_ratio"] = _ratio(row["infer_per_action"], dense_infer)
+            runs.loc[idx, "sparsity"] = 1.0 - _ratio(row["nonzero"], row["total"])
+    return runs
+
+
+def aggregate(runs: pd.DataFrame, n_boot: int = stats.DEFAULT_BOOT) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (algo, env, label) table and per (algo, label) IQM table."""
+    rows = []
+    for (algo, env, label), grp in runs.groupby(["algo", "env", "label"], sort=False):
+        ret, ret_lo, ret_hi = stats.mean_ci(grp["final_eval_return"], n_boot=n_boot)
+        pct_cis = {}
+        for pct in PCT_OF_DENSE.values():
+            mean, lo, hi = stats.mean_ci(grp[pct], n_boot=n_boot)
+            pct_cis.update(zip((pct, *ci_columns(pct)), (mean, lo, hi)))
+        rows.append({
+            "algo": algo, "env": env, "label": label, "method": grp["method"].iloc[0],
+            "baseline": grp["baseline"].iloc[0], "n_seeds": len(grp),
+            "seeds": " ".join(str(s) for s in sorted(grp["seed"])),
+            "steps": grp["steps"].max(),
+            "return_mean": ret, "return_ci_low": ret_lo, "return_ci_high": ret_hi,
+            "best_return_mean": grp["best_eval_return"].mean(),
+            # a rate over some seeds only would read as one over all of them: all seeds or none
+            "collision_rate": (grp["collision_rate"].mean() if grp["collision_rate"].notna().all()
+                               else float("nan")),
+            **pct_cis,
+            "late_return_mean": grp["late_return"].mean(),
+            "size_ratio": grp["size_ratio"].mean(),
+            "train_flop_ratio": grp["train_flop_ratio"].mean(),
+            "infer_flop_ratio": grp["infer_flop_ratio"].mean(),
+            "sparsity": grp["sparsity"].mean(),
+            "neurons_removed": grp["neurons_removed"].mean(),
+            "weights_removed": grp["weights_removed"].mean(),
+            "wall_time_s": grp["wall_time_s"].mean(),
+            "updates_per_s": grp["updates_per_s"].mean(),
+        })
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values(
+            ["algo", "env", "label"],
+            key=lambda s: s.map(method_sort_key) if s.name == "label" else s,
+        ).reset_index(drop=True)
+    iqm_rows = []
+    for (algo, label), grp in runs.groupby(["algo", "label"], sort=False):
+        finite = grp[np.isfinite(grp["pct_of_dense"].astype(float))]
+        by_env = {env: g["pct_of_dense"].to_numpy(float) for env, g in finite.groupby("env")}
+        scores = finite["pct_of_dense"].to_numpy(float)
+        lo, hi = stats.stratified_bootstrap_ci(by_env, "iqm", n_boot=n_boot)
+        iqm_rows.append({"algo": algo, "label": label, "method": grp["method"].iloc[0],
+                         "n_runs": len(scores), "n_envs": len(by_env),
+                         "iqm_pct_of_dense": stats.iqm(scores), "iqm_ci_low": lo, "iqm_ci_high": hi})
+    iqm = pd.DataFrame(iqm_rows)
+    if len(iqm):
+        iqm = iqm.sort_values(
+            ["algo", "label"], key=lambda s: s.map(method_sort_key) if s.name == "label" else s,
+        ).reset_index(drop=True)
+    return table, iqm
+
+
+def load_report_data(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT) -> ReportData:
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise UserError(f"run directory not found: {root}")
+    manifest = _read_json(root / "manifest.json") or {}
+    runs = collect_runs(root)
+    if runs.empty:
+        raise UserError(f"no finished runs (*/*/*/seed*/summary.json) under {root}")
+    floors = manifest.get("score_floor")
+    description = ""
+    try:  # the suite copy in DIR is the latest word (a floor may be edited after the run)
+        raw = yaml.safe_load((root / "suite.yaml").read_text())
+        if isinstance(raw, dict) and isinstance(raw.get("score_floor"), dict):
+            floors = raw["score_floor"]
+            manifest["score_floor"] = floors
+        if isinstance(raw, dict):
+            description = str(raw.get("description") or "")
+    except (OSError, ValueError, yaml.YAMLError):
+        pass
+    runs = add_normalised(runs, floors)
+    table, iqm = aggregate(runs, n_boot=n_boot)
+    failures = []
+    fpath = root / "failures.json"
+    if fpath.exists():
+        try:
+            failures = json.loads(fpath.read_text())
+        except ValueError:
+            failures = []
+    expected = len(manifest["cells"]) if isinstance(manifest.get("cells"), list) else None
+    return ReportData(root, manifest, runs, table, iqm, expected, failures, description)
