@@ -7,48 +7,25 @@ a broken one.
 from __future__ import annotations
 
 import json
-import os
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_write, is_atomic_write_temp  # noqa: F401 (importable from here)
 from .errors import UserError
 
 
-_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # mkstemp's 8 random characters
-
-
-def is_atomic_write_temp(name: str) -> bool:
-    """Whether a file name is a temporary of :func:`atomic_write_bytes_via` (``.NAME.XXXXXXXX.tmp``):
-    a kill between creating and renaming it leaves one behind."""
-    return bool(_TEMP_NAME.match(name))
-
-
-def atomic_write_bytes_via(path: str | Path, writer) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+# the one atomic-write helper lives in atomic.py; these names stay importable from here
+atomic_write_bytes_via = atomic_write
 
 
 def save(obj: Any, path: str | Path) -> None:
-    atomic_write_bytes_via(path, lambda fh: torch.save(obj, fh))
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def save_json(obj: Any, path: str | Path) -> None:
-    atomic_write_bytes_via(path, lambda fh: fh.write((json.dumps(obj, indent=2, default=float) + "\n").encode()))
+    atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=2, default=float) + "\n").encode()))
 
 
 def rng_state_to_str(state: dict) -> str:

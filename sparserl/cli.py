@@ -17,14 +17,10 @@ import typing
 from pathlib import Path
 
 from .config import ALGO_DEFAULTS, FIELD_TYPES, FIELDS, TrainConfig, check_option, check_options, config_from_options, load_yaml, resolve
+from .errors import OneLineArgumentParser as _Parser
 from .errors import UserError
 from .model_file import load_agent  # noqa: F401 (sparserl.cli.load_agent, as before)
 from .validation import coerce, kind_of
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
-        raise UserError(f"{self.prog}: {' '.join(message.split())}")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:

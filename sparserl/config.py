@@ -19,13 +19,21 @@ import yaml
 
 from .errors import UserError
 from .methods import METHODS, method_class
+from .methods.structured import Structured
 from .planning import planned_updates, update_rounds  # noqa: F401 (importable from here as before)
+# allowed values are owned by the component that uses them; config only declares the options
+from .sparse.allocation import ALLOCATIONS
+from .sparse.core import BACKENDS as SPARSE_BACKENDS
+from .sparse.masks import INITS as MASK_INITS
+from .structured.importance import IMPORTANCE_METHODS
+from .structured.regularizer import REG_MODES, REGULARIZERS
+from .structured.threshold import THRESHOLD_RULES, THRESHOLD_SCOPES
 from .validation import Check, at_least, between, coerce
 
 ALGOS = ("dqn", "td3", "sac")
-ALLOCATIONS = ("erk", "uniform")
 PRESET_DIR = Path(__file__).parent / "presets"
-SPARSE_BACKENDS = ("masked", "csr", "auto")
+
+_S = Structured.DEFAULTS  # the pruning options' defaults: the structured method's own (the SB3 callback's too)
 
 # Allowed values shared by several options (the text is what --help and errors print).
 POSITIVE = at_least(1)                                   # counts, sizes, periods
@@ -119,7 +127,7 @@ class TrainConfig:
     critic_sparsity: float = _f(0.9, "critic weight sparsity (both critics)", check=UNIT_OPEN_TOP)
     q_sparsity: float = _f(0.9, "DQN Q-network weight sparsity", check=UNIT_OPEN_TOP)
     allocation: str = _f("erk", "layer-wise sparsity allocation", ALLOCATIONS)
-    mask_init: Optional[str] = _f(None, "initial mask (default: random for static, else magnitude)", ("magnitude", "random"))
+    mask_init: Optional[str] = _f(None, "initial mask (default: random for static, else magnitude)", MASK_INITS)
     topology_delta: int = _f(10_000, "gradient updates of a network between topology updates", check=POSITIVE)
     drop_fraction: float = _f(0.5, "initial drop fraction zeta0 (cosine-annealed)", check=UNIT)
     topology_stop: Optional[float] = _f(None, "stop topology updates after this fraction of updates",
@@ -154,24 +162,22 @@ class TrainConfig:
                             "fraction: 10% and cap; to-threshold: until within the threshold, cap)",
                             ("reference", "fraction", "to-threshold"))
     # --- structured pruning (structured, neuron-magnitude) and GMP ----------------------
-    importance: str = _f("fluctuation", "neuron importance estimator", ("activation", "fluctuation", "taylor", "magnitude"))
-    regularizer: str = _f("importance", "group penalty", ("importance", "group-lasso", "none"))
-    reg_lambda: float = _f(1e-4, "group-sparse regulariser strength lambda; with --reg-mode loss the weight of "
+    importance: str = _f(_S["importance"], "neuron importance estimator", IMPORTANCE_METHODS)
+    regularizer: str = _f(_S["regularizer"], "group penalty", REGULARIZERS)
+    reg_lambda: float = _f(_S["reg_lambda"], "group-sparse regulariser strength lambda; with --reg-mode loss the weight of "
                            "lambda * sum_j c_j ||g_j|| in each network's loss (its pull depends on the loss scale and "
                            "Adam), with --reg-mode proximal the shrink of a neuron group's L2 norm per unit learning "
                            "rate per update (times c_j), the same meaning for every network", check=NON_NEGATIVE)
-    reg_mode: str = _f("loss", "structured: how the group penalty acts: loss (added to the loss, through Adam; "
+    reg_mode: str = _f(_S["reg_mode"], "structured: how the group penalty acts: loss (added to the loss, through Adam; "
                        "never exactly zero) or proximal (group soft-threshold g_j *= max(0, 1 - lr*lambda*c_j/||g_j||) "
                        "after each optimizer step; exact zeros, independent of loss scale and Adam)",
-                       ("loss", "proximal"))
-    prune_every: int = _f(1_000, "updates between prune events", check=POSITIVE)
-    # 0.05 / 0.5: the winner of the CartPole part of benchmarks/suites/struct_sweep.yaml (seeds 100-101):
-    # pruning done by mid-run leaves half the run to recover (the old 0.1 / 0.8 recovered less)
-    prune_start: float = _f(0.05, "fraction of updates when pruning starts (below --prune-end)", check=UNIT_OPEN_TOP)
-    prune_end: float = _f(0.5, "fraction of updates when pruning ends (the rest of the run recovers)",
+                       REG_MODES)
+    prune_every: int = _f(_S["prune_every"], "updates between prune events", check=POSITIVE)
+    prune_start: float = _f(_S["prune_start"], "fraction of updates when pruning starts (below --prune-end)", check=UNIT_OPEN_TOP)
+    prune_end: float = _f(_S["prune_end"], "fraction of updates when pruning ends (the rest of the run recovers)",
                           check=UNIT_OPEN_BOTTOM)
-    min_width: int = _f(4, "minimum neurons kept per hidden layer", check=POSITIVE)
-    target_neuron_fraction: float = _f(0.93, "structured: fraction of hidden neurons to remove by prune_end "
+    min_width: int = _f(_S["min_width"], "minimum neurons kept per hidden layer", check=POSITIVE)
+    target_neuron_fraction: float = _f(_S["target_neuron_fraction"], "structured: fraction of hidden neurons to remove by prune_end "
                                        "(the actor's; DQN's Q-network's)", check=UNIT_OPEN_TOP)
     critic_target_neuron_fraction: Optional[float] = _f(None, "structured: fraction of hidden neurons to remove from "
                                                         "each critic MLP by prune_end (TD3/SAC)",
@@ -179,13 +185,13 @@ class TrainConfig:
                                                         default_doc="--target-neuron-fraction")
     prune_networks: str = _f("all", "structured: which networks are pruned: actor, critic (TD3/SAC only) or all "
                              "(DQN: all, its one Q-network)", ("actor", "critic", "all"))
-    threshold_scope: str = _f("layer", "structured: prune each hidden layer to the target on its own (layer), or "
+    threshold_scope: str = _f(_S["threshold_scope"], "structured: prune each hidden layer to the target on its own (layer), or "
                               "pool layer-normalised importance and the neuron budget over all hidden layers of "
-                              "an MLP (global; each layer keeps --min-width)", ("layer", "global"))
-    threshold_rule: str = _f("ramp", "structured: prune below a ramping multiple of the mean importance, capped by "
+                              "an MLP (global; each layer keeps --min-width)", THRESHOLD_SCOPES)
+    threshold_rule: str = _f(_S["threshold_rule"], "structured: prune below a ramping multiple of the mean importance, capped by "
                              "the cubic target (ramp), or exactly the cubic target's least important (cubic)",
-                             ("ramp", "cubic"))
-    recovery_reg_scale: float = _f(1.0, "structured: --reg-lambda multiplier after --prune-end (the recovery "
+                             THRESHOLD_RULES)
+    recovery_reg_scale: float = _f(_S["recovery_reg_scale"], "structured: --reg-lambda multiplier after --prune-end (the recovery "
                                    "phase; 0 = fine-tune the pruned network without the regulariser)",
                                    check=NON_NEGATIVE)
     prune_guard: Optional[float] = _f(None, "pause pruning while eval return is this fraction below its best",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .checkpoint import atomic_write_bytes_via
+from .atomic import atomic_write
 
 
 def new_figure(figsize=(6, 4)):
@@ -69,4 +69,4 @@ def learning_curve(rows: list[dict], path: str | Path, title: str = "") -> None:
         ax.set_xlabel("environment steps")
     fig.tight_layout()
     # Atomic like the checkpoints: a kill while saving never leaves a truncated PNG.
-    atomic_write_bytes_via(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=100))

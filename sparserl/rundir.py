@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+from .atomic import is_atomic_write_temp
 from .errors import UserError
 
 # The files of one run, by the name the trainer writes them under.
@@ -193,11 +194,9 @@ def _describe_owner(owner: dict | None) -> str:
 
 
 def clean_orphan_temps(path: str | os.PathLike) -> list[Path]:
-    """Delete temporaries of interrupted atomic writes (``.NAME.XXXXXXXX.tmp``, ``metrics.csv.tmp``)
-    in a run directory; return what was removed.  Call it only while holding :class:`RunDirLock`:
-    a live writer's temporary looks exactly like an orphan."""
-    from .checkpoint import is_atomic_write_temp  # imports torch, which the lock does not need
-
+    """Delete temporaries of interrupted atomic writes in a run directory (``.NAME.XXXXXXXX.tmp``,
+    and ``metrics.csv.tmp`` of older versions); return what was removed.  Call it only while
+    holding :class:`RunDirLock`: a live writer's temporary looks exactly like an orphan."""
     out = Path(path)
     artifact_temps = {f"{name}.tmp" for name in RUN_ARTIFACTS}
     removed = []

@@ -10,6 +10,7 @@ uninterrupted one, parameters and metrics (timings aside).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from . import checkpoint
+from .atomic import atomic_write_text
 from .algos import make_agent
 from .buffers import ReplayBuffer
 from .callbacks import as_callback
@@ -64,12 +66,11 @@ class MetricsLog:
     def rewrite(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, self.columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, self.columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, text.getvalue())
 
 
 def rng_streams(seed: int, count: int) -> list[np.random.Generator]:

@@ -320,3 +320,20 @@ def test_run_killed_before_a_final_artifact_can_be_finished_from_resume_pt(tmp_p
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == cfg.steps and summary["updates"] > 0
+
+
+@pytest.mark.parametrize("files, state", [
+    ({"resume": (15, 20), "summary": 10, "ckpt": True}, RunState.IN_PROGRESS),   # stale summary
+    ({"resume": (10, 10), "summary": 10}, RunState.FINAL_ARTIFACTS_MISSING),
+    ({"resume": (10, 10), "summary": 10, "ckpt": True}, RunState.COMPLETE),
+    ({"summary": 10, "ckpt": True}, RunState.COMPLETE),
+    ({}, RunState.EMPTY),
+])
+def test_bench_is_done_is_the_finished_run_rule(tmp_path, files, state):
+    # one rule of "a finished run": the bench harness asks finish_state, so a summary.json left
+    # from before a `--resume --steps` extension no longer counts as done
+    from sparserl.bench.runner import is_done
+
+    out = _run(tmp_path / "run", **files)
+    assert finish_state(out).state is state
+    assert is_done(out) == (state is RunState.COMPLETE)

@@ -23,15 +23,11 @@ import shlex
 import sys
 from typing import Sequence
 
+from sparserl.errors import OneLineArgumentParser as _Parser
 from sparserl.errors import UserError
 
 from .runner import BACKENDS, dump_suite_cells, run_suite
 from .suite import prefix_command_builder
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, no usage dump
-        raise UserError(f"{self.prog}: {message}")
 
 
 def configure_bench_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -40,11 +40,13 @@ import pandas as pd
 import yaml
 
 from sparserl.errors import UserError
+from sparserl.methods import METHODS
 
 from . import stats
 from .suite import env_from_dir_name
 
-METHOD_ORDER = ["dense", "tiny", "static", "set", "rigl", "rlx2", "structured", "gmp"]
+#: table and plot order of the methods: the method registry's (every method, one source)
+METHOD_ORDER = list(METHODS)
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
@@ -60,8 +62,20 @@ class ReportData:
     description: str = ""              # the suite's own words (budget caveats and all)
 
 
-def method_sort_key(label: str) -> tuple:
+def split_label(label: str) -> tuple[str, str]:
+    """``(method, tag)`` of a cell label ``method`` or ``method-tag``.  Method names may hold a
+    "-" themselves (``neuron-magnitude``), so the longest known method the label starts with
+    wins; an unknown one splits at its first "-"."""
+    known = [m for m in METHOD_ORDER if label == m or label.startswith(m + "-")]
+    if known:
+        method = max(known, key=len)
+        return method, label[len(method) + 1:]
     method, _, tag = label.partition("-")
+    return method, tag
+
+
+def method_sort_key(label: str) -> tuple:
+    method, tag = split_label(label)
     rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
     return (rank, method, tag)
 
@@ -176,9 +190,9 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
         label = cell.parent.name
         env = env_from_dir_name(cell.parent.parent.name)
         algo = cell.parent.parent.parent.name
-        method = str(summary.get("method") or label.partition("-")[0])
+        method = str(summary.get("method") or split_label(label)[0])
         tag = label[len(method) + 1:] if label.startswith(method + "-") else (
-            "" if label == method else label.partition("-")[2])
+            "" if label == method else split_label(label)[1])
         params = summary.get("params") or {}
         nonzero = sum(_num(p.get("nonzero")) for p in params.values() if isinstance(p, dict))
         total = sum(_num(p.get("total")) for p in params.values() if isinstance(p, dict))

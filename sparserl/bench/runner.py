@@ -35,8 +35,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sparserl.atomic import atomic_write_text
 from sparserl.errors import UserError
-from sparserl.rundir import RunDirLock, finish_state
+from sparserl.rundir import RunDirLock, RunState, finish_state
 
 from .suite import Cell, Suite, default_command, default_resume_command, load_suite
 
@@ -50,12 +51,13 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 # --------------------------------------------------------------------------- one cell
 
 def is_done(cell_dir: str | Path) -> bool:
-    """A cell is done when its summary.json exists and is valid JSON."""
-    path = Path(cell_dir) / "summary.json"
+    """A cell is done when its run is finished by the one rule of a finished run,
+    :func:`sparserl.rundir.finish_state` (``COMPLETE``: a valid summary.json that is the run's
+    last word -- not one left from before a ``--resume`` with more steps).  A cell whose
+    ``resume.pt`` cannot be read is not done: it restarts (:func:`is_resumable`)."""
     try:
-        json.loads(path.read_text())
-        return True
-    except (OSError, ValueError):
+        return finish_state(cell_dir).state is RunState.COMPLETE
+    except UserError:
         return False
 
 
@@ -146,7 +148,8 @@ def execute_cell(command: Sequence[str], cell_dir: str, timeout: float | None = 
         if timed_out:
             reason = f"killed after the cell timeout of {timeout:g} s"
         elif returncode == 0:
-            reason = "exited with code 0 but wrote no valid summary.json"
+            reason = ("exited with code 0 but did not finish its run (no valid summary.json, or one "
+                      "older than its resume.pt)")
         else:
             reason = f"exited with code {returncode}"
         result.update(stderr_tail=tail, reason=reason)
@@ -182,9 +185,7 @@ def _now() -> str:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _cell_record(cell: Cell, run_dir: Path) -> dict:

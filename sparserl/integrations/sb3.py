@@ -108,6 +108,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..methods.structured import Structured
 from ..sparse import SparseTraining
 from ..sparse.flops import forward_flops, layer_flops, totals
 from ..structured import StructuredPruner, hidden_widths, shrink
@@ -528,13 +529,18 @@ class SparseTrainingCallback(_ModelCallback):
 
 
 # --------------------------------------------------------------- structured pruning callback
+#: ``--method structured``'s defaults, the one source of the callback's (see its docstring)
+_STRUCTURED = Structured.DEFAULTS
+
+
 class StructuredPruningCallback(_ModelCallback):
     """Dynamic structured (neuron) pruning of an SB3 model's MLPs, as ``--method structured``.
 
     One :class:`~sparserl.structured.StructuredPruner` per MLP chain (:func:`prunable_chains`)
     with the same neuron-importance regulariser, threshold rule and surgery; pruned neurons are
     physically removed from SB3's networks, their target networks and optimizer state.
-    The defaults are those of ``sparserl train --method structured``.
+    The defaults are those of ``sparserl train --method structured``: both read
+    :attr:`sparserl.methods.structured.Structured.DEFAULTS`.
 
     Args:
         importance, regularizer, reg_lambda, prune_every, prune_start, prune_end, min_width,
@@ -552,10 +558,12 @@ class StructuredPruningCallback(_ModelCallback):
     ``model.sparserl_architecture`` (saved with the model; reload with :func:`load`).
     """
 
-    def __init__(self, *, importance: str = "fluctuation", regularizer: str = "importance",
-                 reg_lambda: float = 1e-4, prune_every: int = 1000, prune_start: Union[float, int] = 0.1,
-                 prune_end: Union[float, int] = 0.8, min_width: int = 4, target_fraction: Optional[float] = 0.93,
-                 rule: str = "ramp", max_ratio: float = 1.0, ema: float = 0.99, eps: float = 0.1,
+    def __init__(self, *, importance: str = _STRUCTURED["importance"], regularizer: str = _STRUCTURED["regularizer"],
+                 reg_lambda: float = _STRUCTURED["reg_lambda"], prune_every: int = _STRUCTURED["prune_every"],
+                 prune_start: Union[float, int] = _STRUCTURED["prune_start"],
+                 prune_end: Union[float, int] = _STRUCTURED["prune_end"], min_width: int = _STRUCTURED["min_width"],
+                 target_fraction: Optional[float] = _STRUCTURED["target_neuron_fraction"],
+                 rule: str = _STRUCTURED["threshold_rule"], max_ratio: float = 1.0, ema: float = 0.99, eps: float = 0.1,
                  compensate: bool = True, shrink: bool = True, planned_updates: Optional[int] = None,
                  verbose: int = 0):
         super().__init__(planned_updates, verbose)

@@ -1,9 +1,11 @@
 """``gmp``: gradual magnitude pruning of weights (Zhu & Gupta, 2017).
 
-The sparse core enforces the masks (gradient masking, exact zeros, target sync); this
-method only decides the pattern: every ``prune_every`` updates between ``prune_start`` and
-``prune_end`` each layer keeps its largest-|w| weights so that the global sparsity
-follows the cubic ramp s_t = s_f (1 - (1 - p)^3). Pruned weights never come back.
+The sparse core enforces the masks (gradient masking, exact zeros, target sync) and owns the
+score (:meth:`~sparserl.sparse.SparseTraining.prune_by_magnitude`: each layer keeps its
+largest-|w| weights) and the schedule (:mod:`sparserl.sparse.schedules`: the prune window and
+the cubic ramp s_t = s_f (1 - (1 - p)^3)); this method ties them to a network's updates:
+at every event of the ``prune_start`` .. ``prune_end`` window (every ``prune_every``
+updates) the sparsity steps up the ramp. Pruned weights never come back.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..sparse import SparseTraining, gmp_sparsity, layer_nonzero_counts
+from ..sparse import PruneWindow, SparseTraining, gmp_sparsity
 from .sparse import SparsePlugin
 from .structured import PruningMethod
 from .base import updates_of
@@ -21,7 +23,8 @@ class GMPPlugin(SparsePlugin):
     def __init__(self, sparse: SparseTraining, targets: list[nn.Module], batch_size: int, final_sparsity: float,
                  start: int, end: int, every: int):
         super().__init__(sparse, targets, batch_size, count_topology_flops=False)
-        self.final, self.start, self.end, self.every = final_sparsity, start, end, every
+        self.final = final_sparsity
+        self.window = PruneWindow(start, end, every)  # the events (the same rule as structured pruning)
         self.step = 0
         self.current = 0.0
         self.paused = False
@@ -33,21 +36,12 @@ class GMPPlugin(SparsePlugin):
     def after_optimizer_step(self) -> bool:
         super().after_optimizer_step()
         self.step += 1
-        on_grid = (self.step - self.start) % self.every == 0 or self.step == self.end  # end: reach s_f
-        if self.paused or not (self.start <= self.step <= self.end and on_grid):
+        if self.paused or not self.window.is_due(self.step):  # the window's end event reaches s_f
             return False
-        target = gmp_sparsity(self.step, self.start, self.end, self.final)
+        target = gmp_sparsity(self.step, self.window.start, self.window.end, self.final)
         if target <= self.current:
             return False
-        sparse = self.sparse
-        counts = layer_nonzero_counts(sparse.shapes, target, sparse.allocation)
-        masks = {}
-        for n, w in sparse._weights.items():
-            score = w.abs().masked_fill(~sparse.masks[n], -1.0).flatten()
-            keep = torch.zeros_like(score, dtype=torch.bool)
-            keep[torch.topk(score, counts[n]).indices] = True
-            masks[n] = keep.view_as(w) & sparse.masks[n]
-        sparse.set_masks(masks)
+        self.sparse.prune_by_magnitude(target)
         self.current = target
         self.after_target_update()
         return True

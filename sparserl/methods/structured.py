@@ -4,6 +4,7 @@ removed at every prune event (target networks and Adam state follow)."""
 from __future__ import annotations
 
 from ..errors import UserError
+from ..structured.importance import DEFAULT_IMPORTANCE
 from .base import Method, guard_paused, updates_of
 
 #: ``--prune-networks`` value -> the agent networks it prunes (DQN's one network ``q`` is "all")
@@ -78,7 +79,13 @@ def _target_mlp(agent, path: str):
 
 
 class PruningMethod(Method):
-    """Shared by the pruning methods (structured, neuron-magnitude, gmp): the prune guard."""
+    """Shared by the pruning methods (structured, neuron-magnitude, gmp): the prune window and the
+    prune guard."""
+
+    #: the prune window's defaults; ``TrainConfig``'s fields take theirs from here (one source).
+    #: 0.05 / 0.5: the winner of the CartPole part of benchmarks/suites/struct_sweep.yaml (seeds
+    #: 100-101): pruning done by mid-run leaves half the run to recover (the old 0.1 / 0.8 recovered less)
+    DEFAULTS = {"prune_every": 1_000, "prune_start": 0.05, "prune_end": 0.5}
 
     def after_eval(self, run, mean_return: float, best_return: float) -> None:
         paused = guard_paused(self.cfg.prune_guard, mean_return, best_return)
@@ -91,6 +98,11 @@ class Structured(PruningMethod):
     name = "structured"
     summary_line = "neuron-importance group-sparse regulariser + dynamic threshold + physical shrinking"
     magnitude_only = False
+    #: ``--method structured``'s defaults: ``TrainConfig``'s fields and the SB3
+    #: ``StructuredPruningCallback`` both take theirs from here, so the two cannot drift apart
+    DEFAULTS = {**PruningMethod.DEFAULTS, "importance": DEFAULT_IMPORTANCE, "regularizer": "importance",
+                "reg_lambda": 1e-4, "reg_mode": "loss", "min_width": 4, "target_neuron_fraction": 0.93,
+                "threshold_rule": "ramp", "threshold_scope": "layer", "recovery_reg_scale": 1.0}
 
     @classmethod
     def derived(cls, cfg) -> None:

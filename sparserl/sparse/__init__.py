@@ -19,7 +19,7 @@ from .masks import (DENSE_MASKED, SparseExecution, apply_masks, attach_execution
                     create_masks, detach_execution, linear_weight_names, mask_gradients, sync_masks,
                     weight_shapes)
 from .optim_state import reset_optimizer_state
-from .schedules import TopologySchedule, gmp_sparsity
+from .schedules import PruneWindow, TopologySchedule, cubic_ramp, gmp_sparsity
 from .updaters import LayerChange, RigLUpdater, SETUpdater, StaticUpdater, Updater, make_updater
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
     "linear_weight_names", "weight_shapes",
     "SparseExecution", "DENSE_MASKED", "attach_execution", "detach_execution",
     "Updater", "StaticUpdater", "SETUpdater", "RigLUpdater", "LayerChange", "make_updater",
-    "TopologySchedule", "gmp_sparsity",
+    "TopologySchedule", "PruneWindow", "cubic_ramp", "gmp_sparsity",
     "reset_optimizer_state",
     "LayerFlops", "layer_flops", "totals", "forward_flops", "training_flops_per_sample",
     "dense_gradient_extra_flops", "count_parameters", "format_table",

@@ -18,14 +18,15 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-METHODS = ("erk", "uniform")
+ALLOCATIONS = ("erk", "uniform")
+METHODS = ALLOCATIONS  # the older name, kept importable
 
 Shapes = Mapping[str, "tuple[int, int]"]
 
 
 def _check(shapes: Shapes, sparsity: float, method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown allocation method {method!r}; allowed: {', '.join(METHODS)}")
+    if method not in ALLOCATIONS:
+        raise ValueError(f"unknown allocation method {method!r}; allowed: {', '.join(ALLOCATIONS)}")
     try:
         s = float(sparsity)
     except (TypeError, ValueError):

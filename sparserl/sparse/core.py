@@ -39,13 +39,13 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .allocation import METHODS as ALLOCATIONS
+from .allocation import ALLOCATIONS
 from .allocation import layer_nonzero_counts
 from .auto import AutoExecution
 from .csr import CsrExecution, CsrLayout, DenseGradRequest, SparseLinear, use_feature_major
 from .masks import (DENSE_MASKED, INITS, SparseExecution, apply_masks, count_active, create_masks, get_weights,
                     linear_weight_names, mask_gradients, sync_masks, weight_shapes)
-from .optim_state import reset_optimizer_state
+from .optim_state import reset_optimizer_state, swap_parameter
 from .schedules import TopologySchedule
 from .updaters import StaticUpdater, Updater, make_updater
 
@@ -201,14 +201,7 @@ class SparseTraining:
         sparse = SparseLinear.from_linear(linear, self.masks[name], self.execution)
         sparse.operand.request = self._request
         if self.optimizer is not None:
-            old = linear.weight
-            for group in self.optimizer.param_groups:
-                group["params"] = [sparse.values if p is old else p for p in group["params"]]
-            state = self.optimizer.state.pop(old, None)
-            if state:
-                self.optimizer.state[sparse.values] = {
-                    k: (sparse.layout.gather(v).clone() if torch.is_tensor(v) and v.shape == old.shape else v)
-                    for k, v in state.items()}
+            swap_parameter(self.optimizer, linear.weight, sparse.values, lambda v: sparse.layout.gather(v).clone())
         _replace_submodule(self.module, layer_name, sparse)
         self.compressed[name] = sparse
 
@@ -356,6 +349,21 @@ class SparseTraining:
             self.masks[n].copy_(m.to(self.masks[n].device))
         apply_masks(self.module, self.masks)
         self._refresh_fast_masks()
+
+    @torch.no_grad()
+    def prune_by_magnitude(self, sparsity: float) -> None:
+        """One gradual-magnitude-pruning step (GMP's score applied here, where the weights are):
+        each layer keeps its ``layer_nonzero_counts(shapes, sparsity, allocation)`` largest-|w|
+        active weights.  The new masks are subsets of the old, so pruned weights never return;
+        ties go to :func:`torch.topk`'s order (deterministic on one machine)."""
+        counts = layer_nonzero_counts(self.shapes, sparsity, self.allocation)
+        masks = {}
+        for n, w in self._weights.items():
+            score = w.abs().masked_fill(~self.masks[n], -1.0).flatten()  # inactive: below any |w|
+            keep = torch.zeros_like(score, dtype=torch.bool)
+            keep[torch.topk(score, counts[n]).indices] = True
+            masks[n] = keep.view_as(w) & self.masks[n]
+        self.set_masks(masks)
 
     def _refresh_fast_masks(self) -> None:
         """0/1 float copies of the masks of the masked layers that have inactive entries,

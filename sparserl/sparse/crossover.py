@@ -28,6 +28,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ..atomic import atomic_write_text
 from .csr import CsrLayout, CsrOperand, csr_linear, feature_major_linear
 
 BUCKETS = (1, 4, 16, 64, 256)
@@ -186,10 +187,7 @@ class Crossover:
         try:
             data = self._read()
             data.setdefault(self.machine, {})[key] = value
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, json.dumps(data, indent=1, sort_keys=True))
         except OSError:
             pass
 

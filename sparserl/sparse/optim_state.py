@@ -16,7 +16,7 @@ established weight) takes ~lr. Per-entry step counts would remove this; we do no
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -40,3 +40,29 @@ def reset_optimizer_state(optimizer: Optional[torch.optim.Optimizer], param: tor
             value.masked_fill_(changed.to(value.device), 0)
             touched += 1
     return touched
+
+
+def swap_parameter(optimizer: torch.optim.Optimizer, old: torch.Tensor, new: torch.Tensor,
+                   transform: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    """Put ``new`` where ``old`` is in ``optimizer``'s param groups and move ``old``'s state to it.
+
+    The one way a parameter is replaced inside an optimizer, for every change of a layer's
+    storage (structured surgery slicing a weight, CSR compression gathering its non-zeros), so
+    that training continues with its Adam moments: each state tensor of ``old``'s shape becomes
+    ``transform(tensor)``; other state (Adam's scalar ``step``) is kept as is.  The param lists
+    are changed in place.  Returns whether ``old`` was in the optimizer."""
+    found = False
+    for group in optimizer.param_groups:
+        params = group["params"]
+        for k, p in enumerate(params):
+            if p is old:
+                params[k] = new
+                found = True
+    if not found:
+        return False
+    state = optimizer.state.pop(old, None)
+    if state:
+        optimizer.state[new] = {key: (transform(value) if torch.is_tensor(value) and value.dim() > 0
+                                      and value.shape == old.shape else value)
+                                for key, value in state.items()}
+    return True

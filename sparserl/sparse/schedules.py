@@ -1,4 +1,11 @@
-"""When and how many connections change; gradual magnitude pruning ramp.
+"""When and how much a network's structure changes: the one schedule module.
+
+* :class:`TopologySchedule`: when SET / RigL / RLx2 drop and regrow connections, and how many.
+* :class:`PruneWindow`: the prune events between a start and an end update (every ``every``
+  updates from the start, and at the end), used by gradual magnitude pruning
+  (``methods/gmp.py``) and structured pruning (``structured/threshold.py``).
+* :func:`cubic_ramp` / :func:`gmp_sparsity`: the cubic sparsity ramp of Zhu & Gupta (2017),
+  the target of both (weights for GMP, neurons for structured pruning).
 
 ``t`` always counts optimizer updates (gradient steps) of the network the schedule acts on,
 not environment steps. In TD3 the actor is updated every 2nd critic step, so its ``t`` runs
@@ -52,6 +59,40 @@ class TopologySchedule:
                 "t_end": self.t_end, "stop_step": self.stop_step}
 
 
+@dataclass(frozen=True)
+class PruneWindow:
+    """Prune events between update ``start`` and update ``end``.
+
+    An event happens at every ``t >= 1`` with ``start <= t <= end`` and ``(t - start) % every
+    == 0``, and additionally at ``t == end`` (so the schedule's final target is always reached,
+    whatever ``every``).  :meth:`progress` is how far through the window ``t`` is, in [0, 1].
+    """
+
+    start: int
+    end: int
+    every: int
+
+    def is_due(self, t: int) -> bool:
+        if t < 1 or t < self.start or t > self.end:
+            return False
+        return (t - self.start) % self.every == 0 or t == self.end
+
+    def progress(self, t: int) -> float:
+        """``clip((t - start) / (end - start), 0, 1)``; 1 from ``start`` on when ``end == start``."""
+        if t < self.start:
+            return 0.0
+        if self.end == self.start:
+            return 1.0
+        return min(1.0, (t - self.start) / (self.end - self.start))
+
+
+def cubic_ramp(progress: float, final: float, initial: float = 0.0) -> float:
+    """The cubic ramp from ``initial`` to ``final`` at ``progress`` in [0, 1] (Zhu & Gupta 2017):
+    ``final + (initial - final) * (1 - progress) ** 3`` -- fast early, flat at the end, when
+    the network has less left to give."""
+    return float(final + (initial - final) * (1.0 - progress) ** 3)
+
+
 def gmp_sparsity(t: int, start: int, end: int, final_sparsity: float,
                  initial_sparsity: float = 0.0) -> float:
     """Cubic sparsity ramp of gradual magnitude pruning (Zhu & Gupta 2017).
@@ -68,5 +109,4 @@ def gmp_sparsity(t: int, start: int, end: int, final_sparsity: float,
         return float(initial_sparsity)
     if t >= end:
         return float(final_sparsity)
-    frac = 1.0 - (t - start) / (end - start)
-    return float(final_sparsity + (initial_sparsity - final_sparsity) * frac ** 3)
+    return cubic_ramp((t - start) / (end - start), final_sparsity, initial_sparsity)

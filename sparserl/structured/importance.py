@@ -39,9 +39,11 @@ from torch import nn
 
 from .surgery import as_index, resolve_chain
 
-__all__ = ["IMPORTANCE_METHODS", "NeuronImportance", "group_norm_sq", "normalize_importance"]
+__all__ = ["IMPORTANCE_METHODS", "DEFAULT_IMPORTANCE", "NeuronImportance", "group_norm_sq", "normalize_importance"]
 
 IMPORTANCE_METHODS = ("activation", "fluctuation", "taylor", "magnitude")
+#: the estimator used when none is named (``StructuredPruner`` and ``--method structured`` alike)
+DEFAULT_IMPORTANCE = "fluctuation"
 
 
 def group_norm_sq(chain: Sequence[nn.Linear], layer: int) -> torch.Tensor:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .diagnostics import grad_ratio, output_change, removed_norm_ratio
-from .importance import IMPORTANCE_METHODS, NeuronImportance
+from .importance import DEFAULT_IMPORTANCE, IMPORTANCE_METHODS, NeuronImportance
 from .regularizer import (REG_MODES, REGULARIZERS, group_sparse_penalty, importance_coefficients,
                           proximal_group_shrink)
 from .surgery import apply_neuron_masks, resolve_chain, shrink, split_mirror
@@ -46,7 +46,8 @@ class StructuredPruner:
             list of ``nn.Linear``.
         optimizer: the optimizer(s) over the chain's parameters (or None); kept consistent.
         total_updates: number of updates of this network in the run (for fractional times).
-        importance: "activation" | "taylor" | "magnitude".
+        importance: "activation" | "fluctuation" (default) | "taylor" | "magnitude"
+            (see :mod:`.importance`).
         regularizer: "importance" | "group-lasso" | "none".
         reg_lambda: regulariser strength lambda (>= 0). ``reg_mode="loss"``: the weight of the
             penalty in the loss (its effect depends on the loss scale and on Adam's
@@ -77,7 +78,7 @@ class StructuredPruner:
     """
 
     def __init__(self, chain_owner, optimizer=None, *, total_updates: int | None = None,
-                 importance: str = "activation", regularizer: str = "importance",
+                 importance: str = DEFAULT_IMPORTANCE, regularizer: str = "importance",
                  reg_lambda: float = 1e-4, prune_every: int = 1000,
                  prune_start: float | int = 0.1, prune_end: float | int = 0.8,
                  min_width: int = 4, ema: float = 0.99, shrink: bool = True,

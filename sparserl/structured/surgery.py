@@ -14,7 +14,8 @@ Parameters follows the same indices:
 * mirror chains (e.g. target networks with the same architecture) are shrunk identically;
 * every given optimizer has its ``param_groups`` entries swapped for the new Parameters and its
   per-parameter state (``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``, ...)
-  sliced by the same indices; scalar state such as ``step`` is carried over unchanged;
+  sliced by the same indices; scalar state such as ``step`` is carried over unchanged
+  (:func:`sparserl.sparse.optim_state.swap_parameter`, shared with CSR compression);
 * a pending ``.grad`` is sliced too.
 
 :func:`apply_neuron_masks` is the non-destructive alternative: it zeroes the row, bias entry
@@ -28,6 +29,8 @@ from typing import Iterable, Sequence
 
 import torch
 from torch import nn
+
+from ..sparse.optim_state import swap_parameter
 
 __all__ = ["resolve_chain", "shrink", "apply_neuron_masks", "hidden_widths", "as_index", "split_mirror"]
 
@@ -103,24 +106,7 @@ def _slice_parameter(module: nn.Linear, name: str, dim: int, idx: torch.Tensor,
     if old.grad is not None:
         new.grad = old.grad.index_select(dim, index).clone()
     for opt in optimizers:
-        found = False
-        for group in opt.param_groups:
-            params = group["params"]
-            for k, p in enumerate(params):
-                if p is old:
-                    params[k] = new
-                    found = True
-        if not found:
-            continue
-        state = opt.state.pop(old, None)
-        if state:
-            new_state = {}
-            for key, value in state.items():
-                if torch.is_tensor(value) and value.dim() > 0 and value.shape == old.shape:
-                    new_state[key] = value.index_select(dim, index.to(value.device)).clone()
-                else:
-                    new_state[key] = value
-            opt.state[new] = new_state
+        swap_parameter(opt, old, new, lambda value: value.index_select(dim, index.to(value.device)).clone())
     setattr(module, name, new)
 
 

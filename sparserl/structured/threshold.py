@@ -1,4 +1,4 @@
-"""Dynamic threshold rule and pruning schedule.
+"""Dynamic threshold rule and pruning schedule (window and cubic ramp: ``sparse/schedules.py``).
 
 Time ``t`` counts optimizer updates of the network being pruned (1 after the first update).
 
@@ -61,6 +61,7 @@ from typing import Sequence
 
 import torch
 
+from ..sparse.schedules import PruneWindow, cubic_ramp
 from .importance import normalize_importance
 
 __all__ = ["THRESHOLD_RULES", "THRESHOLD_SCOPES", "neurons_to_prune", "neurons_to_prune_pooled",
@@ -188,29 +189,35 @@ class PruneSchedule:
         if rule == "cubic" and target_fraction is None:
             raise ValueError("rule='cubic' needs target_fraction; allowed: 0 < target_fraction < 1")
         self.total_updates = None if total_updates is None else int(total_updates)
-        self.start = _resolve_time(prune_start, self.total_updates, "prune_start")
-        self.end = _resolve_time(prune_end, self.total_updates, "prune_end")
-        if self.end < self.start:
-            raise ValueError(f"prune_end={prune_end} (update {self.end}) is before prune_start="
-                             f"{prune_start} (update {self.start}); allowed: prune_end >= prune_start")
-        self.every = int(prune_every)
+        start = _resolve_time(prune_start, self.total_updates, "prune_start")
+        end = _resolve_time(prune_end, self.total_updates, "prune_end")
+        if end < start:
+            raise ValueError(f"prune_end={prune_end} (update {end}) is before prune_start="
+                             f"{prune_start} (update {start}); allowed: prune_end >= prune_start")
+        self.window = PruneWindow(start, end, int(prune_every))  # the events (shared with GMP)
         self.max_ratio = float(max_ratio)
         self.target_fraction = None if target_fraction is None else float(target_fraction)
         self.rule = rule
         self.scope = scope
         self.recovery_reg_scale = float(recovery_reg_scale)
 
+    @property
+    def start(self) -> int:
+        return self.window.start
+
+    @property
+    def end(self) -> int:
+        return self.window.end
+
+    @property
+    def every(self) -> int:
+        return self.window.every
+
     def is_prune_step(self, t: int) -> bool:
-        if t < 1 or t < self.start or t > self.end:
-            return False
-        return (t - self.start) % self.every == 0 or t == self.end
+        return self.window.is_due(t)
 
     def progress(self, t: int) -> float:
-        if t < self.start:
-            return 0.0
-        if self.end == self.start:
-            return 1.0
-        return min(1.0, (t - self.start) / (self.end - self.start))
+        return self.window.progress(t)
 
     def in_recovery(self, t: int) -> bool:
         """Whether update ``t`` comes after the last prune event (the recovery phase)."""
@@ -229,7 +236,7 @@ class PruneSchedule:
         """Cubic target fraction of removed neurons at time ``t`` (None without target_fraction)."""
         if self.target_fraction is None:
             return None
-        return self.target_fraction * (1.0 - (1.0 - self.progress(t)) ** 3)
+        return cubic_ramp(self.progress(t), self.target_fraction)
 
     def layer_step(self, t: int, importance: torch.Tensor, alive: torch.Tensor,
                    original_width: int, min_width: int) -> torch.Tensor:

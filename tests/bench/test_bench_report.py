@@ -233,3 +233,17 @@ def test_a_truncated_last_metrics_row_is_skipped_with_a_warning(tmp_path, capsys
     assert (best, late) == (30.0, 30.0)
     err = capsys.readouterr().err
     assert "truncated last row" in err and "metrics.csv" in err
+
+
+def test_method_order_covers_every_method_and_labels_split_at_the_method_name():
+    from sparserl.bench.report_data import METHOD_ORDER, method_sort_key, split_label
+    from sparserl.methods import METHODS
+
+    assert METHOD_ORDER == list(METHODS)  # neuron-magnitude included
+    assert split_label("neuron-magnitude") == ("neuron-magnitude", "")
+    assert split_label("neuron-magnitude-98") == ("neuron-magnitude", "98")
+    assert split_label("rigl-98") == ("rigl", "98")
+    assert split_label("mine-x") == ("mine", "x")  # an unknown method splits at its first "-"
+    labels = ["gmp", "neuron-magnitude-a", "structured", "dense-b", "mine", "neuron-magnitude"]
+    assert sorted(labels, key=method_sort_key) == ["dense-b", "structured", "neuron-magnitude",
+                                                   "neuron-magnitude-a", "gmp", "mine"]

@@ -116,6 +116,14 @@ WRITE_SUMMARY = [sys.executable, "-c",
                  "import sys, pathlib; pathlib.Path(sys.argv[1], 'summary.json').write_text('{}')"]
 
 
+# what `sparserl train --resume` leaves, in the trainer's final-artifact order: the last resume.pt,
+# then summary.json (of that step), then checkpoint.pt
+FINISH_RUN = [sys.executable, "-c",
+              "import json, sys, pathlib; from sparserl import checkpoint; d = pathlib.Path(sys.argv[1]); "
+              "checkpoint.save({'step': 10, 'config': {'steps': 10}}, d / 'resume.pt'); "
+              "(d / 'summary.json').write_text(json.dumps({'steps': 10})); checkpoint.save({}, d / 'checkpoint.pt')"]
+
+
 @pytest.mark.parametrize("step", [5, 10], ids=["mid-run", "killed-during-final-writes"])
 def test_execute_cell_resumes_a_resumable_cell(tmp_path, step):
     """Both an interrupted run and one killed after its final resume.pt (no summary yet) are
@@ -123,8 +131,19 @@ def test_execute_cell_resumes_a_resumable_cell(tmp_path, step):
     cell = tmp_path / "cell"
     cell.mkdir()
     _write_resume(cell, step, 10)
-    res = execute_cell(["false"], str(cell), resume_command=[*WRITE_SUMMARY, str(cell)])
+    res = execute_cell(["false"], str(cell), resume_command=[*FINISH_RUN, str(cell)])
     assert res["ok"] and res["resumed"] and (cell / "resume.pt").exists()
+
+
+def test_a_resume_that_leaves_the_run_unfinished_is_not_done(tmp_path):
+    # one rule of a finished run (rundir.finish_state): a summary.json next to a resume.pt with
+    # steps left (e.g. from before a --resume --steps extension) is not a finished cell
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    _write_resume(cell, 5, 10)
+    res = execute_cell(["false"], str(cell), resume_command=[*WRITE_SUMMARY, str(cell)])
+    assert not res["ok"] and res["resumed"] and not is_done(cell)
+    assert "did not finish its run" in (cell / "error.txt").read_text()
 
 
 def test_execute_cell_restarts_without_resume_command_or_with_a_broken_resume_file(tmp_path):

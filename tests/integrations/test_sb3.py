@@ -388,3 +388,52 @@ def test_sb3_zip_with_an_unreadable_kwarg_fails_in_one_line_without_unpickling(t
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "features_extractor_class" in err
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- one source of defaults
+# callback keyword -> the TrainConfig option (CLI flag) it stands for
+CALLBACK_OPTIONS = {"importance": "importance", "regularizer": "regularizer", "reg_lambda": "reg_lambda",
+                    "prune_every": "prune_every", "prune_start": "prune_start", "prune_end": "prune_end",
+                    "min_width": "min_width", "target_fraction": "target_neuron_fraction",
+                    "rule": "threshold_rule"}
+# StructuredPruner keyword -> option, for the CLI options the callback leaves at the pruner's default
+PRUNER_OPTIONS = {"reg_mode": "reg_mode", "scope": "threshold_scope", "recovery_reg_scale": "recovery_reg_scale",
+                  "importance": "importance"}
+
+
+def _signature_defaults(fn) -> dict:
+    import inspect
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def test_structured_callback_defaults_equal_the_cli_defaults():
+    """StructuredPruningCallback() prunes as `sparserl train --method structured` does (it once
+    pruned over 0.1-0.8 while the CLI used 0.05-0.5)."""
+    from sparserl.config import TrainConfig, resolve
+    from sparserl.structured import StructuredPruner
+
+    cli = resolve(TrainConfig(method="structured", steps=10_000))
+    callback = _signature_defaults(StructuredPruningCallback.__init__)
+    got = {option: callback[kw] for kw, option in CALLBACK_OPTIONS.items()}
+    assert got == {option: getattr(cli, option) for option in CALLBACK_OPTIONS.values()}
+    assert (got["prune_start"], got["prune_end"]) == (0.05, 0.5)
+    pruner = _signature_defaults(StructuredPruner.__init__)
+    assert {o: pruner[kw] for kw, o in PRUNER_OPTIONS.items()} == {o: getattr(cli, o) for o in PRUNER_OPTIONS.values()}
+    # the options the CLI does not expose: the callback passes the pruner's own defaults
+    assert {k: callback[k] for k in ("max_ratio", "ema", "eps", "compensate")} == \
+        {k: pruner[k] for k in ("max_ratio", "ema", "eps", "compensate")}
+
+
+def test_structured_callback_builds_pruners_with_the_cli_schedule():
+    # the defaults reach the pruners it builds, not only its signature
+    from sparserl.config import TrainConfig
+
+    cfg = TrainConfig()
+    model = make("dqn")
+    cb = StructuredPruningCallback(planned_updates=1000)
+    model.learn(60, callback=cb)
+    for p in cb.pruners.values():
+        assert p.importance.method == cfg.importance
+        updates = p.schedule.total_updates
+        assert (p.schedule.start, p.schedule.end) == (round(cfg.prune_start * updates), round(cfg.prune_end * updates))
