@@ -28,12 +28,29 @@ def linear_weights(module):
     return {f"{n}.weight": m.weight for n, m in module.named_modules() if isinstance(m, torch.nn.Linear)}
 
 
+def _record_grown_connections(agent) -> dict:
+    """Per network and layer, every connection any topology update grew (filled in as the run goes)."""
+    grown = {}
+    for name, plugins in agent.plugins.items():
+        sparse = plugins[0].sparse
+        grown[name] = {n: torch.zeros_like(m) for n, m in sparse.masks.items()}
+
+        def update_topology(*args, _sparse=sparse, _update=sparse.update_topology, _grown=grown[name], **kwargs):
+            changes = _update(*args, **kwargs)
+            for n, change in changes.items():
+                _grown[n] |= change.grown.to(_grown[n].device)
+            return changes
+        sparse.update_topology = update_topology
+    return grown
+
+
 @pytest.mark.parametrize("algo,env,method", [("td3", "Pendulum-v1", "rigl"), ("sac", "Pendulum-v1", "set"),
                                              ("dqn", "CartPole-v1", "static"), ("td3", "Pendulum-v1", "rlx2")])
 def test_sparse_invariants_inside_agents(tmp_path, algo, env, method):
     cfg = make_cfg(tmp_path, algo=algo, env=env, method=method, actor_sparsity=0.8, critic_sparsity=0.7,
                    q_sparsity=0.75, buffer_min=200, buffer_check_every=100)
     trainer = Trainer(cfg)
+    grown = _record_grown_connections(trainer.agent)
     summary = trainer.train()
     agent = trainer.agent
     for name, net in agent.networks.items():
@@ -44,16 +61,21 @@ def test_sparse_invariants_inside_agents(tmp_path, algo, env, method):
         weights = linear_weights(net)
         for layer, count in expected.items():
             # the mask holds exactly the allocation; every weight outside it is exactly zero
-            # (a just-grown weight may still be 0 inside it: grown weights start at 0)
             assert int(sparse.masks[layer].sum()) == count
             assert torch.all(weights[layer][~sparse.masks[layer]] == 0)
-            assert int((weights[layer] != 0).sum()) >= count - sparse.n_topology_updates * count
+            # a zero inside the mask can only be a connection grown at a topology update (grown
+            # weights start at 0; one into a dead ReLU unit may stay there): every other active
+            # weight is a trained non-zero
+            zero_inside = sparse.masks[layer] & (weights[layer] == 0)
+            assert not (zero_inside & ~grown[name][layer]).any()
         if name in agent.targets:  # the target network has the same zero pattern
             target_weights = linear_weights(agent.targets[name])
             for layer in expected:
                 assert torch.equal(target_weights[layer] != 0, weights[layer] != 0)
         if method != "static":
-            assert sparse.n_topology_updates >= 1
+            assert sparse.n_topology_updates >= 1 and any(g.any() for g in grown[name].values())
+        else:
+            assert not any(g.any() for g in grown[name].values())
     flops = summary["flops"]
     assert flops["train_total"] < flops["train_dense_total"]
     assert flops["infer_per_action"] < flops["infer_dense_per_action"]

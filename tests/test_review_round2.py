@@ -17,10 +17,19 @@ def test_csr_without_adam_reset_is_refused_naming_the_two_options():
     assert "--actor-sparsity" not in message
 
 
-def test_auto_without_adam_reset_resolves():  # auto then keeps every layer masked
+def test_auto_without_adam_reset_keeps_every_layer_masked():
+    # --sparse-backend auto --no-reset-adam is accepted (unlike csr) because auto then compresses
+    # nothing: the compressed form cannot hold the stale moments --no-reset-adam keeps
+    from sparserl.trainer import Trainer
+
     cfg = resolve(TrainConfig(algo="td3", env="Pendulum-v1", method="rigl", steps=1000, sparse_backend="auto",
-                              reset_adam=False))
-    assert cfg.sparse_backend == "auto" and cfg.reset_adam is False
+                              reset_adam=False, hidden=[64, 64], actor_sparsity=0.95, critic_sparsity=0.95,
+                              progress=False, tensorboard=False))
+    agent = Trainer(cfg, write_files=False).agent
+    for name, (plugin,) in agent.plugins.items():
+        assert not plugin.sparse.compressed, name
+        assert set(plugin.sparse.layer_backends().values()) == {"masked"}
+        assert plugin.sparse.reset_optimizer_state is False
 
 
 def _small_sparse(**kw):

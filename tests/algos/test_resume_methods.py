@@ -15,10 +15,16 @@ import pytest
 
 from sparserl import checkpoint
 from sparserl.cli import main
+from sparserl.methods import METHODS
 
 from test_resume import _metrics, _summary, _train_args, assert_same, run_interrupted
 
+# flags that make each method's schedule act within the short run; every registered method is
+# resumed (test_every_method_resumes_exactly runs over the registry, a method missing here runs
+# with its defaults)
 METHOD_FLAGS = {
+    "dense": [],
+    "tiny": ["--actor-sparsity", "0.8", "--critic-sparsity", "0.8"],
     "static": ["--actor-sparsity", "0.8", "--critic-sparsity", "0.8"],
     "set": ["--actor-sparsity", "0.8", "--critic-sparsity", "0.8", "--topology-delta", "100"],
     "rigl": ["--actor-sparsity", "0.8", "--critic-sparsity", "0.8", "--topology-delta", "100"],
@@ -31,10 +37,14 @@ METHOD_FLAGS = {
 
 
 def args_for(method, out):
-    return [*_train_args("td3", out), "--method", method, *METHOD_FLAGS[method]]
+    return [*_train_args("td3", out), "--method", method, *METHOD_FLAGS.get(method, [])]
 
 
-@pytest.mark.parametrize("method", list(METHOD_FLAGS))
+def test_resume_flags_name_only_registered_methods():
+    assert set(METHOD_FLAGS) <= set(METHODS)  # a renamed method must not drop out of the resume test
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_every_method_resumes_exactly(method, tmp_path, monkeypatch, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(args_for(method, full)) == 0
@@ -51,7 +61,9 @@ def test_every_method_resumes_exactly(method, tmp_path, monkeypatch, capsys):
     summary = _summary(full)
     if method in ("structured", "neuron-magnitude"):
         assert summary["neurons"]["actor.net"]["neurons_alive"] < 128  # pruning did happen
-    elif method != "static":
+    elif method == "tiny":
+        assert all(sum(w) < 128 for w in summary["architecture"].values())  # the narrowed widths resumed
+    elif method not in ("static", "dense"):
         # changed topology or masks before and after the interruption
         assert any(s.get("topology_updates", 0) > 0 or s.get("gmp_target", 0) > 0
                    for s in summary["method_state"].values())

@@ -10,6 +10,7 @@ configs; a handful run 50-step trainings.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -223,6 +224,13 @@ CLI_BAD = [
     ("flag-without-value", ["--steps"], ["--steps", "expected one argument"]),
     ("switch-with-value", ["--tensorboard=false"], ["--tensorboard", "false"]),
     ("ambiguous-prefix", ["--buffer", "5"], ["--buffer"]),
+    # options whose range or allowed values had no bad case (see test_every_checked_option_has_a_bad_case)
+    ("max-grad-norm-negative", ["--max-grad-norm", "-1"], ["--max-grad-norm", "-1", "> 0"]),
+    ("sparse-backend-unknown", ["--sparse-backend", "dense"], ["--sparse-backend", "dense", "masked, csr, auto"]),
+    ("reg-mode-unknown", ["--reg-mode", "both"], ["--reg-mode", "both", "loss, proximal"]),
+    ("critic-target-neuron-fraction-one", ["--critic-target-neuron-fraction", "1"],
+     ["--critic-target-neuron-fraction", "1", "(0, 1)"]),
+    ("prune-networks-unknown", ["--prune-networks", "q"], ["--prune-networks", "q", "actor, critic, all"]),
 ]
 
 
@@ -706,9 +714,19 @@ def test_edge_values_train(tmp_path):
     assert summary["updates"] > 0 and math.isfinite(summary["final_eval_return"])
 
 
-def test_case_count():
-    """The reliability section reports these counts; keep the table at least 150 cases."""
-    n_bad = len(CLI_BAD) + len(YAML_BAD) + len(YAML_FILES_BAD) + 2 + len(PRESET_BAD) + 1 + len(RESUME_IDS) \
-        + len(API_BAD) + len(API_LEARN_BAD) + 2
-    n_legal = len(CLI_LEGAL) + len(YAML_LEGAL)
-    assert n_bad >= 150 and n_legal >= 30
+def test_every_checked_option_has_a_bad_case():
+    """Every option with a range or a list of allowed values is tried with a bad value, as a
+    flag or in a YAML file (a new option without one fails here), and no case is listed twice."""
+    import re
+
+    tried = {a.split("=")[0] for _, argv, _ in CLI_BAD for a in argv if isinstance(a, str) and a.startswith("--")}
+    tried |= {"--" + key.replace("_", "-") for _, text, _ in YAML_BAD for key in re.findall(r"^(\w+):", text, re.M)}
+    checked = [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("choices") or f.metadata.get("check")]
+    missing = ["--" + f.name.replace("_", "-") for f in checked if "--" + f.name.replace("_", "-") not in tried]
+    assert not missing, f"no bad-input case for {missing}"
+    assert len(checked) > 40  # the metadata the check reads is there
+    for table in (CLI_BAD, YAML_BAD, PRESET_BAD, API_BAD, CLI_LEGAL, YAML_LEGAL):
+        ids = [case[0] for case in table]
+        assert len(ids) == len(set(ids)), [i for i in ids if ids.count(i) > 1]
+        inputs = [repr(case[1:-1]) for case in table]
+        assert len(inputs) == len(set(inputs)), [i for i in inputs if inputs.count(i) > 1]
