@@ -68,6 +68,10 @@ class TrainConfig:
     # --- evaluation, logging, checkpoints -----------------------------------------------
     eval_every: int = _f(5_000, "env steps between deterministic evaluations (0: only at the end)", check=NON_NEGATIVE)
     eval_episodes: int = _f(10, "episodes per evaluation", check=POSITIVE)
+    # A reported final return should rest on many episodes (30+), while the evaluations along the
+    # curve only need to show its shape: the final one may use more episodes than the others.
+    final_eval_episodes: Optional[int] = _f(None, "episodes of the evaluation at the last step (the reported "
+                                            "final return)", check=POSITIVE, default_doc="--eval-episodes")
     checkpoint_every: int = _f(10_000, "env steps between resumable checkpoints (0: only at the end)",
                                check=NON_NEGATIVE)
     progress: bool = _f(True, "show a progress bar")

@@ -301,7 +301,10 @@ class Trainer:
         return self.rng.uniform(space.low, space.high).astype(np.float32)
 
     def _evaluate_and_log(self, writer, start_time: float, sps: float, bar) -> None:
-        result = evaluate(self.agent, self.eval_env, self.cfg.eval_episodes)
+        episodes = self.cfg.eval_episodes
+        if self.step == self.cfg.steps and self.cfg.final_eval_episodes:
+            episodes = self.cfg.final_eval_episodes
+        result = evaluate(self.agent, self.eval_env, episodes)
         mean, std, collision_rate = result.mean, result.std, result.collision_rate
         self.last_eval, self.last_collision_rate = mean, collision_rate
         self.best_eval = max(self.best_eval, mean)
