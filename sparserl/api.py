@@ -119,10 +119,13 @@ class BaseAlgorithm:
                                 "`sparserl train --resume RUN_DIR --steps N`")
             options = {**self.options, "steps": int(total_timesteps), "progress": bool(progress_bar)}
             where = f"{type(self).__name__}.learn(total_timesteps={int(total_timesteps)})"
+            notes: list = []
             try:  # the options were checked by __init__; what is new here is the run length (--steps)
-                self.config = config_from_options(options, source=where)
+                self.config = config_from_options(options, source=where, notes=notes)
             except UserError as exc:
                 raise UserError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
+            for note in notes:  # which preset applied (as `sparserl train` prints it)
+                print(note)
             with self._locked_log_dir(fresh=True):
                 self.trainer = Trainer(self.config, env=self.env, write_files=self.log_dir is not None,
                                        callbacks=callback)

@@ -117,13 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(ns: argparse.Namespace) -> TrainConfig:
-    """Flags over ``--config FILE`` over ``--preset`` over defaults; resolved like the Python API."""
+def config_from_args(ns: argparse.Namespace, notes: typing.Optional[list] = None) -> TrainConfig:
+    """Flags over ``--config FILE`` over ``--preset`` over defaults; resolved like the Python API
+    (``notes``: see :func:`~sparserl.config.config_from_options`)."""
     given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(ns, f.name)}
     from_file = load_yaml(ns.config) if ns.config else {}
     TrainConfig.from_dict(from_file, source=str(ns.config))  # rejects unknown keys early
     check_options(from_file, str(ns.config))  # a bad value in the file is an error even if a flag overrides it
-    return config_from_options({**from_file, **given}, source=str(ns.config) if ns.config else "options")
+    return config_from_options({**from_file, **given}, source=str(ns.config) if ns.config else "options", notes=notes)
 
 
 # Options that may accompany --resume; every other option is rejected (a resumed run keeps
@@ -174,7 +175,10 @@ def cmd_train(ns: argparse.Namespace) -> int:
                                 f"({type(exc).__name__}: {detail})") from None
             summary = trainer.train()  # at the final step: writes only the missing final artifacts
     else:
-        cfg = config_from_args(ns)
+        notes: list = []
+        cfg = config_from_args(ns, notes)
+        for note in notes:  # which preset applied, so a run never silently differs from its flags
+            print(note)
         # an env typed on the command line is the user's choice; one from --config is data
         explicit_env = hasattr(ns, "env") or ns.trust_env_module
         created = not Path(cfg.out).exists()

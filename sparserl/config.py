@@ -24,6 +24,10 @@ from .validation import Check, at_least, between, coerce
 ALGOS = ("dqn", "td3", "sac")
 ALLOCATIONS = ("erk", "uniform")
 PRESET_DIR = Path(__file__).parent / "presets"
+#: the preset a run without ``--preset`` uses where it has an entry for the algo/env (so the
+#: README's example commands give the README's figures); ``--preset none`` opts out
+DEFAULT_PRESET = "tuned"
+NO_PRESET = "none"
 SPARSE_BACKENDS = ("masked", "csr", "auto")
 
 # Allowed values shared by several options (the text is what --help and errors print).
@@ -63,8 +67,10 @@ class TrainConfig:
     out: str = _f("runs/default", "output directory",
                   check=Check(lambda v: bool(v.strip()) and "\0" not in v, "a directory path"))
     method: str = _f("dense", "sparse/pruning method", METHODS)
-    preset: Optional[str] = _f(None, "per-env settings: 'paper' (RLx2 paper) or 'tuned' (rl-zoo tuned dense baselines)",
-                               ("paper", "tuned"))
+    preset: Optional[str] = _f(None, "per-env settings: 'paper' (RLx2 paper), 'tuned' (rl-zoo tuned dense baselines; "
+                               "used by default where it has an entry for the algo/env and fits the run) or 'none' "
+                               "(the built-in defaults)", ("paper", "tuned", NO_PRESET),
+                               default_doc="'tuned' where it has an entry for the algo/env, else none")
     # --- evaluation, logging, checkpoints -----------------------------------------------
     eval_every: int = _f(5_000, "env steps between deterministic evaluations (0: only at the end)", check=NON_NEGATIVE)
     eval_episodes: int = _f(10, "episodes per evaluation", check=POSITIVE)
@@ -326,21 +332,61 @@ def check_combination(cfg: TrainConfig, run_length_known: bool = True) -> None:
         raise UserError(f"--nstep {cfg.nstep} must not exceed --steps {cfg.steps}")
 
 
-def config_from_options(options: dict, source: str = "options", run_length_known: bool = True) -> TrainConfig:
+def config_from_options(options: dict, source: str = "options", run_length_known: bool = True,
+                        notes: Optional[list] = None) -> TrainConfig:
     """A resolved config from the options a user gave (CLI flags merged over a YAML file, or
     the Python API's keyword arguments). Precedence: built-in defaults < ``preset`` < the
-    given options; then :func:`resolve` fills method and algorithm defaults."""
+    given options; then :func:`resolve` fills method and algorithm defaults.
+
+    Without a ``preset``, :data:`DEFAULT_PRESET` applies where it has an entry for the algo/env
+    and the run resolved with it is valid (a short test run whose length the preset's warm-up
+    or update period does not fit keeps the built-in defaults); ``preset: none`` opts out. What
+    was chosen, and why, is appended to ``notes`` (one line) for the caller to print."""
     TrainConfig.from_dict(options, source=source)  # unknown keys -> one line
     options = check_options(options, source)
+    if options.get("preset") is None:
+        algo = options.get("algo", FIELDS["algo"].default)
+        env = options.get("env", FIELDS["env"].default)
+        if has_preset_entry(DEFAULT_PRESET, algo, env):
+            try:
+                cfg = _config_with_preset({**options, "preset": DEFAULT_PRESET}, source, run_length_known)
+            except UserError as exc:
+                reason = str(exc).split(": ")[0]
+                _note(notes, f"--preset {DEFAULT_PRESET} has settings for {algo} on {env} but does not fit this run "
+                             f"({reason}): the built-in defaults apply (--preset {DEFAULT_PRESET} to insist, "
+                             f"--preset {NO_PRESET} to silence this)")
+            else:
+                _note(notes, f"using --preset {DEFAULT_PRESET} by default: it has settings for {algo} on {env} "
+                             f"(sparserl/presets/{DEFAULT_PRESET}.yaml); --preset {NO_PRESET} for the built-in defaults")
+                return cfg
+    return _config_with_preset(options, source, run_length_known)
+
+
+def _note(notes: Optional[list], text: str) -> None:
+    if notes is not None:
+        notes.append(text)
+
+
+def _config_with_preset(options: dict, source: str, run_length_known: bool) -> TrainConfig:
     data: dict = {}
     preset = options.get("preset")
-    if preset:
+    if preset and preset != NO_PRESET:
         settings = load_preset(preset, options.get("algo", FIELDS["algo"].default),
                                options.get("env", FIELDS["env"].default))
         TrainConfig.from_dict(settings, source=f"--preset {preset}")
         data.update(check_options(settings, f"--preset {preset}"))
     data.update(options)
     return resolve(TrainConfig.from_dict(data, source=source), run_length_known)
+
+
+def has_preset_entry(name: str, algo: str, env: str) -> bool:
+    """Whether ``presets/<name>.yaml`` has settings for ``algo`` on ``env``'s family."""
+    path = PRESET_DIR / f"{name}.yaml"
+    return path.exists() and _preset_key(algo, env) in (load_yaml(path).get("envs") or {})
+
+
+def _preset_key(algo: str, env: str) -> str:
+    return f"{algo}/{str(env).split('-v')[0]}"
 
 
 def load_preset(name: str, algo: str, env: str) -> dict:
@@ -351,8 +397,7 @@ def load_preset(name: str, algo: str, env: str) -> dict:
         allowed = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
         raise UserError(f"unknown --preset {name!r}; allowed: {', '.join(allowed)}")
     table = load_yaml(path)
-    family = env.split("-v")[0]
-    key = f"{algo}/{family}"
+    key = _preset_key(algo, env)
     if key not in table.get("envs", {}):
         known = ", ".join(sorted(table.get("envs", {})))
         raise UserError(f"--preset {name} has no settings for {algo} on {env}; known: {known}")
