@@ -10,7 +10,9 @@
 Every keyword is a ``sparserl train`` option (``batch_size`` is ``--batch-size``) and goes
 through the same :func:`sparserl.config.config_from_options` as the CLI, so
 ``TD3(env, method="rlx2")`` and ``sparserl train --algo td3 --method rlx2`` resolve to the
-same config. Nothing global changes silently: the process's torch thread count is set
+same config. SB3's own spellings work where they mean the same (``TD3("MlpPolicy", env,
+learning_rate=1e-3, policy_kwargs=dict(net_arch=[64, 64]), tensorboard_log="tb", verbose=1)``),
+and errors name the keyword arguments (``lr=-1``), not the CLI's flags. Nothing global changes silently: the process's torch thread count is set
 from ``torch_threads`` (default 1) and torch's global RNG is seeded from ``seed`` when
 ``learn`` builds the run, exactly as the CLI does; importing sparserl changes nothing.
 """

@@ -186,6 +186,7 @@ RESUME_OPTIONS = ("steps", "progress", "device", "tensorboard")
 def cmd_train(ns: argparse.Namespace) -> int:
     from . import checkpoint
     from .rundir import RunState, open_run_dir
+    from .terminal import choose_output
     from .trainer import RESUME_KEYS, Trainer
 
     if ns.resume is not None:
@@ -218,7 +219,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
                                 f"pass a larger --steps to continue it")
             # the env id comes from the stored run: a module:Class id is imported only on request
             try:
-                trainer = Trainer(cfg, resume_state=state, allow_env_import=ns.trust_env_module)
+                trainer = Trainer(cfg, resume_state=state, allow_env_import=ns.trust_env_module,
+                                  output=choose_output(cfg.progress))
             except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
                 # the state is data: a damaged or foreign one is bad input, not a crash
                 detail = " ".join(str(exc).split())[:200]
@@ -235,7 +237,7 @@ def cmd_train(ns: argparse.Namespace) -> int:
         created = not Path(cfg.out).exists()
         try:
             with open_run_dir(cfg.out, overwrite=ns.overwrite):
-                trainer = Trainer(cfg, allow_env_import=explicit_env)
+                trainer = Trainer(cfg, allow_env_import=explicit_env, output=choose_output(cfg.progress))
                 summary = trainer.train()
         except UserError:
             _remove_if_unused(Path(cfg.out), created)

@@ -70,7 +70,8 @@ class TrainConfig:
     eval_episodes: int = _f(10, "episodes per evaluation", check=POSITIVE)
     checkpoint_every: int = _f(10_000, "env steps between resumable checkpoints (0: only at the end)",
                                check=NON_NEGATIVE)
-    progress: bool = _f(True, "show a progress bar")
+    progress: bool = _f(True, "show a progress bar at a terminal (off a terminal, and with --no-progress: one "
+                        "line per evaluation)")
     tensorboard: bool = _f(True, "write TensorBoard events")
     torch_threads: int = _f(1, "torch intra-op threads, set for the process (1 is fastest for these small MLPs)",
                             check=between(1, MAX_TORCH_THREADS))

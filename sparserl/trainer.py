@@ -163,8 +163,8 @@ class Trainer:
     directory). ``callbacks``: see :mod:`sparserl.callbacks`. ``allow_env_import``: may a
     ``module:Class`` env id be imported (False when the id came from a stored run, not the user).
     ``output``: ``bar``, ``lines`` (one line per evaluation) or ``none`` (see
-    :mod:`sparserl.terminal`); ``None`` picks ``bar`` for ``--progress`` at a terminal, else
-    ``lines``. ``tensorboard_dir``: write TensorBoard events there instead of ``OUT/tb`` (the
+    :mod:`sparserl.terminal`; ``sparserl train`` picks with :func:`~sparserl.terminal.choose_output`);
+    ``None``: ``bar`` with ``cfg.progress``, else nothing. ``tensorboard_dir``: write TensorBoard events there instead of ``OUT/tb`` (the
     Python API's ``tensorboard_log``; also without a run directory).
     """
 
@@ -371,12 +371,11 @@ class Trainer:
         return SummaryWriter(str(self.out / "tb"), purge_step=self.step if self.step > 0 else None)
 
     def _output_mode(self) -> str:
-        """``bar``, ``lines`` or ``none``: the constructor's choice, else by ``--progress`` and
-        whether the process writes to a terminal (read at each ``train`` call)."""
+        """``bar``, ``lines`` or ``none``: the constructor's choice, else (a Trainer used as a
+        library) a bar with ``progress`` and nothing without; the CLI and the API choose."""
         if self.output is not None:
             return self.output
-        from .terminal import choose_output
-        return choose_output(self.cfg.progress)
+        return "bar" if self.cfg.progress else "none"
 
     def _progress_bar(self):
         if self._output_mode() != "bar":
