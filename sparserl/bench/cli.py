@@ -115,6 +115,9 @@ def run_report(args: argparse.Namespace) -> int:
     if args.n_boot < 100:
         raise UserError(f"--n-boot must be >= 100, got {args.n_boot}")
     bench_dirs, plain = _split_report_args(args.run_dir)
+    if args.results_md and plain:
+        raise UserError(f"--results-md takes bench directories (the --out of sparserl bench); "
+                        f"{plain[0]} holds sparserl train runs")
     for run_dir in bench_dirs:
         paths = make_report(run_dir, n_boot=args.n_boot, plots=not args.no_plots)
         print(f"{paths['md']}  {paths['csv']}  ({len(paths['plots'])} plots)")
@@ -125,7 +128,7 @@ def run_report(args: argparse.Namespace) -> int:
         print(render_tables(paths["data"]))
         print(f"{paths['md']}  {paths['csv']}  ({len(paths['plots'])} plots)")
     if args.results_md:
-        path = update_results_md(args.run_dir, args.results_md, n_boot=args.n_boot)
+        path = update_results_md(bench_dirs, args.results_md, n_boot=args.n_boot)
         print(f"updated {path}")
     return 0
 

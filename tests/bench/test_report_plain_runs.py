@@ -94,3 +94,9 @@ def test_a_directory_without_runs_is_one_line(tmp_path):
     assert len(lines) == 1 and str(tmp_path / "empty") in lines[0] and "summary.json" in lines[0]
     rc, _, err = _main(["report", str(tmp_path / "missing")])
     assert rc == 2 and "not found" in err and len(err.strip().splitlines()) == 1
+
+
+def test_results_md_is_for_bench_directories(runs, tmp_path):
+    rc, _, err = _main(["report", str(runs / "dense-s0"), "--results-md", str(tmp_path / "R.md")])
+    assert rc == 2 and "--results-md" in err and str(runs / "dense-s0") in err
+    assert not (tmp_path / "R.md").exists()
