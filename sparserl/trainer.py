@@ -352,8 +352,9 @@ class Trainer:
                 writer.add_scalar("eval/collision_rate", collision_rate, self.step)
             for tag, value in method_scalars(method_row, self.method.buffer_log).items():
                 writer.add_scalar(tag, value, self.step)
-        if bar is not None:
-            bar.set_postfix(sps=f"{sps:.0f}", eval=f"{mean:.1f}")
+        if bar is not None:  # neurons alive per pruned MLP too: pruning is visible while it happens
+            alive = {k[len("alive_"):]: v for k, v in method_row.items() if k.startswith("alive_")}
+            bar.set_postfix(sps=f"{sps:.0f}", eval=f"{mean:.1f}", **alive)
         elif self._output_mode() == "lines":
             from .terminal import eval_line
             neurons = self.method.summary(self.agent, self.buffer).get("neurons") if method_row else None
