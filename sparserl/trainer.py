@@ -164,8 +164,9 @@ class Trainer:
     ``module:Class`` env id be imported (False when the id came from a stored run, not the user).
     ``output``: ``bar``, ``lines`` (one line per evaluation) or ``none`` (see
     :mod:`sparserl.terminal`; ``sparserl train`` picks with :func:`~sparserl.terminal.choose_output`);
-    ``None``: ``bar`` with ``cfg.progress``, else nothing. ``tensorboard_dir``: write TensorBoard events there instead of ``OUT/tb`` (the
-    Python API's ``tensorboard_log``; also without a run directory).
+    ``None``: ``bar`` with ``cfg.progress``, else nothing. ``tensorboard_dir``: write TensorBoard
+    events there instead of ``OUT/tb`` (the Python API's ``tensorboard_log``; also without a run
+    directory).
     """
 
     def __init__(self, cfg: TrainConfig, resume_state: dict | None = None, env=None, eval_env=None,
