@@ -217,6 +217,10 @@ class BaseAlgorithm:
         ``target_update_interval``, ``exploration_*``, ``target_policy_noise``, ``target_noise_clip``."""
         from .envs import prepare_env
         name = type(self).__name__
+        policy = hyperparameters.pop("policy", None)  # SB3's keyword spelling: TD3(policy=..., env=...)
+        if policy is not None and policy != "MlpPolicy":
+            raise UserError(f"{name}(policy={policy!r}): sparserl trains MLP policies only (observations are "
+                            f"flattened); allowed: policy='MlpPolicy' or no policy")
         if isinstance(env, str) and env in SB3_POLICIES:
             if env != "MlpPolicy":
                 raise UserError(f"{name}({env!r}, ...): sparserl trains MLP policies only (observations are "

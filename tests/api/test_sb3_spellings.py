@@ -46,11 +46,14 @@ def test_a_leading_mlp_policy_is_accepted():
     sb3 = TD3("MlpPolicy", "Pendulum-v1", method="rigl", seed=3)
     assert sb3.config.to_dict() == TD3("Pendulum-v1", method="rigl", seed=3).config.to_dict()
     assert TD3("MlpPolicy", "Pendulum-v1", "static").config.method == "static"
+    keywords = TD3(policy="MlpPolicy", env="Pendulum-v1", seed=3).config  # SB3's keyword spelling
+    assert keywords.to_dict() == TD3("Pendulum-v1", seed=3).config.to_dict()
 
 
 @pytest.mark.parametrize("call,needles", [
     (lambda: TD3("MlpPolicy"), ["TD3('MlpPolicy', 'Pendulum-v1')"]),
     (lambda: TD3("CnnPolicy", "Pendulum-v1"), ["CnnPolicy", "MlpPolicy"]),
+    (lambda: TD3(policy="MultiInputPolicy", env="Pendulum-v1"), ["policy='MultiInputPolicy'", "MlpPolicy"]),
     (lambda: TD3("Pendulum-v1", "MlpPolicy"), ["policy name comes first"]),
     (lambda: TD3("Pendulum-v1", "rigl", "set"), ["positional"]),
     (lambda: TD3("Pendulum-v1", learning_rate=-1), ["learning_rate=-1", "> 0"]),
