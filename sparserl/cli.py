@@ -26,27 +26,71 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {' '.join(message.split())}")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per ``TrainConfig`` field. Values are read by the same
+#: ``train --help`` sections: (title, description, first field of the section). A field belongs to
+#: the last section whose first field precedes it in ``TrainConfig`` (whose fields are declared
+#: in this order), so a new field lands in its neighbours' section without being listed here.
+HELP_SECTIONS = (
+    ("run", "what to train, where, and on which device", "algo"),
+    ("evaluation, logging and checkpoints", None, "eval_every"),
+    ("algorithm", "hyper-parameters of DQN, TD3 and SAC (unset: the algorithm's default)", "hidden"),
+    ("sparse training", "options of --method static, set, rigl, rlx2 (and tiny's size)", "actor_sparsity"),
+    ("RLx2", "multi-step target and dynamic-capacity replay buffer", "nstep"),
+    ("structured pruning", "options of --method structured and neuron-magnitude, and of gmp", "importance"),
+)
+#: fields shown in the run section although declared among the logging options
+_RUN_FIELDS = ("torch_threads", "device", "schedule_steps")
+
+TRAIN_DESCRIPTION = """\
+Train an agent. Every option below is also a key of a --config YAML file (--batch-size is
+batch_size). Precedence, lowest first: built-in defaults, --preset, --config FILE.yaml, flags given
+on the command line, then the method's own defaults for anything still unset (e.g. --method rlx2
+turns on n = 3 and the dynamic buffer unless you say otherwise). Bad input exits with status 2
+and one line on stderr."""
+
+
+def _section_of(name: str, order: list[str]) -> str:
+    if name in _RUN_FIELDS:
+        return HELP_SECTIONS[0][0]
+    index = order.index(name)
+    title = HELP_SECTIONS[0][0]
+    for section, _, first in HELP_SECTIONS:
+        if order.index(first) <= index:
+            title = section
+    return title
+
+
+def _plain(text: str) -> str:
+    """Help text without reStructuredText markup (``--x`` and `x` read as --x and x)."""
+    return text.replace("``", "").replace("`", "")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, groups: dict | None = None) -> None:
+    """One flag per ``TrainConfig`` field, in the argument group of its section (``groups``:
+    title -> group; the parser itself without). Values are read by the same
     :func:`~sparserl.config.check_option` as YAML files and the Python API (so ``--lr 3e-4`` and
     ``--learning-starts 1e3`` mean what they mean in a YAML file); ranges and the rules between
     options are checked when the config is resolved."""
+    order = [f.name for f in dataclasses.fields(TrainConfig)]
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         base, _ = kind_of(FIELD_TYPES[f.name])
         choices, check = f.metadata.get("choices"), f.metadata.get("check")
         allowed = f"; {check.text}" if check is not None and base in (int, float) else ""
-        help_ = (f.metadata.get("help", "") + allowed + f" (default: {_default_text(f)})").replace("%", "%%")
+        text = _plain(f.metadata.get("help", ""))
+        # a help text that states its default already is not given a second one
+        default = "" if "default:" in text else f" (default: {_default_text(f)})"
+        help_ = (text + allowed + default).replace("%", "%%")
         common = dict(dest=f.name, default=argparse.SUPPRESS, help=help_)
+        target = groups[_section_of(f.name, order)] if groups else parser
         if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+            target.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif typing.get_origin(base) is list:
-            parser.add_argument(flag, nargs="+", type=_element_reader(f.name), metavar="N", **common)
+            target.add_argument(flag, nargs="+", type=_element_reader(f.name), metavar="N", **common)
         elif base is dict or typing.get_origin(base) is dict:
-            parser.add_argument(flag, type=_mapping, metavar="YAML", **common)
+            target.add_argument(flag, type=_mapping, metavar="YAML", **common)
         else:
             metavar = "{" + ",".join(choices) + "}" if choices else base.__name__.upper()
-            parser.add_argument(flag, type=functools.partial(check_option, f.name), metavar=metavar, **common)
+            target.add_argument(flag, type=functools.partial(check_option, f.name), metavar=metavar, **common)
 
 
 def _element_reader(name: str):
@@ -83,23 +127,31 @@ def _add_trust_flag(parser: argparse.ArgumentParser) -> None:
                         help="allow importing the module named by a stored 'module:Class' env id (runs its code)")
 
 
+def _version() -> str:
+    from . import __version__
+    return f"sparserl {__version__}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sparserl", description="Train small (sparse or pruned) deep-RL agents.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = sub.add_parser("train", help="train an agent", description=__doc__,
+    train = sub.add_parser("train", help="train an agent", description=TRAIN_DESCRIPTION,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys (e.g. a run's config.yaml)")
-    train.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR (with it only "
-                       "--steps, --progress, --device and --tensorboard may be given)")
-    train.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --out")
-    _add_trust_flag(train)
-    _add_config_flags(train)
+    groups = {title: train.add_argument_group(title, description) for title, description, _ in HELP_SECTIONS}
+    run = groups[HELP_SECTIONS[0][0]]
+    run.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys (e.g. a run's config.yaml)")
+    run.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR (with it only "
+                     "--steps, --progress, --device and --tensorboard may be given)")
+    run.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --out")
+    _add_trust_flag(run)
+    _add_config_flags(train, groups)
 
     ev = sub.add_parser("eval", help="evaluate a run's checkpoint")
     ev.add_argument("dir", help="run directory (holds checkpoint.pt)")
-    ev.add_argument("--episodes", type=int, default=10)
-    ev.add_argument("--seed", type=int, default=12345)
+    ev.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
+    ev.add_argument("--seed", type=int, default=12345, help="seed of the first episode's reset (default: 12345)")
     ev.add_argument("--env", default=None, help="evaluate in this env instead of the run's stored one")
     _add_trust_flag(ev)
     from .export.cli import add_export_parser, add_exported_argument
@@ -135,6 +187,7 @@ RESUME_OPTIONS = ("steps", "progress", "device", "tensorboard")
 def cmd_train(ns: argparse.Namespace) -> int:
     from . import checkpoint
     from .rundir import RunState, open_run_dir
+    from .terminal import choose_output
     from .trainer import RESUME_KEYS, Trainer
 
     if ns.resume is not None:
@@ -167,7 +220,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
                                 f"pass a larger --steps to continue it")
             # the env id comes from the stored run: a module:Class id is imported only on request
             try:
-                trainer = Trainer(cfg, resume_state=state, allow_env_import=ns.trust_env_module)
+                trainer = Trainer(cfg, resume_state=state, allow_env_import=ns.trust_env_module,
+                                  output=choose_output(cfg.progress))
             except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
                 # the state is data: a damaged or foreign one is bad input, not a crash
                 detail = " ".join(str(exc).split())[:200]
@@ -179,18 +233,24 @@ def cmd_train(ns: argparse.Namespace) -> int:
         cfg = config_from_args(ns, notes)
         for note in notes:  # which preset applied, so a run never silently differs from its flags
             print(note)
+        from .plan import plan_warnings
+        for warning in plan_warnings(cfg):
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         # an env typed on the command line is the user's choice; one from --config is data
         explicit_env = hasattr(ns, "env") or ns.trust_env_module
         created = not Path(cfg.out).exists()
         try:
             with open_run_dir(cfg.out, overwrite=ns.overwrite):
-                trainer = Trainer(cfg, allow_env_import=explicit_env)
+                trainer = Trainer(cfg, allow_env_import=explicit_env, output=choose_output(cfg.progress))
                 summary = trainer.train()
         except UserError:
             _remove_if_unused(Path(cfg.out), created)
             raise
     out = Path(trainer.cfg.out)
+    from .terminal import network_lines
     print(f"final eval return: {summary['final_eval_return']:.2f} (best {summary['best_eval_return']:.2f})")
+    for line in network_lines(summary):
+        print(line)
     print(f"logs:       {out / 'metrics.csv'}  (TensorBoard: {out / 'tb'})")
     print(f"plot:       {out / 'learning_curve.png'}")
     print(f"checkpoint: {out / 'checkpoint.pt'}")

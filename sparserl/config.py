@@ -19,7 +19,7 @@ import yaml
 
 from .errors import UserError
 from .methods import METHODS, method_class
-from .validation import Check, at_least, between, coerce
+from .validation import Check, at_least, between, coerce, flag
 
 ALGOS = ("dqn", "td3", "sac")
 ALLOCATIONS = ("erk", "uniform")
@@ -80,7 +80,8 @@ class TrainConfig:
                                             "final return)", check=POSITIVE, default_doc="--eval-episodes")
     checkpoint_every: int = _f(10_000, "env steps between resumable checkpoints (0: only at the end)",
                                check=NON_NEGATIVE)
-    progress: bool = _f(True, "show a progress bar")
+    progress: bool = _f(True, "show a progress bar at a terminal (off a terminal, and with --no-progress: one "
+                        "line per evaluation)")
     tensorboard: bool = _f(True, "write TensorBoard events")
     torch_threads: int = _f(1, "torch intra-op threads, set for the process (1 is fastest for these small MLPs)",
                             check=between(1, MAX_TORCH_THREADS))
@@ -370,13 +371,33 @@ def _note(notes: Optional[list], text: str) -> None:
 def _config_with_preset(options: dict, source: str, run_length_known: bool) -> TrainConfig:
     data: dict = {}
     preset = options.get("preset")
+    from_preset: dict = {}
     if preset and preset != NO_PRESET:
         settings = load_preset(preset, options.get("algo", FIELDS["algo"].default),
                                options.get("env", FIELDS["env"].default))
         TrainConfig.from_dict(settings, source=f"--preset {preset}")
         data.update(check_options(settings, f"--preset {preset}"))
+        from_preset = {k: v for k, v in data.items() if k not in options}
     data.update(options)
-    return resolve(TrainConfig.from_dict(data, source=source), run_length_known)
+    try:
+        return resolve(TrainConfig.from_dict(data, source=source), run_length_known)
+    except UserError as exc:
+        if not from_preset:
+            raise
+        raise UserError(name_preset_values(str(exc), preset, from_preset)) from None
+
+
+def name_preset_values(message: str, preset: str, from_preset: dict) -> str:
+    """A rule's error about a value the user never typed says where it came from:
+    ``--learning-starts 25000 (from --preset paper) must be below --steps 5000``."""
+    import re
+    for key, value in from_preset.items():
+        for text in dict.fromkeys((str(value), repr(value))):
+            pattern = re.compile(re.escape(f"{flag(key)} {text}") + r"(?![\w.])(?! \(from)")
+            message, count = pattern.subn(lambda m: f"{m.group(0)} (from --preset {preset})", message, count=1)
+            if count:
+                break
+    return message
 
 
 def has_preset_entry(name: str, algo: str, env: str) -> bool:

@@ -32,6 +32,23 @@ from .methods import make_method
 from .sparse.flops import count_parameters, forward_flops, layer_flops
 
 
+def method_scalars(method_row: dict, buffer_log: dict) -> dict:
+    """TensorBoard tags of a method's metrics columns: weight sparsity under ``sparse/``, neurons
+    alive and the pruning diagnostics under ``structured/`` (the names the SB3 callbacks use);
+    the dynamic buffer's columns are left out (logged as ``buffer/*`` at every check)."""
+    out = {}
+    for key, value in method_row.items():
+        if key in buffer_log or isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            out[("sparse/" if key.startswith("sparsity") else "structured/") + key] = number
+    return out
+
+
 class MetricsLog:
     """``metrics.csv``, one row per evaluation; rewritten whole when a new column appears,
     so rows never disagree with the header (the file is small)."""
@@ -145,11 +162,19 @@ class Trainer:
     ``cfg.env`` is made. ``write_files=False`` keeps everything in memory (no run
     directory). ``callbacks``: see :mod:`sparserl.callbacks`. ``allow_env_import``: may a
     ``module:Class`` env id be imported (False when the id came from a stored run, not the user).
+    ``output``: ``bar``, ``lines`` (one line per evaluation) or ``none`` (see
+    :mod:`sparserl.terminal`; ``sparserl train`` picks with :func:`~sparserl.terminal.choose_output`);
+    ``None``: ``bar`` with ``cfg.progress``, else nothing. ``tensorboard_dir``: write TensorBoard
+    events there instead of ``OUT/tb`` (the Python API's ``tensorboard_log``; also without a run
+    directory).
     """
 
     def __init__(self, cfg: TrainConfig, resume_state: dict | None = None, env=None, eval_env=None,
-                 write_files: bool = True, callbacks=None, allow_env_import: bool = True):
+                 write_files: bool = True, callbacks=None, allow_env_import: bool = True,
+                 output: str | None = None, tensorboard_dir: str | Path | None = None):
         self.cfg = cfg
+        self.output = output
+        self.tensorboard_dir = None if tensorboard_dir is None else Path(tensorboard_dir)
         self.out = Path(cfg.out) if write_files else None
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)  # network initialisation and torch-side sampling (documented: --seed)
@@ -320,7 +345,8 @@ class Trainer:
                     for k, v in self.last_logs.items()})
         if collision_rate is not None:
             row["eval_collision_rate"] = collision_rate
-        row.update(self.method.metrics(self.agent))
+        method_row = self.method.metrics(self.agent)
+        row.update(method_row)
         self.metrics.append(row)
         self.callback.on_eval(self, row)
         if writer:
@@ -328,19 +354,36 @@ class Trainer:
                 writer.add_scalar(f"charts/{k}" if k != "eval_return" else "eval/return", row[k], self.step)
             if collision_rate is not None:
                 writer.add_scalar("eval/collision_rate", collision_rate, self.step)
-        if bar is not None:
-            bar.set_postfix(sps=f"{sps:.0f}", eval=f"{mean:.1f}")
+            for tag, value in method_scalars(method_row, self.method.buffer_log).items():
+                writer.add_scalar(tag, value, self.step)
+        if bar is not None:  # neurons alive per pruned MLP too: pruning is visible while it happens
+            alive = {k[len("alive_"):]: v for k, v in method_row.items() if k.startswith("alive_")}
+            bar.set_postfix(sps=f"{sps:.0f}", eval=f"{mean:.1f}", **alive)
+        elif self._output_mode() == "lines":
+            from .terminal import eval_line
+            neurons = self.method.summary(self.agent, self.buffer).get("neurons") if method_row else None
+            print(eval_line(row, self.cfg.steps, sps, neurons), flush=True)
 
     # -- outputs --------------------------------------------------------------------------
     def _tensorboard(self):
+        if self.tensorboard_dir is not None:  # asked for by name: written even without a run directory
+            from torch.utils.tensorboard import SummaryWriter
+            return SummaryWriter(str(self.tensorboard_dir), purge_step=self.step if self.step > 0 else None)
         if not self.cfg.tensorboard or self.out is None:
             return None
         from torch.utils.tensorboard import SummaryWriter
         # On resume, drop events logged after the checkpoint (they are about to be redone).
         return SummaryWriter(str(self.out / "tb"), purge_step=self.step if self.step > 0 else None)
 
+    def _output_mode(self) -> str:
+        """``bar``, ``lines`` or ``none``: the constructor's choice, else (a Trainer used as a
+        library) a bar with ``progress`` and nothing without; the CLI and the API choose."""
+        if self.output is not None:
+            return self.output
+        return "bar" if self.cfg.progress else "none"
+
     def _progress_bar(self):
-        if not self.cfg.progress:
+        if self._output_mode() != "bar":
             return None
         from tqdm import tqdm
         return tqdm(total=self.cfg.steps, initial=self.step, desc=f"{self.cfg.algo}/{self.cfg.method} {self.cfg.env}",
