@@ -17,6 +17,7 @@ import platform
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -192,7 +193,9 @@ class Trainer:
         self.agent = make_agent(cfg, obs_space, act_space, widths, self.device)
         self.total_updates = planned_updates(cfg)
         self.method.attach(self.agent, self.total_updates)
-        continuous = cfg.algo != "dqn"
+        # the action space decides how actions are stored and drawn, not the algorithm's name
+        continuous = not isinstance(act_space, gym.spaces.Discrete)
+        self.discrete_actions = not continuous
         self.rng, buffer_rng = rng_streams(cfg.seed, 2)
         self.buffer = ReplayBuffer(obs_space.shape, act_space.shape if continuous else (),
                                    np.float32 if continuous else np.int64,
@@ -321,7 +324,7 @@ class Trainer:
 
     def _random_action(self):
         space = self.env.action_space
-        if self.cfg.algo == "dqn":
+        if self.discrete_actions:
             return np.asarray(self.rng.integers(space.n))
         return self.rng.uniform(space.low, space.high).astype(np.float32)
 
@@ -481,7 +484,7 @@ class Trainer:
         actions = state["episode_actions"]
         if actions is not None:
             for a in actions.numpy():
-                self.obs, *_ = self.env.step(a if self.cfg.algo != "dqn" else int(a))
+                self.obs, *_ = self.env.step(int(a) if self.discrete_actions else a)
             self.episode_actions = [a for a in actions.numpy()]
         self.step = int(state["step"])
         self.episode_return, self.episode_len = float(state["episode"]["return"]), int(state["episode"]["len"])
