@@ -34,7 +34,7 @@ def _train_args(algo, out):
     return ["train", "--algo", algo, *ALGO_FLAGS[algo], "--steps", str(STEPS), "--seed", "1",
             "--out", str(out), "--eval-every", str(EVAL_EVERY), "--eval-episodes", "1",
             "--checkpoint-every", str(CHECKPOINT_EVERY), "--hidden", "64", "64", "--batch-size", "32",
-            "--no-progress", "--no-tensorboard"]
+            "--no-progress", "--no-tensorboard", "--preset", "none"]
 
 
 def assert_same(a, b, where="state"):
