@@ -146,7 +146,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
         run_dir = Path(ns.resume)
         with open_run_dir(ns.resume, resuming=True) as status:
             resume_file = run_dir / "resume.pt"
-            state = checkpoint.load(resume_file)
+            state = checkpoint.load(resume_file, overwrite_hint="; it cannot be resumed (a fresh run with "
+                                                                "--overwrite replaces it)")
             missing = [k for k in RESUME_KEYS if k not in state] if isinstance(state, dict) else list(RESUME_KEYS)
             if missing:
                 raise UserError(f"{resume_file} is not a sparserl resume state (missing {', '.join(missing[:4])}"
@@ -270,7 +271,27 @@ def cmd_flops(ns: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Library warnings (gymnasium's env checker, numpy, torch) are collected
+    while it runs: a failing command prints only its one ``error:`` line, a successful one
+    prints each distinct warning as one ``warning:`` line at the end (their multi-line source
+    excerpts never reach the terminal). pygame's greeting (highway-env's renderer) is hidden."""
+    import os
+    import warnings
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings(record=True) as caught:
+        rc = _run(argv)
+    if rc == 0:
+        seen = set()
+        for w in caught:
+            line = f"warning: {w.category.__name__}: {' '.join(str(w.message).split())[:300]}"
+            if line not in seen and len(seen) < 10:
+                seen.add(line)
+                print(line, file=sys.stderr)
+    return rc
+
+
+def _run(argv: list[str]) -> int:
     try:
         if argv and argv[0] in ("bench", "report"):
             from . import bench
@@ -279,7 +300,14 @@ def main(argv: list[str] | None = None) -> int:
         from .export.cli import cmd_export
         return {"train": cmd_train, "eval": cmd_eval, "flops": cmd_flops, "export": cmd_export}[ns.command](ns)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory (a smaller --buffer-size, --batch-size or --hidden fits; the last "
+              "checkpoint is intact)", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("error: input nested too deeply (recursion limit reached)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted (the last checkpoint is intact; continue with `sparserl train --resume DIR`)",
