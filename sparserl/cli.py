@@ -71,8 +71,10 @@ def _default_text(f: dataclasses.Field) -> str:
 def _mapping(text: str) -> dict:
     """``--env-kwargs '{config: {lanes_count: 3}}'``: a YAML/JSON mapping."""
     import yaml
+
+    from .config import safe_yaml
     try:
-        value = yaml.safe_load(text)
+        value = safe_yaml(text)
     except yaml.YAMLError as exc:
         raise UserError(f"--env-kwargs {text!r}: not YAML/JSON ({str(exc).splitlines()[0]})") from None
     return check_option("env_kwargs", value)
@@ -178,6 +180,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
         cfg = config_from_args(ns)
         # an env typed on the command line is the user's choice; one from --config is data
         explicit_env = hasattr(ns, "env") or ns.trust_env_module
+        from .resources import check_memory
+        check_memory(cfg)  # sizes alone (the env's dimensions come later): before any directory exists
         created = not Path(cfg.out).exists()
         try:
             with open_run_dir(cfg.out, overwrite=ns.overwrite):
@@ -186,6 +190,10 @@ def cmd_train(ns: argparse.Namespace) -> int:
         except UserError:
             _remove_if_unused(Path(cfg.out), created)
             raise
+        except MemoryError:  # beyond the estimate: still one line, and no directory left behind
+            _remove_if_unused(Path(cfg.out), created)
+            raise UserError(f"out of memory building the run in {cfg.out}; allowed: a smaller --hidden, "
+                            f"--buffer-size or --batch-size") from None
     out = Path(trainer.cfg.out)
     print(f"final eval return: {summary['final_eval_return']:.2f} (best {summary['best_eval_return']:.2f})")
     print(f"logs:       {out / 'metrics.csv'}  (TensorBoard: {out / 'tb'})")

@@ -168,6 +168,10 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.env = prepare_env(env, cfg.env) if env is not None else make_env(cfg.env, seed=cfg.seed, kwargs=cfg.env_kwargs, allow_import=allow_env_import)
         check_compatible(cfg.algo, self.env, cfg.env)
+        from .resources import check_memory  # with the env's real sizes, before anything is allocated
+        act = self.env.action_space
+        check_memory(cfg, int(np.prod(self.env.observation_space.shape)),
+                     int(act.n) if cfg.algo == "dqn" else int(np.prod(act.shape)))
         self.eval_env = (prepare_env(eval_env, cfg.env) if eval_env is not None
                          else make_env(cfg.env, seed=cfg.seed + 10_000, kwargs=cfg.env_kwargs,
                                   allow_import=allow_env_import) if env is None
