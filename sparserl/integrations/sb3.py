@@ -380,10 +380,45 @@ class _ModelCallback(BaseCallback):
             if self._built_for is not self.model:
                 self._build()
             self._install()
+            self._guard_events()
         except BaseException:
             self._teardown()   # a half-done install never outlives this call
             raise
         self._record()
+
+    _GUARDED_EVENTS = ("on_step", "on_rollout_start", "on_rollout_end")
+
+    def _guard_events(self) -> None:
+        """The ``finally`` of this ``learn()``: SB3 calls ``on_training_end`` only when training
+        ends normally, so when another callback raises, the optimizer wrappers would stay installed
+        (and the next ``learn()`` be refused as "already wrapped"). The top-level callback of the
+        call (``learn``'s local ``callback``: the CallbackList, or this callback) gets its event
+        methods wrapped for the duration of the call; an exception from any of them tears this
+        callback down before it propagates. Exceptions from elsewhere in SB3's loop (the env)
+        leave a stale wrapper that the next ``learn()`` removes (:class:`_StepWrapper`)."""
+        top = self.locals.get("callback") if isinstance(self.locals, dict) else None
+        if not isinstance(top, BaseCallback):
+            return
+        for name in self._GUARDED_EVENTS:
+            original = getattr(top, name)
+
+            def guarded(*args, _original=original, **kwargs):
+                try:
+                    return _original(*args, **kwargs)
+                except BaseException:
+                    self._teardown()
+                    raise
+            guarded.sparserl_owner = self
+            setattr(top, name, guarded)
+        self._guarded_top = top
+
+    def _unguard(self) -> None:
+        top = getattr(self, "_guarded_top", None)
+        if top is not None:
+            for name in self._GUARDED_EVENTS:
+                if getattr(vars(top).get(name), "sparserl_owner", None) is self:
+                    del vars(top)[name]
+        self._guarded_top = None
 
     def _on_step(self) -> bool:
         return True
@@ -528,6 +563,7 @@ class SparseTrainingCallback(_ModelCallback):
         return hook
 
     def _uninstall(self) -> None:
+        self._unguard()
         for w in self._wrappers.values():
             w.remove()
         for h in self._grad_hooks:
@@ -658,6 +694,7 @@ class StructuredPruningCallback(_ModelCallback):
 
     # -- SB3 callback events ------------------------------------------------------------------
     def _teardown(self) -> None:
+        self._unguard()
         for w in self._wrappers.values():
             w.remove()
         self._wrappers = {}
