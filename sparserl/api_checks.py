@@ -94,8 +94,7 @@ def check_model_state(state: Any, path: Any) -> dict:
     algo = state["config"].get("algo") if isinstance(state["config"], dict) else None
     if algo not in ("dqn", "td3", "sac"):
         raise UserError(f"{path}: stored algo {_short(algo)} is unknown; allowed: dqn, td3, sac")
-    if not isinstance(state["config"], dict) or not isinstance(state["agent"], dict) \
-            or not isinstance(state["agent"].get("networks"), dict):
+    if not isinstance(state["config"], dict) or not isinstance(state["agent"], dict):
         raise UserError(f"{path} is not a sparserl model (config/agent are not mappings of the saved format)")
     architecture = state["architecture"]
     if not isinstance(architecture, dict) or not all(

@@ -182,6 +182,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
         explicit_env = hasattr(ns, "env") or ns.trust_env_module
         from .resources import check_memory
         check_memory(cfg)  # sizes alone (the env's dimensions come later): before any directory exists
+        from .rundir import _path_text
+        _path_text(cfg.out, "--out")  # a name too long for the file system: said before exists() trips on it
         created = not Path(cfg.out).exists()
         try:
             with open_run_dir(cfg.out, overwrite=ns.overwrite):
@@ -224,8 +226,30 @@ def load_agent(run_dir: str | Path, device: str = "cpu", env: str | None = None,
     live_env = None
     if with_env or state.get("spaces") is None:
         live_env = make_env(env or cfg.env, kwargs=cfg.env_kwargs, allow_import=bool(env) or trust_env_module)
-    cfg, agent, _ = agent_from_state(state, device, live_env)
+    cfg, agent, spaces = agent_from_state(state, device, live_env)
+    if live_env is not None and state.get("spaces") is not None:
+        _check_env_fits(live_env, spaces, env or cfg.env, Path(run_dir))
     return cfg, agent, live_env
+
+
+def _check_env_fits(env, spaces: dict, env_id: str, run_dir: Path) -> None:
+    """``eval --env OTHER``: the env must have the spaces the model was trained on (another
+    observation width was a matrix-size traceback; another action space, wrong actions)."""
+    import gymnasium as gym
+    import numpy as np
+    n_obs = int(np.prod(spaces["obs_shape"]))
+    got_obs = int(np.prod(env.observation_space.shape))
+    act, space = spaces["action"], env.action_space
+    if act["type"] == "discrete":
+        fits = isinstance(space, gym.spaces.Discrete) and int(space.n) == int(act["n"])
+        trained = f"Discrete({act['n']})"
+    else:
+        fits = isinstance(space, gym.spaces.Box) and tuple(space.shape) == tuple(act["shape"])
+        trained = f"a Box of shape {tuple(act['shape'])}"
+    if got_obs != n_obs or not fits:
+        raise UserError(f"--env {env_id}: its spaces ({got_obs} observation values, actions {space}) do not fit the "
+                        f"model in {run_dir} ({n_obs} observation values, actions {trained}); allowed: an env "
+                        f"with the spaces of the one it was trained on")
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
@@ -233,8 +257,11 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
     from .trainer import evaluate
 
+    from .config import SEED_MAX
     if ns.episodes <= 0:
         raise UserError(f"--episodes must be a positive integer, got {ns.episodes}")
+    if not 0 <= ns.seed <= SEED_MAX:
+        raise UserError(f"--seed {ns.seed} is out of range; allowed: an integer in [0, 2**32-1]")
     cfg, agent, env = load_agent(ns.dir, env=ns.env, trust_env_module=ns.trust_env_module)
     if ns.exported:
         from .export.cli import evaluate_exported
@@ -268,14 +295,34 @@ def cmd_flops(ns: argparse.Namespace) -> int:
     print(size_section(agent) + "\n")
     summary_path = Path(ns.dir) / "summary.json"
     if summary_path.exists():
-        import json
-        flops = json.loads(summary_path.read_text()).get("flops", {})
+        flops = _summary_flops(summary_path)
         if flops:
             print(f"training FLOPs: {flops['train_total']:.3e} (dense {flops['train_dense_total']:.3e}, "
                   f"ratio {flops['train_total'] / max(flops['train_dense_total'], 1):.3f})")
             print(f"inference FLOPs per action: {flops['infer_per_action']:,} (dense {flops['infer_dense_per_action']:,}, "
                   f"ratio {flops['infer_per_action'] / max(flops['infer_dense_per_action'], 1):.3f})")
     return 0
+
+
+def _summary_flops(path: Path) -> dict | None:
+    """summary.json's ``flops`` if it is readable and holds numbers; otherwise one warning line
+    (the per-layer table above is the checkpoint's and stays valid)."""
+    import json
+    keys = ("train_total", "train_dense_total", "infer_per_action", "infer_dense_per_action")
+    try:
+        flops = json.loads(path.read_text(encoding="utf-8")).get("flops")
+    except (OSError, ValueError, AttributeError):
+        print(f"warning: {path} is unreadable (truncated or not a JSON object); training FLOPs not shown",
+              file=sys.stderr)
+        return None
+    if not flops:
+        return None
+    if not isinstance(flops, dict) or not all(isinstance(flops.get(k), (int, float)) and not isinstance(
+            flops.get(k), bool) for k in keys):
+        print(f"warning: {path}: 'flops' does not hold the numbers {', '.join(keys)}; training FLOPs not shown",
+              file=sys.stderr)
+        return None
+    return flops
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str]) -> int:
+    from .faults import exception_text
     try:
         if argv and argv[0] in ("bench", "report"):
             from . import bench
@@ -309,6 +357,10 @@ def _run(argv: list[str]) -> int:
         return {"train": cmd_train, "eval": cmd_eval, "flops": cmd_flops, "export": cmd_export}[ns.command](ns)
     except UserError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the disk, not the code: a full disk, a read-only directory, a name too long
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exception_text(exc)}{where}", file=sys.stderr)
         return 2
     except MemoryError:
         print("error: out of memory (a smaller --buffer-size, --batch-size or --hidden fits; the last "

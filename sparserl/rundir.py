@@ -80,12 +80,19 @@ class RunStatus:
 
 # --------------------------------------------------------------------------- the directory
 
+NAME_MAX = 255  # bytes per file or directory name on Linux, macOS and Windows file systems
+
+
 def _path_text(path: str | os.PathLike | None, what: str) -> str:
     text = "" if path is None else os.fspath(path)
     if not text.strip():
         raise UserError(f"{what} must name a directory, got {text!r}")
     if "\0" in text:
         raise UserError(f"{what} {text!r} contains a NUL character")
+    long = next((part for part in Path(text).parts if len(os.fsencode(part)) > NAME_MAX), None)
+    if long is not None:  # mkdir would fail with ENAMETOOLONG halfway through creating parents
+        raise UserError(f"{what}: the name {long[:40]}... is {len(os.fsencode(long))} bytes long; allowed: at most "
+                        f"{NAME_MAX} bytes per directory name")
     return text
 
 

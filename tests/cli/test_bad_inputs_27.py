@@ -424,3 +424,195 @@ def test_api_legal_calls_still_work(model, tmp_path):
     assert math.isfinite(model.evaluate(n_episodes=1, seed=0).mean)
     model.save(tmp_path / "m.pt")
     assert TD3.load(tmp_path / "m.pt", device="cpu").predict(np.zeros(3))[0].shape == (1,)
+
+
+# ===================================================================== 27.14 eval / export / flops odd inputs
+def _bare(tmp_path: Path, run: Path, edit) -> Path:
+    copy = _copy(run, tmp_path / "run")
+    state = checkpoint.load(copy / "checkpoint.pt")
+    edit(state)
+    checkpoint.save(state, copy / "checkpoint.pt")
+    return copy
+
+
+EVAL_BAD = [  # (id, argv after `eval RUN`, needles)
+    ("seed-negative", ["--seed", "-1"], ["--seed -1", "[0, 2**32-1]"]),
+    ("seed-2-to-32", ["--seed", str(2 ** 32)], ["--seed 4294967296"]),
+    ("env-with-discrete-actions", ["--env", "CartPole-v1"], ["--env CartPole-v1", "do not fit", "3 observation values"]),
+    ("env-with-other-obs-width", ["--env", "MountainCarContinuous-v0"], ["MountainCarContinuous-v0", "2 observation values"]),
+]
+
+
+@pytest.mark.parametrize("argv,needles", [c[1:] for c in EVAL_BAD], ids=[c[0] for c in EVAL_BAD])
+def test_bad_eval_option(argv, needles, run):
+    _refused(["eval", str(run), "--episodes", "1", *argv], needles)
+
+
+MODEL_BAD = [  # (id, edit of checkpoint.pt, command, needles)
+    ("eval-no-architecture", lambda s: s.pop("architecture"), "eval", ["not a sparserl model", "missing architecture"]),
+    ("flops-no-architecture", lambda s: s.pop("architecture"), "flops", ["missing architecture"]),
+    ("export-no-architecture", lambda s: s.pop("architecture"), "export", ["missing architecture"]),
+    ("eval-unknown-algo", lambda s: s["config"].update(algo="ppo"), "eval", ["algo 'ppo'", "dqn, td3, sac"]),
+    ("flops-architecture-scrambled", lambda s: s.update(architecture={"actor": [-4]}), "flops",
+     ["stored architecture", "widths >= 1"]),
+    ("eval-weights-of-another-shape", lambda s: s["agent"]["networks"]["actor"].update(
+        {k: torch.zeros(5, 5) for k in list(s["agent"]["networks"]["actor"])[:1]}), "eval",
+     ["does not fit its architecture"]),
+]
+
+
+@pytest.mark.parametrize("edit,command,needles", [c[1:] for c in MODEL_BAD], ids=[c[0] for c in MODEL_BAD])
+def test_odd_checkpoint_is_one_line(edit, command, needles, run, tmp_path):
+    copy = _bare(tmp_path, run, edit)
+    argv = {"eval": ["eval", str(copy), "--episodes", "1"], "flops": ["flops", str(copy)],
+            "export": ["export", str(copy), "--format", "npz", "--out", str(tmp_path / "p.npz")]}[command]
+    _refused(argv, needles)
+    assert not (tmp_path / "p.npz").exists()
+
+
+def _flops_warning(run: Path, tmp_path: Path, text: str) -> str:
+    copy = _copy(run, tmp_path / "run")
+    (copy / "summary.json").write_text(text)
+    rc, stdout, stderr = _main(["flops", str(copy)])
+    assert rc == 0, stderr
+    assert "== actor" in stdout and "training FLOPs" not in stdout
+    return _one_line(stderr, ["warning: ", "summary.json", "training FLOPs not shown"])
+
+
+def test_flops_with_a_truncated_summary(run, tmp_path):
+    _flops_warning(run, tmp_path, (run / "summary.json").read_text()[:30])
+
+
+def test_flops_with_summary_fields_of_the_wrong_type(run, tmp_path):
+    _flops_warning(run, tmp_path, '{"flops": {"train_total": "many", "train_dense_total": 1}}')
+
+
+TRAIN_BAD = [  # (id, argv, needles): one line, no directory
+    ("out-name-over-255-bytes", ["--out", "{tmp}/" + "n" * 300], ["--out", "300 bytes long", "at most 255"]),
+    ("device-huge-index", ["--device", "cuda:99999999999999999999"], ["--device", "cuda:99999999999999999999"]),
+]
+
+
+@pytest.mark.parametrize("argv,needles", [c[1:] for c in TRAIN_BAD], ids=[c[0] for c in TRAIN_BAD])
+def test_bad_train_target(argv, needles, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    out = [] if "--out" in argv else ["--out", str(tmp_path / "out")]
+    _refused(["train", *argv, *out, "--steps", "30", *TINY], needles)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_while_writing_resume_pt_is_one_line_and_keeps_the_last_one(tmp_path, monkeypatch):
+    import errno
+    real_save = torch.save
+    calls = []
+
+    def save(obj, fh, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the second resume.pt (step 40)
+            fh.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, fh, *args, **kwargs)
+    monkeypatch.setattr(torch, "save", save)
+    out = tmp_path / "run"
+    line = _refused(["train", "--steps", "50", "--learning-starts", "10", "--eval-every", "0",
+                     "--checkpoint-every", "20", "--out", str(out), *TINY],
+                    ["cannot write", "resume.pt", "No space left on device", "previous file"])
+    assert "Errno" not in line
+    monkeypatch.setattr(torch, "save", real_save)
+    assert checkpoint.load(out / "resume.pt")["step"] == 20
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+# ===================================================================== 27.10 npz hash and validation
+@pytest.fixture(scope="module")
+def npz_arrays(run, tmp_path_factory):
+    path = tmp_path_factory.mktemp("npz") / "p.npz"
+    rc, _, stderr = _main(["export", str(run), "--format", "npz", "--out", str(path)])
+    assert rc == 0, stderr
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _as_csr(arrays: dict, i: int = 0) -> dict:
+    """Layer ``i`` rewritten in CSR form (what a sparse run exports)."""
+    w = arrays.pop(f"layer{i}.weight")
+    rows, cols = np.nonzero(w)
+    arrays[f"layer{i}.form"] = np.array("csr")
+    arrays[f"layer{i}.data"] = w[rows, cols].astype(np.float32)
+    arrays[f"layer{i}.indices"] = cols.astype(np.int32)
+    arrays[f"layer{i}.indptr"] = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=w.shape[0]))]).astype(np.int32)
+    return arrays
+
+
+def _npz_case(change, rehash: bool = True):
+    def build(arrays: dict, path: Path) -> Path:
+        from sparserl import runtime
+        arrays = _as_csr({k: v.copy() for k, v in arrays.items()})
+        change(arrays)
+        if rehash:
+            arrays[runtime.HASH_KEY] = np.array(runtime.content_hash(arrays))
+        np.savez(path, **arrays)
+        return path
+    return build
+
+
+def _set(key, value):
+    def change(a):
+        a[key] = np.asarray(value, dtype=np.asarray(value).dtype)
+    return change
+
+
+def _poke(key, index, value):
+    def change(a):
+        a[key] = a[key].copy()
+        a[key][index] = value
+    return change
+
+
+NPZ_BAD = [  # (id, build, needles)
+    ("n-layers-zero", _npz_case(_set("n_layers", 0)), ["n_layers 0", "[1, 4096]"]),
+    ("n-layers-negative", _npz_case(_set("n_layers", -1)), ["n_layers -1"]),
+    ("csr-index-minus-one", _npz_case(_poke("layer0.indices", 0, -1)), ["layer 0", "CSR index -1", "0..2"]),
+    ("csr-index-out-of-range", _npz_case(_poke("layer0.indices", 0, 7)), ["CSR index 7", "3 inputs"]),
+    ("csr-bad-indptr", _npz_case(_poke("layer0.indptr", 1, 10_000)), ["indptr must rise from 0"]),
+    ("csr-indptr-short", _npz_case(lambda a: a.update({"layer0.indptr": a["layer0.indptr"][:-1]})),
+     ["indptr of shape"]),
+    ("csr-nan-value", _npz_case(_poke("layer0.data", 0, np.nan)), ["finite floats"]),
+    ("dense-nan-weight", _npz_case(_poke("layer1.weight", (0, 0), np.nan)), ["layer 1", "non-finite"]),
+    ("dense-wrong-shape", _npz_case(lambda a: a.update({"layer1.weight": a["layer1.weight"][:, :-1]})),
+     ["layer 1: weight of shape"]),
+    ("layer-chain-broken", _npz_case(_set("layer1.shape", np.array([16, 15]))), ["layer 1 takes 15 inputs"]),
+    ("obs-shape-negative", _npz_case(_set("obs_shape", np.array([-3]))), ["obs_shape [-3]"]),
+    ("action-scale-nan", _npz_case(_poke("action_scale", 0, np.nan)), ["action_scale", "finite"]),
+    ("edited-without-rehash", _npz_case(_poke("layer1.bias", 0, 1e30), rehash=False), ["fails its content check"]),
+    ("dqn-head-on-td3-run", _npz_case(_set("head", np.array("argmax"))), ["discrete (argmax) actions", "Box"]),
+]
+
+
+@pytest.mark.parametrize("build,needles", [c[1:] for c in NPZ_BAD], ids=[c[0] for c in NPZ_BAD])
+def test_malformed_npz_is_refused(build, needles, npz_arrays, run, tmp_path):
+    path = build(npz_arrays, tmp_path / "bad.npz")
+    _refused(["eval", str(run), "--exported", str(path), "--episodes", "1"], ["--exported", *needles])
+
+
+def test_exported_npz_carries_a_hash_and_a_csr_copy_still_evaluates(npz_arrays, run, tmp_path):
+    from sparserl import runtime
+    assert str(npz_arrays[runtime.HASH_KEY]) == runtime.content_hash(npz_arrays)
+    path = _npz_case(lambda a: None)(npz_arrays, tmp_path / "csr.npz")
+    for densify in (True, False):
+        assert runtime.Policy.load(path, densify=densify).act(np.zeros(3)).shape == (1,)
+    rc, _, stderr = _main(["eval", str(run), "--exported", str(path), "--episodes", "1"])
+    assert rc == 0, stderr
+
+
+def test_c_generator_refuses_non_finite_weights(run):
+    from sparserl.cli import load_agent
+    from sparserl.export import policy_spec_of
+    from sparserl.export.c_format import generate_c
+    _, agent, _ = load_agent(run, with_env=False)
+    spec = policy_spec_of(agent)
+    spec.weights[0][0, 0] = np.nan
+    with pytest.raises(UserError, match="cannot generate C: layer 0: weight holds non-finite") as info:
+        generate_c(spec, "policy.h")
+    _one_line(str(info.value), ["layer 0"])
