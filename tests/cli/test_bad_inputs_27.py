@@ -616,3 +616,12 @@ def test_c_generator_refuses_non_finite_weights(run):
     with pytest.raises(UserError, match="cannot generate C: layer 0: weight holds non-finite") as info:
         generate_c(spec, "policy.h")
     _one_line(str(info.value), ["layer 0"])
+
+
+def test_case_count():
+    """The README's reliability section reports these counts (issue 27, items 9-17)."""
+    singles = 1 + 1 + 1 + 1 + 1 + 1 + 2 + 2 + 1 + 1  # truncated, pickle, warning, /dev/zero, env sizes,
+    # 200000 layers, suites (2), flops (2), disk full, C generator
+    n_bad = (len(CHECKPOINT_BAD) + len(TRUNCATED_RESUME) + len(RESOURCE_BAD) + len(API_BAD) + len(EVAL_BAD)
+             + len(MODEL_BAD) + len(TRAIN_BAD) + len(NPZ_BAD) + singles)
+    assert n_bad == 78
