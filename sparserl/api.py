@@ -215,7 +215,9 @@ class BaseAlgorithm:
         ``tensorboard_log`` (TensorBoard events in ``DIR/TD3_1``, ... also without ``log_dir``),
         ``verbose`` (0: silent, 1 or 2: one line per evaluation), ``ent_coef``,
         ``target_update_interval``, ``exploration_*``, ``target_policy_noise``, ``target_noise_clip``."""
+        from .api_checks import check_env_argument
         from .envs import prepare_env
+        check_env_argument(env, f"{type(self).__name__}()")
         name = type(self).__name__
         policy = hyperparameters.pop("policy", None)  # SB3's keyword spelling: TD3(policy=..., env=...)
         if policy is not None and policy != "MlpPolicy":
@@ -363,7 +365,8 @@ class BaseAlgorithm:
         flattened as in training. ``deterministic=False`` adds the algorithm's exploration
         (TD3 Gaussian noise, SAC sampling, DQN epsilon at its final value)."""
         agent = self._require_agent()
-        obs = np.asarray(observation, dtype=np.float32)
+        from .api_checks import check_observation
+        obs = check_observation(observation)
         single_shape = tuple(self._spaces["obs_shape"])
         n_obs = int(np.prod(single_shape))
         if obs.shape == single_shape or obs.shape == (n_obs,):
@@ -391,8 +394,10 @@ class BaseAlgorithm:
         """``(mean, std)`` of the deterministic policy's return on a fresh env; the result's
         ``collision_rate`` is the fraction of episodes that crashed where the env reports
         ``info["crashed"]`` (highway-env), else ``None``."""
+        from .api_checks import check_evaluate_arguments
         from .envs import make_env, prepare_env
         from .trainer import evaluate
+        n_episodes, seed = check_evaluate_arguments(n_episodes, seed)
         agent = self._require_agent()
         env = (self.trainer.eval_env if self.trainer is not None
                else prepare_env(self.env, self.config.env) if self.env is not None
@@ -409,8 +414,9 @@ class BaseAlgorithm:
     def save(self, path: Union[str, Path]) -> None:
         """One file (atomic write, loadable with ``weights_only=True``): config, final
         architecture (shrunk networks included), spaces and the agent's state."""
+        from .api_checks import check_save_path
         agent = self._require_agent()
-        checkpoint.save(model_state(self.config, agent, self._spaces), path)
+        checkpoint.save(model_state(self.config, agent, self._spaces), check_save_path(path))
 
     @classmethod
     def load(cls, path: Union[str, Path], env=None, device: str = "cpu") -> "BaseAlgorithm":
@@ -464,19 +470,24 @@ def agent_from_state(state: dict, device: str = "cpu", env=None):
             env = make_env(cfg.env, kwargs=cfg.env_kwargs)
         obs_space, act_space = env.observation_space, env.action_space
         spaces = spaces_record(obs_space, act_space)
-    agent = make_agent(cfg, obs_space, act_space, state["architecture"], resolve_device(device))
-    agent.load_state_dict(state["agent"], with_training_state=False)
+    device = resolve_device(device)
+    try:  # the state is data: one that does not fit its own architecture is bad input, not a crash
+        agent = make_agent(cfg, obs_space, act_space, state["architecture"], device)
+        agent.load_state_dict(state["agent"], with_training_state=False)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        from .faults import exception_text
+        raise UserError(f"cannot build the saved {cfg.algo} model: its state does not fit its architecture "
+                        f"({exception_text(exc, 160)})") from None
     return cfg, agent, spaces
 
 
 def read_model(path: Union[str, Path]) -> dict:
+    from .api_checks import check_load_path, check_model_state
+    check_load_path(path)
     p = Path(path)
     if p.is_dir():
         p = p / "checkpoint.pt"
-    state = checkpoint.load(p)
-    if not isinstance(state, dict) or "config" not in state or "agent" not in state:
-        raise UserError(f"{p} is not a sparserl model (no config/agent inside)")
-    return state
+    return check_model_state(checkpoint.load(p), p)
 
 
 class DQN(BaseAlgorithm):

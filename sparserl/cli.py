@@ -115,8 +115,10 @@ def _default_text(f: dataclasses.Field) -> str:
 def _mapping(text: str) -> dict:
     """``--env-kwargs '{config: {lanes_count: 3}}'``: a YAML/JSON mapping."""
     import yaml
+
+    from .config import safe_yaml
     try:
-        value = yaml.safe_load(text)
+        value = safe_yaml(text)
     except yaml.YAMLError as exc:
         raise UserError(f"--env-kwargs {text!r}: not YAML/JSON ({str(exc).splitlines()[0]})") from None
     return check_option("env_kwargs", value)
@@ -200,7 +202,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
         run_dir = Path(ns.resume)
         with open_run_dir(ns.resume, resuming=True) as status:
             resume_file = run_dir / "resume.pt"
-            state = checkpoint.load(resume_file)
+            state = checkpoint.load(resume_file, overwrite_hint="; it cannot be resumed (a fresh run with "
+                                                                "--overwrite replaces it)")
             missing = [k for k in RESUME_KEYS if k not in state] if isinstance(state, dict) else list(RESUME_KEYS)
             if missing:
                 raise UserError(f"{resume_file} is not a sparserl resume state (missing {', '.join(missing[:4])}"
@@ -238,6 +241,10 @@ def cmd_train(ns: argparse.Namespace) -> int:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
         # an env typed on the command line is the user's choice; one from --config is data
         explicit_env = hasattr(ns, "env") or ns.trust_env_module
+        from .resources import check_memory
+        check_memory(cfg)  # sizes alone (the env's dimensions come later): before any directory exists
+        from .rundir import _path_text
+        _path_text(cfg.out, "--out")  # a name too long for the file system: said before exists() trips on it
         created = not Path(cfg.out).exists()
         try:
             with open_run_dir(cfg.out, overwrite=ns.overwrite):
@@ -246,6 +253,10 @@ def cmd_train(ns: argparse.Namespace) -> int:
         except UserError:
             _remove_if_unused(Path(cfg.out), created)
             raise
+        except MemoryError:  # beyond the estimate: still one line, and no directory left behind
+            _remove_if_unused(Path(cfg.out), created)
+            raise UserError(f"out of memory building the run in {cfg.out}; allowed: a smaller --hidden, "
+                            f"--buffer-size or --batch-size") from None
     out = Path(trainer.cfg.out)
     from .terminal import network_lines
     print(f"final eval return: {summary['final_eval_return']:.2f} (best {summary['best_eval_return']:.2f})")
@@ -279,8 +290,30 @@ def load_agent(run_dir: str | Path, device: str = "cpu", env: str | None = None,
     live_env = None
     if with_env or state.get("spaces") is None:
         live_env = make_env(env or cfg.env, kwargs=cfg.env_kwargs, allow_import=bool(env) or trust_env_module)
-    cfg, agent, _ = agent_from_state(state, device, live_env)
+    cfg, agent, spaces = agent_from_state(state, device, live_env)
+    if live_env is not None and state.get("spaces") is not None:
+        _check_env_fits(live_env, spaces, env or cfg.env, Path(run_dir))
     return cfg, agent, live_env
+
+
+def _check_env_fits(env, spaces: dict, env_id: str, run_dir: Path) -> None:
+    """``eval --env OTHER``: the env must have the spaces the model was trained on (another
+    observation width was a matrix-size traceback; another action space, wrong actions)."""
+    import gymnasium as gym
+    import numpy as np
+    n_obs = int(np.prod(spaces["obs_shape"]))
+    got_obs = int(np.prod(env.observation_space.shape))
+    act, space = spaces["action"], env.action_space
+    if act["type"] == "discrete":
+        fits = isinstance(space, gym.spaces.Discrete) and int(space.n) == int(act["n"])
+        trained = f"Discrete({act['n']})"
+    else:
+        fits = isinstance(space, gym.spaces.Box) and tuple(space.shape) == tuple(act["shape"])
+        trained = f"a Box of shape {tuple(act['shape'])}"
+    if got_obs != n_obs or not fits:
+        raise UserError(f"--env {env_id}: its spaces ({got_obs} observation values, actions {space}) do not fit the "
+                        f"model in {run_dir} ({n_obs} observation values, actions {trained}); allowed: an env "
+                        f"with the spaces of the one it was trained on")
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
@@ -288,8 +321,11 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
     from .trainer import evaluate
 
+    from .config import SEED_MAX
     if ns.episodes <= 0:
         raise UserError(f"--episodes must be a positive integer, got {ns.episodes}")
+    if not 0 <= ns.seed <= SEED_MAX:
+        raise UserError(f"--seed {ns.seed} is out of range; allowed: an integer in [0, 2**32-1]")
     cfg, agent, env = load_agent(ns.dir, env=ns.env, trust_env_module=ns.trust_env_module)
     if ns.exported:
         from .export.cli import evaluate_exported
@@ -323,8 +359,7 @@ def cmd_flops(ns: argparse.Namespace) -> int:
     print(size_section(agent) + "\n")
     summary_path = Path(ns.dir) / "summary.json"
     if summary_path.exists():
-        import json
-        flops = json.loads(summary_path.read_text()).get("flops", {})
+        flops = _summary_flops(summary_path)
         if flops:
             print(f"training FLOPs: {flops['train_total']:.3e} (dense {flops['train_dense_total']:.3e}, "
                   f"ratio {flops['train_total'] / max(flops['train_dense_total'], 1):.3f})")
@@ -333,8 +368,50 @@ def cmd_flops(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _summary_flops(path: Path) -> dict | None:
+    """summary.json's ``flops`` if it is readable and holds numbers; otherwise one warning line
+    (the per-layer table above is the checkpoint's and stays valid)."""
+    import json
+    keys = ("train_total", "train_dense_total", "infer_per_action", "infer_dense_per_action")
+    try:
+        flops = json.loads(path.read_text(encoding="utf-8")).get("flops")
+    except (OSError, ValueError, AttributeError):
+        print(f"warning: {path} is unreadable (truncated or not a JSON object); training FLOPs not shown",
+              file=sys.stderr)
+        return None
+    if not flops:
+        return None
+    if not isinstance(flops, dict) or not all(isinstance(flops.get(k), (int, float)) and not isinstance(
+            flops.get(k), bool) for k in keys):
+        print(f"warning: {path}: 'flops' does not hold the numbers {', '.join(keys)}; training FLOPs not shown",
+              file=sys.stderr)
+        return None
+    return flops
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Library warnings (gymnasium's env checker, numpy, torch) are collected
+    while it runs: a failing command prints only its one ``error:`` line, a successful one
+    prints each distinct warning as one ``warning:`` line at the end (their multi-line source
+    excerpts never reach the terminal). pygame's greeting (highway-env's renderer) is hidden."""
+    import os
+    import warnings
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings(record=True) as caught:
+        rc = _run(argv)
+    if rc == 0:
+        seen = set()
+        for w in caught:
+            line = f"warning: {w.category.__name__}: {' '.join(str(w.message).split())[:300]}"
+            if line not in seen and len(seen) < 10:
+                seen.add(line)
+                print(line, file=sys.stderr)
+    return rc
+
+
+def _run(argv: list[str]) -> int:
+    from .faults import exception_text
     try:
         if argv and argv[0] in ("bench", "report"):
             from . import bench
@@ -343,7 +420,18 @@ def main(argv: list[str] | None = None) -> int:
         from .export.cli import cmd_export
         return {"train": cmd_train, "eval": cmd_eval, "flops": cmd_flops, "export": cmd_export}[ns.command](ns)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the disk, not the code: a full disk, a read-only directory, a name too long
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exception_text(exc)}{where}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory (a smaller --buffer-size, --batch-size or --hidden fits; the last "
+              "checkpoint is intact)", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("error: input nested too deeply (recursion limit reached)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted (the last checkpoint is intact; continue with `sparserl train --resume DIR`)",

@@ -432,9 +432,75 @@ def planned_updates(cfg: TrainConfig) -> int:
     return max(1, update_rounds(cfg, steps) * cfg.gradient_steps)
 
 
+#: bounds on what a config or suite file may make the reader do (issue 27.12): its size, its
+#: nesting depth and the number of values its aliases expand to (a 566-byte "billion laughs"
+#: file expands to 10^9 values that the config checks and the saved config.yaml would walk)
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 64
+MAX_YAML_EXPANDED = 100_000
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that rejects a key given twice (PyYAML silently keeps the last one,
-    so ``lr: 0.1`` further down a file would quietly override an earlier ``lr``)."""
+    so ``lr: 0.1`` further down a file would quietly override an earlier ``lr``), nesting
+    deeper than :data:`MAX_YAML_DEPTH` (the composer recurses: deeper input was a RecursionError)
+    and aliases that expand to more than :data:`MAX_YAML_EXPANDED` values, or into themselves."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        _expanded_size(node, {}, self)
+        return node
+
+
+def _expanded_size(node, sizes: dict, loader) -> int:
+    """How many values ``node`` stands for with every alias expanded (memoised per node, so
+    this is linear in the file however much the aliases multiply)."""
+    key = id(node)
+    if key in sizes:
+        if sizes[key] is None:
+            raise yaml.composer.ComposerError(None, None, "an alias refers to a value that contains it "
+                                              "(a recursive structure)", node.start_mark)
+        return sizes[key]
+    sizes[key] = None
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(child, sizes, loader) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, sizes, loader) + _expanded_size(v, sizes, loader) for k, v in node.value)
+    if total > MAX_YAML_EXPANDED:
+        raise yaml.composer.ComposerError(None, None, f"more than {MAX_YAML_EXPANDED:,} values (aliases expanded)",
+                                          node.start_mark)
+    sizes[key] = total
+    return total
+
+
+def read_yaml_text(path: str | Path) -> str:
+    """A config/suite file's text, at most :data:`MAX_YAML_BYTES` read (``--config /dev/zero``
+    read until MemoryError); raises ``OSError`` / ``UnicodeDecodeError`` / ``UserError``."""
+    p = Path(path)
+    with p.open("rb") as fh:
+        data = fh.read(MAX_YAML_BYTES + 1)
+    if len(data) > MAX_YAML_BYTES:
+        raise UserError(f"cannot read config {p}: larger than {MAX_YAML_BYTES // 1024} KiB (allowed: up to "
+                        f"{MAX_YAML_BYTES // 1024} KiB of YAML)")
+    return data.decode("utf-8")
+
+
+def safe_yaml(text: str):
+    """``yaml.safe_load`` with the bounds of :class:`_UniqueKeyLoader` (for ``--env-kwargs``)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
 
 
 def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -459,7 +525,7 @@ def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping of config keys; one-line errors for unreadable files."""
     p = Path(path)
     try:
-        data = yaml.load(p.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
+        data = yaml.load(read_yaml_text(p), Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
     except FileNotFoundError:
         raise UserError(f"config file not found: {p}") from None
     except UnicodeDecodeError as exc:

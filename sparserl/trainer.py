@@ -27,8 +27,9 @@ from .buffers import ReplayBuffer
 from .callbacks import as_callback
 from .checkpoint import rng_state_from_str, rng_state_to_str
 from .config import TrainConfig, planned_updates, save_yaml
+from .errors import UserError
 from .envs import check_compatible, get_rng_state, make_env, prepare_env, set_rng_state
-from .faults import assert_finite_state, check_finite_losses, checked_env_reset, checked_env_step
+from .faults import assert_finite_state, check_finite_losses, checked_env_reset, checked_env_step, env_reset
 from .methods import make_method
 from .sparse.flops import count_parameters, forward_flops, layer_flops
 
@@ -113,17 +114,21 @@ class EvalResult(tuple):
         return self[1]
 
 
-def evaluate(agent, env, episodes: int) -> EvalResult:
+def evaluate(agent, env, episodes: int, step: int | None = None) -> EvalResult:
     """Mean and std of the deterministic policy's return over full episodes (and the collision
-    rate where the env reports crashes).  Reads ``info`` only: the env's RNG use is unchanged."""
+    rate where the env reports crashes).  Reads ``info`` only: the env's RNG use is unchanged.
+    The env's outputs get the training loop's checks (:mod:`sparserl.faults`), so a raising or
+    misbehaving evaluation env is one line naming it (``step``: the training step, for the message)."""
+    where = "the evaluation env's"
+    at = 0 if step is None else step
     returns, crashes, reports_crashes = [], 0, False
     for _ in range(episodes):
-        obs, _ = env.reset()
+        obs, _ = checked_env_reset(env, at, where)
         done, total, crashed = False, 0.0, False
         while not done:
-            obs, reward, terminated, truncated, info = env.step(agent.act(obs))
+            obs, reward, terminated, truncated, info = checked_env_step(env, agent.act(obs), at, where)
             total += float(reward)
-            if "crashed" in info:
+            if isinstance(info, dict) and "crashed" in info:
                 reports_crashes = True
                 crashed = crashed or bool(info["crashed"])
             done = terminated or truncated
@@ -134,14 +139,21 @@ def evaluate(agent, env, episodes: int) -> EvalResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the first CUDA device if one is usable, else the CPU."""
+    """``auto`` -> the first CUDA device if one is usable, else the CPU.  Anything else must be
+    ``cpu``, ``cuda`` or ``cuda:N`` with an existing N (one line otherwise: torch's own errors
+    for ``tpu`` or ``cuda:99999999999999999999`` are tracebacks or overflow messages)."""
+    from .errors import UserError
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from .errors import UserError
+    text = name if isinstance(name, str) else None
+    if text is None or not (text in ("cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit())):
+        raise UserError(f"--device {name!r}; allowed: auto, cpu, cuda or cuda:N")
+    if text.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-    return device
+    if text.startswith("cuda:") and int(text[5:]) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: no such GPU (this machine has {torch.cuda.device_count()}: "
+                        f"cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    return torch.device(text)
 
 
 def rng_streams(seed: int, count: int) -> list[np.random.Generator]:
@@ -182,11 +194,15 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.env = prepare_env(env, cfg.env) if env is not None else make_env(cfg.env, seed=cfg.seed, kwargs=cfg.env_kwargs, allow_import=allow_env_import)
         check_compatible(cfg.algo, self.env, cfg.env)
+        from .resources import check_memory  # with the env's real sizes, before anything is allocated
+        act = self.env.action_space
+        check_memory(cfg, int(np.prod(self.env.observation_space.shape)),
+                     int(act.n) if cfg.algo == "dqn" else int(np.prod(act.shape)))
         self.eval_env = (prepare_env(eval_env, cfg.env) if eval_env is not None
                          else make_env(cfg.env, seed=cfg.seed + 10_000, kwargs=cfg.env_kwargs,
                                   allow_import=allow_env_import) if env is None
                          else self._copy_env(env))
-        self.eval_env.reset(seed=cfg.seed + 10_000)
+        env_reset(self.eval_env, 0, "the evaluation env's", seed=cfg.seed + 10_000)
         self.method = make_method(cfg)
         obs_space, act_space = self.env.observation_space, self.env.action_space
         widths = resume_state["architecture"] if resume_state else self.method.network_widths(cfg, obs_space, act_space)
@@ -332,7 +348,7 @@ class Trainer:
         episodes = self.cfg.eval_episodes
         if self.step == self.cfg.steps and self.cfg.final_eval_episodes:
             episodes = self.cfg.final_eval_episodes
-        result = evaluate(self.agent, self.eval_env, episodes)
+        result = evaluate(self.agent, self.eval_env, episodes, self.step)
         mean, std, collision_rate = result.mean, result.std, result.collision_rate
         self.last_eval, self.last_collision_rate = mean, collision_rate
         self.best_eval = max(self.best_eval, mean)
@@ -464,7 +480,36 @@ class Trainer:
         }
         checkpoint.save(state, self.out / "resume.pt")
 
+    def _check_counters(self, state: dict) -> None:
+        """The stored counters, checked before any is used: a hand-edited ``step: -50`` or an
+        episode length that disagrees with the stored actions would silently replay or
+        double-count steps (the content hash catches damage; an edited file re-saved with a
+        fresh hash still has to make sense)."""
+        def whole(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+        step, episode = state["step"], state["episode"]
+        actions = state["episode_actions"]
+        n_actions = 0 if actions is None else int(actions.shape[0]) if torch.is_tensor(actions) and actions.ndim else -1
+        ep_len = episode.get("len") if isinstance(episode, dict) else None
+        n_updates = (state["agent"].get("n_updates") if isinstance(state["agent"], dict) else None) or {}
+        problems = []
+        if not whole(step) or step > self.cfg.steps:
+            problems.append(f"step {step!r} (allowed: 0..{self.cfg.steps})")
+        if not whole(ep_len) or ep_len != n_actions or (whole(step) and ep_len > step):
+            problems.append(f"episode length {ep_len!r} with {n_actions} stored actions (allowed: equal, <= step)")
+        if not isinstance(state["elapsed"], (int, float)) or not math.isfinite(state["elapsed"]) \
+                or state["elapsed"] < 0:
+            problems.append(f"elapsed {state['elapsed']!r} (allowed: a finite number >= 0)")
+        bad_updates = {k: v for k, v in dict(n_updates).items() if not whole(v)}
+        if bad_updates:
+            problems.append(f"update counts {bad_updates} (allowed: integers >= 0)")
+        if problems:
+            raise UserError(f"resume state of {self.cfg.out}: stored {'; '.join(problems)}; the file was edited or "
+                            f"damaged, so the run cannot continue from it exactly")
+
     def _load_resume(self, state: dict) -> None:
+        self._check_counters(state)
         self.agent.load_state_dict(state["agent"])
         self.buffer.load_state_dict(state["buffer"])
         self.method.load_state_dict(state["method"])

@@ -136,7 +136,12 @@ def _evals_at_final_size(cell_dir: Path) -> tuple[pd.DataFrame | None, bool]:
     metrics.csv with evaluations."""
     try:
         frame = read_metrics(cell_dir / "metrics.csv")
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+    except FileNotFoundError:
+        return None, False
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else type(exc).__name__
+        print(f"warning: {cell_dir / 'metrics.csv'}: unreadable ({why}); the run's curve and late return "
+              f"are left out", file=sys.stderr)
         return None, False
     if "eval_return" not in frame:
         return None, False
@@ -170,6 +175,24 @@ def final_size_returns(cell_dir: Path, steps: float, final: float, best: float) 
     return best_here, float(late.mean()) if len(late) else final
 
 
+#: summary.json fields the tables average: a run holding anything but a number there is skipped
+_NUMBER_FIELDS = ("steps", "final_eval_return", "best_eval_return", "wall_time_s", "updates_per_s")
+
+
+def check_score_floors(floors, where: str) -> dict[str, float]:
+    """``score_floor`` as ``{env: float}``; a non-numeric floor is one line naming it."""
+    if floors is None:
+        return {}
+    if not isinstance(floors, dict):
+        raise UserError(f"{where}: score_floor must be a mapping of env id to a number, got {floors!r}")
+    out = {}
+    for env, value in floors.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{where}: score_floor {env}: {value!r} is not a finite number")
+        out[str(env)] = float(value)
+    return out
+
+
 def collect_runs(run_dir: str | Path) -> pd.DataFrame:
     """One row per finished run (``ALGO/ENV/LABEL/seedK/summary.json``) under ``run_dir``."""
     root = Path(run_dir)
@@ -181,8 +204,17 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
             continue
         summary = _read_json(path)
         if summary is None:
-            print(f"warning: skipping unreadable {path}", file=sys.stderr)
+            print(f"warning: skipping unreadable {path} (truncated or not a JSON object)", file=sys.stderr)
             continue
+        mistyped = next(((k, summary[k]) for k in _NUMBER_FIELDS if summary.get(k) is not None
+                         and (isinstance(summary[k], bool) or not isinstance(summary[k], (int, float)))), None)
+        if mistyped is not None:  # read as NaN it would silently drop out of every mean
+            print(f"warning: skipping {path}: {mistyped[0]} is {mistyped[1]!r}, not a number", file=sys.stderr)
+            continue
+        summary = {k: (v if not isinstance(v, list) else None) for k, v in summary.items()}
+        for key in ("params", "flops", "neurons"):
+            if not isinstance(summary.get(key), (dict, type(None))):
+                summary[key] = None
         label = cell.parent.name
         row = _run_row(cell, summary, label, int(m.group(1)), str(cell.relative_to(root)))
         row["env"] = env_from_dir_name(cell.parent.parent.name)
@@ -456,13 +488,13 @@ def load_report_data(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT,
     try:  # the suite copy in DIR is the latest word (a floor may be edited after the run)
         raw = yaml.safe_load((root / "suite.yaml").read_text())
         if isinstance(raw, dict) and isinstance(raw.get("score_floor"), dict):
-            floors = raw["score_floor"]
+            floors = check_score_floors(raw["score_floor"], str(root / "suite.yaml"))
             manifest["score_floor"] = floors
         if isinstance(raw, dict):
             description = str(raw.get("description") or "")
     except (OSError, ValueError, yaml.YAMLError):
         pass
-    runs = add_normalised(runs, floors)
+    runs = add_normalised(runs, check_score_floors(floors, str(root / "manifest.json")))
     table, iqm = aggregate(runs, n_boot=n_boot)
     failures = []
     fpath = root / "failures.json"
@@ -651,6 +683,8 @@ def make_report(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT, plots: bo
     data.table.to_csv(paths["csv"], index=False)
     data.iqm.to_csv(paths["iqm_csv"], index=False)
     data.runs.to_csv(paths["runs_csv"], index=False)
+    if plots and (root / "plots").exists() and not (root / "plots").is_dir():
+        raise UserError(f"{root / 'plots'} is not a directory (a file is there); move it, or pass --no-plots")
     if plots:
         from .plots import (plot_buffer_curves, plot_learning_curves,  # noqa: PLC0415
                             plot_return_vs_neurons_removed, plot_return_vs_sparsity)
