@@ -14,9 +14,9 @@ def test_final_evaluation_uses_its_own_episode_count(tmp_path, monkeypatch, fina
     calls = []
     real = trainer_module.evaluate
 
-    def counting(agent, env, episodes):
+    def counting(agent, env, episodes, *rest):
         calls.append(episodes)
-        return real(agent, env, episodes)
+        return real(agent, env, episodes, *rest)
 
     monkeypatch.setattr(trainer_module, "evaluate", counting)
     cfg = tiny_config("dqn", tmp_path, steps=300, eval_every=100, eval_episodes=1,
