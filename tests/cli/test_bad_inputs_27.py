@@ -27,20 +27,7 @@ from sparserl.errors import UserError
 TINY = ["--hidden", "16", "--batch-size", "8", "--eval-episodes", "1", "--no-progress", "--no-tensorboard"]
 
 
-def _main(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
-
-
-def _one_line(message: str, needles: list[str]) -> str:
-    lines = message.strip().splitlines()
-    assert len(lines) == 1, f"expected one line, got {message!r}"
-    assert "Traceback" not in message
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not named in {lines[0]!r}"
-    return lines[0]
+from test_bad_inputs import _assert_one_line as _one_line, _main  # noqa: E402 (one copy of the helpers)
 
 
 def _refused(argv: list[str], needles: list[str]) -> str:
