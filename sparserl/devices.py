@@ -11,10 +11,17 @@ from .errors import UserError
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the first CUDA device if one is usable, else the CPU."""
+    """``auto`` -> the first CUDA device if one is usable, else the CPU.  Anything else must be
+    ``cpu``, ``cuda`` or ``cuda:N`` with an existing N (one line otherwise: torch's own errors
+    for ``tpu`` or ``cuda:99999999999999999999`` are tracebacks or overflow messages)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
+    text = name if isinstance(name, str) else None
+    if text is None or not (text in ("cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit())):
+        raise UserError(f"--device {name!r}; allowed: auto, cpu, cuda or cuda:N")
+    if text.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-    return device
+    if text.startswith("cuda:") and int(text[5:]) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: no such GPU (this machine has {torch.cuda.device_count()}: "
+                        f"cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    return torch.device(text)

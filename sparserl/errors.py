@@ -15,3 +15,10 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise UserError(f"{self.prog}: {' '.join(message.split())}")
+
+
+def exception_text(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` (one line, at most ``limit`` characters of message):
+    how every one-line error names an exception it caught."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .faults import checked_env_reset, checked_env_step
+
 
 class EvalResult(tuple):
     """``(mean, std)`` of the evaluation return -- it unpacks like the plain pair -- plus
@@ -35,17 +37,21 @@ class EvalResult(tuple):
         return self[1]
 
 
-def evaluate(agent, env, episodes: int) -> EvalResult:
+def evaluate(agent, env, episodes: int, step: int | None = None) -> EvalResult:
     """Mean and std of the deterministic policy's return over full episodes (and the collision
-    rate where the env reports crashes).  Reads ``info`` only: the env's RNG use is unchanged."""
+    rate where the env reports crashes).  Reads ``info`` only: the env's RNG use is unchanged.
+    The env's outputs get the training loop's checks (:mod:`sparserl.faults`), so a raising or
+    misbehaving evaluation env is one line naming it (``step``: the training step, for the message)."""
+    where = "the evaluation env's"
+    at = 0 if step is None else step
     returns, crashes, reports_crashes = [], 0, False
     for _ in range(episodes):
-        obs, _ = env.reset()
+        obs, _ = checked_env_reset(env, at, where)
         done, total, crashed = False, 0.0, False
         while not done:
-            obs, reward, terminated, truncated, info = env.step(agent.act(obs))
+            obs, reward, terminated, truncated, info = checked_env_step(env, agent.act(obs), at, where)
             total += float(reward)
-            if "crashed" in info:
+            if isinstance(info, dict) and "crashed" in info:
                 reports_crashes = True
                 crashed = crashed or bool(info["crashed"])
             done = terminated or truncated

@@ -71,19 +71,24 @@ def agent_from_state(state: dict, device: str = "cpu", env=None):
             env = make_env(cfg.env, kwargs=cfg.env_kwargs)
         obs_space, act_space = env.observation_space, env.action_space
         spaces = spaces_record(obs_space, act_space)
-    agent = make_agent(cfg, obs_space, act_space, state["architecture"], resolve_device(device))
-    agent.load_state_dict(state["agent"], with_training_state=False)
+    device = resolve_device(device)
+    try:  # the state is data: one that does not fit its own architecture is bad input, not a crash
+        agent = make_agent(cfg, obs_space, act_space, state["architecture"], device)
+        agent.load_state_dict(state["agent"], with_training_state=False)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        from .faults import exception_text
+        raise UserError(f"cannot build the saved {cfg.algo} model: its state does not fit its architecture "
+                        f"({exception_text(exc, 160)})") from None
     return cfg, agent, spaces
 
 
 def read_model(path: Union[str, Path]) -> dict:
+    from .api_checks import check_load_path, check_model_state
+    check_load_path(path)
     p = Path(path)
     if p.is_dir():
         p = p / "checkpoint.pt"
-    state = checkpoint.load(p)
-    if not isinstance(state, dict) or "config" not in state or "agent" not in state:
-        raise UserError(f"{p} is not a sparserl model (no config/agent inside)")
-    return state
+    return check_model_state(checkpoint.load(p), p)
 
 
 def load_agent(run_dir: str | Path, device: str = "cpu", env: str | None = None, trust_env_module: bool = False,
@@ -98,5 +103,26 @@ def load_agent(run_dir: str | Path, device: str = "cpu", env: str | None = None,
     live_env = None
     if with_env or state.get("spaces") is None:
         live_env = make_env(env or cfg.env, kwargs=cfg.env_kwargs, allow_import=bool(env) or trust_env_module)
-    cfg, agent, _ = agent_from_state(state, device, live_env)
+    cfg, agent, spaces = agent_from_state(state, device, live_env)
+    if live_env is not None and state.get("spaces") is not None:
+        _check_env_fits(live_env, spaces, env or cfg.env, Path(run_dir))
     return cfg, agent, live_env
+
+
+def _check_env_fits(env, spaces: dict, env_id: str, run_dir: Path) -> None:
+    """``eval --env OTHER``: the env must have the spaces the model was trained on (another
+    observation width was a matrix-size traceback; another action space, wrong actions)."""
+    import gymnasium as gym
+    n_obs = int(np.prod(spaces["obs_shape"]))
+    got_obs = int(np.prod(env.observation_space.shape))
+    act, space = spaces["action"], env.action_space
+    if act["type"] == "discrete":
+        fits = isinstance(space, gym.spaces.Discrete) and int(space.n) == int(act["n"])
+        trained = f"Discrete({act['n']})"
+    else:
+        fits = isinstance(space, gym.spaces.Box) and tuple(space.shape) == tuple(act["shape"])
+        trained = f"a Box of shape {tuple(act['shape'])}"
+    if got_obs != n_obs or not fits:
+        raise UserError(f"--env {env_id}: its spaces ({got_obs} observation values, actions {space}) do not fit the "
+                        f"model in {run_dir} ({n_obs} observation values, actions {trained}); allowed: an env "
+                        f"with the spaces of the one it was trained on")

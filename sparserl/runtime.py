@@ -20,16 +20,77 @@ The npz format (written by ``sparserl.export``): scalar string ``format`` = ``FO
 ``layer{i}.indptr`` (row i's non-zeros are ``data[indptr[i]:indptr[i+1]]``).
 The forward pass: flatten the observation to float32, ``x = relu(x W^T + b)`` for every
 layer but the last, then ``tanh(x) * action_scale + action_offset`` or ``argmax(x)``.
+``content_sha256`` (:data:`HASH_KEY`, in files from this version on) is :func:`content_hash`
+of every other array; :meth:`Policy.load` recomputes it and validates every shape and index
+(:func:`check_layer`), so a damaged or hand-made file is refused instead of acting wrongly:
+numpy would wrap a CSR index of -1 to the last input, and NaN weights return NaN actions.
 """
 from __future__ import annotations
 
 import ctypes
+import hashlib
 from pathlib import Path
 
 import numpy as np
 
 FORMAT = "sparserl-policy"
 VERSION = 1
+HASH_KEY = "content_sha256"
+MAX_LAYERS = 4096
+
+
+def content_hash(arrays) -> str:
+    """SHA-256 over the arrays of an npz (name, dtype, shape, bytes; names sorted), the hash
+    entry itself left out."""
+    h = hashlib.sha256()
+    for name in sorted(k for k in arrays if k != HASH_KEY):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _whole(value) -> int | None:
+    a = np.asarray(value)
+    if a.shape != () or a.dtype.kind not in "iu":
+        return None
+    return int(a)
+
+
+def check_layer(i: int, form: str, n_out: int, n_in: int, bias, weight=None, data=None, indices=None,
+                indptr=None) -> None:
+    """Raise ``ValueError`` naming layer ``i`` unless its arrays fit its shape: bias (n_out,),
+    dense weight (n_out, n_in), CSR ``indptr`` of n_out + 1 non-decreasing offsets from 0 to
+    len(data), every index in [0, n_in), all values finite. Used by :meth:`Policy.load` and by
+    the C generator (a generated C array indexed by -1 reads outside its input)."""
+    if n_out < 1 or n_in < 1:
+        raise ValueError(f"layer {i}: shape ({n_out}, {n_in}); allowed: both >= 1")
+    bias = np.asarray(bias)
+    if bias.shape != (n_out,) or bias.dtype.kind != "f" or not np.isfinite(bias).all():
+        raise ValueError(f"layer {i}: bias of shape {bias.shape} (allowed: ({n_out},) finite floats)")
+    if form == "dense":
+        weight = np.asarray(weight)
+        if weight.shape != (n_out, n_in) or weight.dtype.kind != "f":
+            raise ValueError(f"layer {i}: weight of shape {weight.shape}; allowed: ({n_out}, {n_in}) floats")
+        if not np.isfinite(weight).all():
+            raise ValueError(f"layer {i}: weight holds non-finite values (NaN/inf)")
+        return
+    if form != "csr":
+        raise ValueError(f"layer {i} has unknown storage form {form!r}; allowed: dense, csr")
+    data, indices, indptr = np.asarray(data), np.asarray(indices), np.asarray(indptr)
+    if data.ndim != 1 or data.dtype.kind != "f" or not np.isfinite(data).all():
+        raise ValueError(f"layer {i}: CSR data must be a 1-D array of finite floats")
+    if indices.shape != data.shape or indices.dtype.kind not in "iu":
+        raise ValueError(f"layer {i}: CSR indices of shape {indices.shape}; allowed: integers, one per value "
+                         f"({data.shape[0]})")
+    if indptr.shape != (n_out + 1,) or indptr.dtype.kind not in "iu":
+        raise ValueError(f"layer {i}: CSR indptr of shape {indptr.shape}; allowed: ({n_out + 1},) integers")
+    steps = np.diff(indptr.astype(np.int64))
+    if int(indptr[0]) != 0 or int(indptr[-1]) != data.shape[0] or (steps < 0).any():
+        raise ValueError(f"layer {i}: CSR indptr must rise from 0 to {data.shape[0]} (the number of values)")
+    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n_in):
+        bad = int(indices.min()) if int(indices.min()) < 0 else int(indices.max())
+        raise ValueError(f"layer {i}: CSR index {bad} is outside the layer's {n_in} inputs (allowed: 0..{n_in - 1})")
 
 
 class _DenseLayer:
@@ -88,28 +149,51 @@ class Policy:
                 raise ValueError(f"{path} is not a sparserl policy file")
             if int(z["version"]) > VERSION:
                 raise ValueError(f"{path} has format version {int(z['version'])}; this runtime reads up to {VERSION}")
+            if HASH_KEY in z.files and str(z[HASH_KEY]) != content_hash({k: z[k] for k in z.files}):
+                raise ValueError(f"{path} fails its content check (sha256 differs from the one written with it): "
+                                 f"the file was damaged or edited")
             if str(z["activation"]) != "relu":
                 raise ValueError(f"{path}: unsupported activation {str(z['activation'])!r}")
-            layers = []
-            for i in range(int(z["n_layers"])):
-                form, (n_out, n_in), bias = str(z[f"layer{i}.form"]), z[f"layer{i}.shape"], z[f"layer{i}.bias"]
-                if form == "dense":
-                    layers.append(_DenseLayer(z[f"layer{i}.weight"], bias))
-                elif form == "csr":
-                    data, indices, indptr = z[f"layer{i}.data"], z[f"layer{i}.indices"], z[f"layer{i}.indptr"]
-                    if densify:
-                        weight = np.zeros((int(n_out), int(n_in)), np.float32)
-                        rows = np.repeat(np.arange(int(n_out)), np.diff(indptr.astype(np.intp)))
-                        weight[rows, indices.astype(np.intp)] = data
-                        layers.append(_DenseLayer(weight, bias))
-                    else:
-                        layers.append(_CSRLayer(data, indices, indptr, int(n_out), bias))
-                else:
-                    raise ValueError(f"{path}: layer {i} has unknown storage form {form!r}")
+            n_layers = _whole(z["n_layers"])
+            if n_layers is None or not 1 <= n_layers <= MAX_LAYERS:
+                raise ValueError(f"{path}: n_layers {z['n_layers']}; allowed: an integer in [1, {MAX_LAYERS}]")
+            obs_shape = np.asarray(z["obs_shape"])
+            if obs_shape.ndim != 1 or obs_shape.dtype.kind not in "iu" or (obs_shape < 1).any():
+                raise ValueError(f"{path}: obs_shape {obs_shape.tolist()}; allowed: integers >= 1")
             head = str(z["head"])
+            layers, width = [], int(np.prod(obs_shape)) if obs_shape.size else 1
+            for i in range(n_layers):
+                shape = np.asarray(z[f"layer{i}.shape"])
+                if shape.shape != (2,) or shape.dtype.kind not in "iu":
+                    raise ValueError(f"{path}: layer {i}: shape {shape.tolist()}; allowed: [n_out, n_in]")
+                form, (n_out, n_in), bias = str(z[f"layer{i}.form"]), (int(d) for d in shape), z[f"layer{i}.bias"]
+                if n_in != width:
+                    raise ValueError(f"{path}: layer {i} takes {n_in} inputs, but its input has {width} values")
+                arrays = ({"weight": z[f"layer{i}.weight"]} if form == "dense" else
+                          {k: z[f"layer{i}.{k}"] for k in ("data", "indices", "indptr")} if form == "csr" else {})
+                try:
+                    check_layer(i, form, n_out, n_in, bias, **arrays)
+                except ValueError as exc:
+                    raise ValueError(f"{path}: {exc}") from None
+                width = n_out
+                if form == "dense":
+                    layers.append(_DenseLayer(arrays["weight"], bias))
+                elif densify:
+                    data, indices, indptr = arrays["data"], arrays["indices"], arrays["indptr"]
+                    weight = np.zeros((n_out, n_in), np.float32)
+                    rows = np.repeat(np.arange(n_out), np.diff(indptr.astype(np.intp)))
+                    weight[rows, indices.astype(np.intp)] = data
+                    layers.append(_DenseLayer(weight, bias))
+                else:
+                    layers.append(_CSRLayer(arrays["data"], arrays["indices"], arrays["indptr"], n_out, bias))
             scale = z["action_scale"] if head == "tanh" else None
             offset = z["action_offset"] if head == "tanh" else None
-            return cls(layers, head, tuple(z["obs_shape"]), scale, offset)
+            if head == "tanh":
+                for name, values in (("action_scale", scale), ("action_offset", offset)):
+                    if np.shape(values) != (width,) or not np.isfinite(values).all():
+                        raise ValueError(f"{path}: {name} of shape {np.shape(values)}; allowed: ({width},) finite "
+                                         f"numbers (one per action)")
+            return cls(layers, head, tuple(int(d) for d in obs_shape), scale, offset)
 
     def act(self, obs):
         """One observation (``obs_shape``) -> one action; a batch ``(..., *obs_shape)`` ->

@@ -337,3 +337,28 @@ def test_bench_is_done_is_the_finished_run_rule(tmp_path, files, state):
     out = _run(tmp_path / "run", **files)
     assert finish_state(out).state is state
     assert is_done(out) == (state is RunState.COMPLETE)
+
+
+def test_a_failed_atomic_write_of_any_file_is_one_line_and_keeps_the_old_file(tmp_path):
+    """Every file goes through the one atomic writer (metrics.csv, bench manifests, the crossover
+    cache, plots, checkpoints), so a full disk is a WriteError line for each of them -- still an
+    OSError for callers that catch those -- and the previous file survives without a temporary."""
+    import errno
+
+    from sparserl.atomic import WriteError, atomic_write, atomic_write_text
+
+    path = tmp_path / "metrics.csv"
+    atomic_write_text(path, "step\n1\n")
+
+    def full_disk(fh):
+        fh.write(b"step\n1\n2")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(WriteError) as info:
+        atomic_write(path, full_disk)
+    assert isinstance(info.value, OSError) and isinstance(info.value, UserError)
+    assert str(info.value) == f"cannot write {path}: No space left on device; the previous file (if any) is intact"
+    assert path.read_text() == "step\n1\n" and os.listdir(tmp_path) == ["metrics.csv"]
+    with pytest.raises(WriteError, match="cannot write .*file.txt/x.csv"):  # a parent that is a file
+        (tmp_path / "file.txt").write_text("")
+        atomic_write_text(tmp_path / "file.txt" / "x.csv", "")

@@ -116,12 +116,25 @@ def layer_styles(spec: PolicySpec, sparse_style: str = "auto") -> list[str]:
     return out
 
 
+def _check_layers(layers) -> None:
+    """The runtime's checks (:func:`sparserl.runtime.check_layer`) before any C is written: a
+    CSR index of -1 or out of range would be compiled into an out-of-bounds read."""
+    from ..runtime import check_layer
+    for i, layer in enumerate(layers):
+        try:
+            check_layer(i, layer.form, layer.n_out, layer.n_in, layer.bias, layer.weight, layer.data,
+                        layer.indices, layer.indptr)
+        except ValueError as exc:
+            raise UserError(f"cannot generate C: {exc}") from None
+
+
 def generate_c(spec: PolicySpec, header_name: str, prefix: str = "sparserl",
                sparse_style: str = "auto") -> tuple[str, str]:
     """(C source, header) of the policy."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
         raise UserError(f"C prefix {prefix!r} is not a C identifier")
     layers, styles = stored_layers(spec), layer_styles(spec, sparse_style)
+    _check_layers(layers)
     discrete = spec.head == "argmax"
     guard, upper, p = f"{prefix.upper()}_POLICY_H", prefix.upper(), prefix
     action_doc = ("out[0] = the greedy action index (as a float)" if discrete else

@@ -93,6 +93,23 @@ def load_exported(path: str | Path, workdir: str | Path):
     raise UserError(f"--exported {path}: expected a .npz, a generated .c or a compiled .so")
 
 
+def _check_actions_fit(policy, env, path, env_id: str) -> None:
+    """A DQN export (argmax, an index) on a continuous run's env, or the reverse, would send
+    the env actions of the wrong kind."""
+    import gymnasium as gym
+    import numpy as np
+    discrete = policy.discrete if hasattr(policy, "discrete") else policy.head == "argmax"
+    space = env.action_space
+    if discrete != isinstance(space, gym.spaces.Discrete):
+        kind = "discrete (argmax) actions" if discrete else "continuous actions"
+        raise UserError(f"--exported {path} gives {kind}, but {env_id} takes {space}; allowed: an export "
+                        f"of a policy trained for this env's action space")
+    if not discrete:
+        n_out = policy.act_dim if hasattr(policy, "act_dim") else int(np.asarray(policy.action_scale).size)
+        if n_out != int(np.prod(space.shape)):
+            raise UserError(f"--exported {path} gives {n_out} action values, but {env_id} takes {space}")
+
+
 def evaluate_exported(run_dir: str | Path, path: str | Path, episodes: int, seed: int, env=None,
                       trust_env_module: bool = False) -> EvalResult:
     """Mean and std return of the exported policy at ``path`` on the run's environment (or the
@@ -110,5 +127,6 @@ def evaluate_exported(run_dir: str | Path, path: str | Path, episodes: int, seed
         if policy.obs_dim != obs_dim:
             raise UserError(f"--exported {path} takes {policy.obs_dim} observation values, "
                             f"but {cfg.env} (the run's env) has {obs_dim}")
+        _check_actions_fit(policy, env, path, cfg.env)
         env.reset(seed=seed)
         return evaluate(policy, env, episodes)
