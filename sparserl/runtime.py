@@ -12,14 +12,19 @@ a ``policy.npz`` onto a machine that has neither torch nor sparserl::
 through ctypes with the same ``act`` interface.
 
 The npz format (written by ``sparserl.export``): scalar string ``format`` = ``FORMAT``, int
-``version``, ``obs_shape``, ``head`` (``tanh`` or ``argmax``), ``activation`` (``relu``),
-``action_scale`` and ``action_offset`` for ``tanh``, ``n_layers``, then per layer ``i``
+``version``, ``obs_shape``, ``head`` (``tanh``, ``argmax`` or ``clip``), ``activation``
+(``relu`` or ``tanh``), ``action_scale`` and ``action_offset`` for ``tanh``, ``action_low``
+and ``action_high`` for ``clip``, ``n_layers``, then per layer ``i``
 ``layer{i}.form`` (``dense`` or ``csr``), ``layer{i}.shape`` = (n_out, n_in),
 ``layer{i}.bias``, and either ``layer{i}.weight`` (n_out, n_in) or the CSR arrays
 ``layer{i}.data``, ``layer{i}.indices`` (input column of each non-zero) and
-``layer{i}.indptr`` (row i's non-zeros are ``data[indptr[i]:indptr[i+1]]``).
-The forward pass: flatten the observation to float32, ``x = relu(x W^T + b)`` for every
-layer but the last, then ``tanh(x) * action_scale + action_offset`` or ``argmax(x)``.
+``layer{i}.indptr`` (row i's non-zeros are ``data[indptr[i]:indptr[i+1]]``).  Version 2 adds
+int8 layers: ``layer{i}.dtype`` = ``int8``, int8 weights/data and ``layer{i}.scale`` (one
+float32 per row, or one for the layer); such a layer computes :class:`_Int8Layer`'s integer
+arithmetic.  A file that uses nothing of version 2 is written as version 1.
+The forward pass: flatten the observation to float32, ``x = act(x W^T + b)`` for every
+layer but the last, then ``tanh(x) * action_scale + action_offset``, ``argmax(x)`` or
+``clip(x, action_low, action_high)``.
 """
 from __future__ import annotations
 
@@ -29,7 +34,41 @@ from pathlib import Path
 import numpy as np
 
 FORMAT = "sparserl-policy"
-VERSION = 1
+VERSION = 2
+QMAX = 127
+
+
+def quantize_input(x: np.ndarray):
+    """Per row of a float32 batch: ``(qx int32, a float32)`` with ``x ~ a * qx``, ``a = max|x|/127``,
+    rounded half away from zero: the same float32 operations, in the same order, as the int8 C
+    (``a = 0`` for an all-zero row)."""
+    x = np.asarray(x, np.float32)
+    amax = np.abs(x).max(axis=1)
+    safe = np.where(amax > 0, amax, np.float32(1.0)).astype(np.float32)
+    inv = (np.float32(QMAX) / safe).astype(np.float32)
+    v = (x * inv[:, None]).astype(np.float32)
+    half = np.where(v < 0, np.float32(-0.5), np.float32(0.5)).astype(np.float32)
+    q = np.clip(np.trunc((v + half).astype(np.float32)), -QMAX, QMAX).astype(np.int32)
+    q[amax == 0] = 0
+    a = np.where(amax > 0, amax / np.float32(QMAX), np.float32(0.0)).astype(np.float32)
+    return q, a
+
+
+class _Int8Layer:
+    """int8 weights ``q`` with float32 scales (``w ~ scale * q``, per row or one per layer); the
+    input is quantized per observation (:func:`quantize_input`), the products summed in integers
+    (int32 in the C; exact here) and each sum rescaled: ``y = float(sum) * (a * scale) + b``."""
+
+    def __init__(self, q: np.ndarray, scale: np.ndarray, bias: np.ndarray):
+        self.q_t = np.ascontiguousarray(np.asarray(q, np.int8).T.astype(np.int64))  # (n_in, n_out)
+        self.scale = np.broadcast_to(np.asarray(scale, np.float32), (self.q_t.shape[1],)).copy()
+        self.bias = np.asarray(bias, np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        qx, a = quantize_input(x)
+        acc = qx.astype(np.int64) @ self.q_t
+        mult = (a[:, None] * self.scale[None, :]).astype(np.float32)
+        return (acc.astype(np.float32) * mult + self.bias).astype(np.float32)
 
 
 class _DenseLayer:
@@ -66,11 +105,17 @@ class _CSRLayer:
 class Policy:
     """A numpy forward pass over the exported layers."""
 
-    def __init__(self, layers, head: str, obs_shape, action_scale=None, action_offset=None):
-        if head not in ("tanh", "argmax"):
+    def __init__(self, layers, head: str, obs_shape, action_scale=None, action_offset=None,
+                 activation: str = "relu", action_low=None, action_high=None):
+        if head not in ("tanh", "argmax", "clip"):
             raise ValueError(f"unknown policy head {head!r}")
+        if activation not in ("relu", "tanh"):
+            raise ValueError(f"unsupported activation {activation!r}")
         self.layers = list(layers)
         self.head = head
+        self.activation = activation
+        self.action_low = None if action_low is None else np.asarray(action_low, np.float32)
+        self.action_high = None if action_high is None else np.asarray(action_high, np.float32)
         self.obs_shape = tuple(int(d) for d in obs_shape)
         self.obs_dim = int(np.prod(self.obs_shape)) if self.obs_shape else 1
         self.action_scale = None if action_scale is None else np.asarray(action_scale, np.float32)
@@ -88,11 +133,27 @@ class Policy:
                 raise ValueError(f"{path} is not a sparserl policy file")
             if int(z["version"]) > VERSION:
                 raise ValueError(f"{path} has format version {int(z['version'])}; this runtime reads up to {VERSION}")
-            if str(z["activation"]) != "relu":
-                raise ValueError(f"{path}: unsupported activation {str(z['activation'])!r}")
+            activation = str(z["activation"])
+            if activation not in ("relu", "tanh"):
+                raise ValueError(f"{path}: unsupported activation {activation!r}")
             layers = []
             for i in range(int(z["n_layers"])):
                 form, (n_out, n_in), bias = str(z[f"layer{i}.form"]), z[f"layer{i}.shape"], z[f"layer{i}.bias"]
+                dtype = str(z[f"layer{i}.dtype"]) if f"layer{i}.dtype" in z else "float32"
+                if dtype == "int8":
+                    if form == "dense":
+                        q = z[f"layer{i}.weight"]
+                    elif form == "csr":
+                        q = np.zeros((int(n_out), int(n_in)), np.int8)
+                        indptr = z[f"layer{i}.indptr"].astype(np.intp)
+                        q[np.repeat(np.arange(int(n_out)), np.diff(indptr)), z[f"layer{i}.indices"].astype(np.intp)] = \
+                            z[f"layer{i}.data"]
+                    else:
+                        raise ValueError(f"{path}: layer {i} has unknown storage form {form!r}")
+                    layers.append(_Int8Layer(q, z[f"layer{i}.scale"], bias))
+                    continue
+                if dtype != "float32":
+                    raise ValueError(f"{path}: layer {i} has unknown dtype {dtype!r}")
                 if form == "dense":
                     layers.append(_DenseLayer(z[f"layer{i}.weight"], bias))
                 elif form == "csr":
@@ -109,7 +170,9 @@ class Policy:
             head = str(z["head"])
             scale = z["action_scale"] if head == "tanh" else None
             offset = z["action_offset"] if head == "tanh" else None
-            return cls(layers, head, tuple(z["obs_shape"]), scale, offset)
+            low = z["action_low"] if head == "clip" else None
+            high = z["action_high"] if head == "clip" else None
+            return cls(layers, head, tuple(z["obs_shape"]), scale, offset, activation, low, high)
 
     def act(self, obs):
         """One observation (``obs_shape``) -> one action; a batch ``(..., *obs_shape)`` ->
@@ -124,12 +187,17 @@ class Policy:
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last:
-                np.maximum(x, 0.0, out=x)
+                if self.activation == "relu":
+                    np.maximum(x, 0.0, out=x)
+                else:
+                    np.tanh(x, out=x)
         if self.head == "tanh":
             out = np.tanh(x)
             out *= self.action_scale
             out += self.action_offset
             return out.reshape(*batch_shape, -1)
+        if self.head == "clip":
+            return np.clip(x, self.action_low, self.action_high).reshape(*batch_shape, -1)
         idx = x.argmax(-1)
         return idx.reshape(batch_shape) if batch_shape else idx[0]
 
