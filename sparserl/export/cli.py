@@ -61,6 +61,8 @@ def add_exported_argument(eval_parser: argparse.ArgumentParser) -> None:
 
 def _check_export_flags(ns: argparse.Namespace) -> None:
     """C-only flags with another format would be silently ignored: say so instead."""
+    from .c_format import check_prefix
+    check_prefix(ns.c_prefix)
     if ns.format != "c":
         given = [f for f, v, d in (("--c-style", ns.c_style, "auto"), ("--c-prefix", ns.c_prefix, "sparserl"),
                                    ("--c-example", ns.c_example, False)) if v != d]

@@ -206,7 +206,7 @@ def format_report(report: ExportReport) -> str:
 def format_footprint(fp: dict) -> list[str]:
     """The C form's flash and RAM: what the written source takes, not just its weight arrays."""
     lines = [f"C form written: {fp['styles']} ({fp['dtype']}): const tables {fp['tables_bytes']:,} bytes, "
-             f"activation buffers on the stack {fp['buffer_bytes']:,} bytes, no static RAM"]
+             f"arrays on the stack as declared {fp['buffer_bytes']:,} bytes, no static RAM"]
     if fp.get("measured"):
         m = fp["measured"]
         lines.append(f"  compiled here ({m['compiler']} {' '.join(m['flags'])}, {m['machine']}): "
