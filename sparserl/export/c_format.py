@@ -8,9 +8,16 @@ The generated API (``prefix`` defaults to ``sparserl``)::
     void sparserl_outputs(const float *obs, float *out);  /* last layer's raw outputs */
     extern const int sparserl_obs_dim, sparserl_out_dim, sparserl_act_dim, sparserl_discrete;
 
-No malloc, no state, no libm beyond ``tanhf`` (continuous heads only): the activations live
-on the stack (4 bytes per hidden neuron).  Every output is summed in one order, bias first,
-then the inputs in ascending order, as a row-by-row dot product does.
+No malloc, no state, no libm beyond ``tanhf`` (tanh heads and Tanh MLPs only): the
+activations live on the stack (4 bytes per hidden neuron; int8 adds a byte per layer input).
+Every output is summed in one order, bias first, then the inputs in ascending order, as a
+row-by-row dot product does.  A ``prefix`` other than ``sparserl`` renames every symbol and
+macro, so several policies link into one program.
+
+Tables are declared ``static const <PREFIX>_ROM`` and read through ``<PREFIX>_RD_*`` macros
+(:func:`_rom_macros`): on AVR ``-DSPARSERL_USE_PROGMEM`` keeps them in flash, which plain
+``static const`` does not.  ``int8`` sources (:mod:`sparserl.export.quant`) hold int8 tables
+and sum in int32.
 
 * Dense-stored layers loop over a static ``[n_in][n_out]`` array column by column,
   ``y += W[:, j] * x_j``: the inner loop has no loop-carried dependency, so gcc -O2
@@ -512,6 +519,7 @@ def measure_footprint(c_path: Path, spec: PolicySpec) -> dict:
     import tempfile
 
     cc, size = find_compiler(), shutil.which("size")
+    c_path = Path(c_path).resolve()  # compiled from a temporary working directory
     if cc is None or size is None:
         return {"why_not_measured": "no C compiler" if cc is None else "no size tool"}
     flags = ["-std=c99", "-O2"]

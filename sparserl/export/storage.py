@@ -214,8 +214,8 @@ def format_footprint(fp: dict) -> list[str]:
                      f"{m['rodata_bytes']:,}), RAM {m['ram_bytes']:,} bytes (static {m['static_ram_bytes']:,} "
                      f"+ stack {m['stack_bytes']:,} for one action); other targets differ")
     else:
-        lines.append(f"  code size not measured ({fp.get('why_not_measured', 'no C compiler')}); "
-                     f"unrolled layers keep their weights in the code")
+        unrolled = "; unrolled layers keep their weights in the code" if "unrolled" in fp["styles"] else ""
+        lines.append(f"  code size not measured ({fp.get('why_not_measured', 'no C compiler')}){unrolled}")
     return lines
 
 

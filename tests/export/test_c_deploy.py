@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 
-import numpy as np
 import pytest
 
 from sparserl.export import export_policy, policy_spec_of
@@ -166,3 +165,10 @@ def test_progmem_build_reads_every_table_through_the_macros(sparse_td3, tmp_path
     assert proc.returncode == 0, proc.stdout
     assert "8 of 8 test vectors within tolerance" in proc.stdout
     assert int(proc.stdout.split("reads ")[1]) > 0  # the tables were read through pgm_read_*
+
+
+@needs_cc
+def test_footprint_is_measured_for_a_relative_out_path(sparse_td3, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fp = export_policy(sparse_td3, "c", "rel/p.c", c_style="arrays").footprint
+    assert "why_not_measured" not in fp and fp["measured"]["flash_bytes"] >= fp["tables_bytes"]

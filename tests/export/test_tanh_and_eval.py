@@ -108,3 +108,13 @@ def test_eval_exported_bad_input_is_one_line(rlx2_run, tmp_path):
         assert rc == 2 and len(lines) == 1 and "Traceback" not in err, (argv, err)
         for needle in needles:
             assert needle in lines[0], (argv, lines[0])
+
+
+def test_eval_finds_the_prefix_of_a_prefixed_c_export(rlx2_run, tmp_path):
+    if find_compiler() is None:
+        pytest.skip("no C compiler (cc or $CC) on PATH")
+    path = tmp_path / "arm.c"
+    assert run_main(["export", str(rlx2_run), "--format", "c", "--c-prefix", "arm", "--out", str(path)])[0] == 0
+    rc, out, err = run_main(["eval", "--exported", str(path), "--env", "Pendulum-v1", "--episodes", "1"])
+    assert rc == 0, err
+    assert "return" in out
