@@ -60,13 +60,15 @@ class _Int8Layer:
     (int32 in the C; exact here) and each sum rescaled: ``y = float(sum) * (a * scale) + b``."""
 
     def __init__(self, q: np.ndarray, scale: np.ndarray, bias: np.ndarray):
-        self.q_t = np.ascontiguousarray(np.asarray(q, np.int8).T.astype(np.int64))  # (n_in, n_out)
+        # (n_in, n_out) as int32: numpy's integer matmul then sums in int32, as the C does (no
+        # overflow: |sum| <= n_in * 127 * 127 < 2**31 below 133,000 inputs)
+        self.q_t = np.ascontiguousarray(np.asarray(q, np.int8).T.astype(np.int32))
         self.scale = np.broadcast_to(np.asarray(scale, np.float32), (self.q_t.shape[1],)).copy()
         self.bias = np.asarray(bias, np.float32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         qx, a = quantize_input(x)
-        acc = qx.astype(np.int64) @ self.q_t
+        acc = qx @ self.q_t
         mult = (a[:, None] * self.scale[None, :]).astype(np.float32)
         return (acc.astype(np.float32) * mult + self.bias).astype(np.float32)
 
@@ -127,7 +129,8 @@ class Policy:
 
         ``densify=True`` (default) expands CSR layers to dense matrices in memory: for
         actor-sized layers numpy's dense matmul is faster than its gather/reduce CSR product
-        (see benchmarks/latency.py); ``densify=False`` keeps memory at the file's size."""
+        (see benchmarks/latency.py); ``densify=False`` keeps float32 CSR layers as they are stored
+        (int8 layers are always expanded, to int32 values: the size of a dense float32 layer)."""
         with np.load(path, allow_pickle=False) as z:
             if "format" not in z or str(z["format"]) != FORMAT:
                 raise ValueError(f"{path} is not a sparserl policy file")

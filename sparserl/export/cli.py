@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from . import FORMATS, export_policy, format_report, policy_spec_of
-from .c_format import SPARSE_STYLES
+from .c_format import SPARSE_STYLES, UNROLL_MAX_NONZEROS
 from .quant import DTYPES, SCALES
 from .storage import export_report
 
@@ -42,7 +42,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     c_group.add_argument("--c-style", choices=SPARSE_STYLES, default="auto",
                          help="sparse layers as value/index tables (arrays: least flash), as straight-line code "
                               "with the weights as literals (unrolled: fastest, larger), or unrolled up to "
-                              "8,192 non-zeros per layer (auto) (default: auto)")
+                              f"{UNROLL_MAX_NONZEROS:,} non-zeros per layer (auto) (default: auto)")
     c_group.add_argument("--c-prefix", default="sparserl", metavar="NAME",
                          help="prefix of every C symbol and macro, so two policies link into one firmware "
                               "(default: sparserl)")
