@@ -50,6 +50,9 @@ def quantize_weight(weight: np.ndarray, scales: str = "row") -> tuple[np.ndarray
 
 @dataclass
 class Int8Layer:
+    """One quantized layer, kept with its int8 values and scales (the error bound needs them);
+    it computes with the runtime's arithmetic, so there is one statement of it."""
+
     q: np.ndarray       # int8 (n_out, n_in)
     scale: np.ndarray   # float32 (n_out,): per row (equal values for ``layer`` scales)
     bias: np.ndarray    # float32 (n_out,)
@@ -60,6 +63,7 @@ class Int8Layer:
 
 
 def int8_layers(spec: PolicySpec, scales: str = "row") -> list[Int8Layer]:
+    """The spec's layers quantized as every int8 export stores them."""
     out = []
     for w, b in zip(spec.weights, spec.biases):
         q, s = quantize_weight(w, scales)
