@@ -160,11 +160,13 @@ def sbx_line(args) -> str:
 
 
 def profile_update(args, buffer) -> list[str]:
-    """torch.profiler table (top ops by self CPU time) over RLx2 TD3 csr updates."""
+    """torch.profiler table (top ops by self CPU time) over TD3 updates of ``--profile-method``."""
     from torch.profiler import ProfilerActivity, profile
 
     width, actor, critic = parse_level(args.levels[0])
-    cfg, agent = build(Row("td3", "rlx2", width, actor, critic, "csr"), args)
+    row = (Row("td3", "dense", 256) if args.profile_method == "dense"
+           else Row("td3", args.profile_method, width, actor, critic, "csr"))
+    cfg, agent = build(row, args)
     for _ in range(args.warmup):
         agent.update(buffer.sample(cfg.batch_size, cfg.nstep, agent.uses_mid_obs))
     n = 50
@@ -173,7 +175,9 @@ def profile_update(args, buffer) -> list[str]:
             agent.update(buffer.sample(cfg.batch_size, cfg.nstep, agent.uses_mid_obs))
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
-    lines = [f"Profile: TD3 RLx2 {actor:g}/{critic:g} width {width}, csr backend; {n} updates under "
+    what = ("dense width 256" if row.method == "dense"
+            else f"{row.method} {actor:g}/{critic:g} width {width}, csr backend")
+    lines = [f"Profile: TD3 {what}; {n} updates under "
              f"torch.profiler (self CPU time per update; the profiler itself adds overhead per op):", "",
              "| op | calls/update | self ms/update | share |", "|---|---|---|---|"]
     for e in events[:args.profile_rows]:
@@ -198,6 +202,8 @@ def main() -> None:
                         help="skip the dense rows at widths other than 256")
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of one update")
     parser.add_argument("--profile-rows", type=int, default=15)
+    parser.add_argument("--profile-method", default="rlx2", choices=["dense", "static", "rigl", "rlx2"],
+                        help="TD3 method the profile table shows (sparse ones at the first level, csr)")
     parser.add_argument("--sbx-python", default=None,
                         help="python of an environment with sbx-rl, for the SBX line (default: this one)")
     parser.add_argument("--sbx-core", type=int, default=0, help="the core the SBX comparison is pinned to")
