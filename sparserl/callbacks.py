@@ -78,11 +78,18 @@ CallbackLike = Union[None, Callback, Callable, Iterable]
 
 
 def as_callback(callback: CallbackLike) -> Callback:
-    """``None``, a :class:`Callback`, a function or a list of either -> one Callback."""
+    """``None``, a :class:`Callback`, a function or a list of either -> one Callback.  Anything
+    else is one ``UserError`` line (``callback=42`` was a TypeError; ``callback="stop"``, a
+    string being iterable, recursed until RecursionError)."""
+    from .errors import UserError
     if callback is None:
         return Callback()
     if isinstance(callback, Callback):
         return callback
     if callable(callback):
         return FunctionCallback(callback)
-    return CallbackList(as_callback(c) for c in callback)
+    if isinstance(callback, (list, tuple)):
+        return CallbackList(as_callback(c) for c in callback)
+    text = " ".join(repr(callback).split())[:60]
+    raise UserError(f"callback={text}; allowed: None, a sparserl Callback, a function fn(run) -> bool or a "
+                    f"list of them")

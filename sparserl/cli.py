@@ -26,27 +26,71 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {' '.join(message.split())}")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per ``TrainConfig`` field. Values are read by the same
+#: ``train --help`` sections: (title, description, first field of the section). A field belongs to
+#: the last section whose first field precedes it in ``TrainConfig`` (whose fields are declared
+#: in this order), so a new field lands in its neighbours' section without being listed here.
+HELP_SECTIONS = (
+    ("run", "what to train, where, and on which device", "algo"),
+    ("evaluation, logging and checkpoints", None, "eval_every"),
+    ("algorithm", "hyper-parameters of DQN, TD3 and SAC (unset: the algorithm's default)", "hidden"),
+    ("sparse training", "options of --method static, set, rigl, rlx2 (and tiny's size)", "actor_sparsity"),
+    ("RLx2", "multi-step target and dynamic-capacity replay buffer", "nstep"),
+    ("structured pruning", "options of --method structured and neuron-magnitude, and of gmp", "importance"),
+)
+#: fields shown in the run section although declared among the logging options
+_RUN_FIELDS = ("torch_threads", "device", "schedule_steps")
+
+TRAIN_DESCRIPTION = """\
+Train an agent. Every option below is also a key of a --config YAML file (--batch-size is
+batch_size). Precedence, lowest first: built-in defaults, --preset, --config FILE.yaml, flags given
+on the command line, then the method's own defaults for anything still unset (e.g. --method rlx2
+turns on n = 3 and the dynamic buffer unless you say otherwise). Bad input exits with status 2
+and one line on stderr."""
+
+
+def _section_of(name: str, order: list[str]) -> str:
+    if name in _RUN_FIELDS:
+        return HELP_SECTIONS[0][0]
+    index = order.index(name)
+    title = HELP_SECTIONS[0][0]
+    for section, _, first in HELP_SECTIONS:
+        if order.index(first) <= index:
+            title = section
+    return title
+
+
+def _plain(text: str) -> str:
+    """Help text without reStructuredText markup (``--x`` and `x` read as --x and x)."""
+    return text.replace("``", "").replace("`", "")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, groups: dict | None = None) -> None:
+    """One flag per ``TrainConfig`` field, in the argument group of its section (``groups``:
+    title -> group; the parser itself without). Values are read by the same
     :func:`~sparserl.config.check_option` as YAML files and the Python API (so ``--lr 3e-4`` and
     ``--learning-starts 1e3`` mean what they mean in a YAML file); ranges and the rules between
     options are checked when the config is resolved."""
+    order = [f.name for f in dataclasses.fields(TrainConfig)]
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         base, _ = kind_of(FIELD_TYPES[f.name])
         choices, check = f.metadata.get("choices"), f.metadata.get("check")
         allowed = f"; {check.text}" if check is not None and base in (int, float) else ""
-        help_ = (f.metadata.get("help", "") + allowed + f" (default: {_default_text(f)})").replace("%", "%%")
+        text = _plain(f.metadata.get("help", ""))
+        # a help text that states its default already is not given a second one
+        default = "" if "default:" in text else f" (default: {_default_text(f)})"
+        help_ = (text + allowed + default).replace("%", "%%")
         common = dict(dest=f.name, default=argparse.SUPPRESS, help=help_)
+        target = groups[_section_of(f.name, order)] if groups else parser
         if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+            target.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         elif typing.get_origin(base) is list:
-            parser.add_argument(flag, nargs="+", type=_element_reader(f.name), metavar="N", **common)
+            target.add_argument(flag, nargs="+", type=_element_reader(f.name), metavar="N", **common)
         elif base is dict or typing.get_origin(base) is dict:
-            parser.add_argument(flag, type=_mapping, metavar="YAML", **common)
+            target.add_argument(flag, type=_mapping, metavar="YAML", **common)
         else:
             metavar = "{" + ",".join(choices) + "}" if choices else base.__name__.upper()
-            parser.add_argument(flag, type=functools.partial(check_option, f.name), metavar=metavar, **common)
+            target.add_argument(flag, type=functools.partial(check_option, f.name), metavar=metavar, **common)
 
 
 def _element_reader(name: str):
@@ -71,8 +115,10 @@ def _default_text(f: dataclasses.Field) -> str:
 def _mapping(text: str) -> dict:
     """``--env-kwargs '{config: {lanes_count: 3}}'``: a YAML/JSON mapping."""
     import yaml
+
+    from .config import safe_yaml
     try:
-        value = yaml.safe_load(text)
+        value = safe_yaml(text)
     except yaml.YAMLError as exc:
         raise UserError(f"--env-kwargs {text!r}: not YAML/JSON ({str(exc).splitlines()[0]})") from None
     return check_option("env_kwargs", value)
@@ -83,18 +129,26 @@ def _add_trust_flag(parser: argparse.ArgumentParser) -> None:
                         help="allow importing the module named by a stored 'module:Class' env id (runs its code)")
 
 
+def _version() -> str:
+    from . import __version__
+    return f"sparserl {__version__}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sparserl", description="Train small (sparse or pruned) deep-RL agents.")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    train = sub.add_parser("train", help="train an agent", description=__doc__,
+    train = sub.add_parser("train", help="train an agent", description=TRAIN_DESCRIPTION,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys (e.g. a run's config.yaml)")
-    train.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR (with it only "
-                       "--steps, --progress, --device and --tensorboard may be given)")
-    train.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --out")
-    _add_trust_flag(train)
-    _add_config_flags(train)
+    groups = {title: train.add_argument_group(title, description) for title, description, _ in HELP_SECTIONS}
+    run = groups[HELP_SECTIONS[0][0]]
+    run.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys (e.g. a run's config.yaml)")
+    run.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR (with it only "
+                     "--steps, --progress, --device and --tensorboard may be given)")
+    run.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --out")
+    _add_trust_flag(run)
+    _add_config_flags(train, groups)
 
     ev = sub.add_parser("eval", help="evaluate a run's checkpoint, an exported policy or an SB3 zip")
     ev.add_argument("dir", nargs="?", default=None,
@@ -119,13 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(ns: argparse.Namespace) -> TrainConfig:
-    """Flags over ``--config FILE`` over ``--preset`` over defaults; resolved like the Python API."""
+def config_from_args(ns: argparse.Namespace, notes: typing.Optional[list] = None) -> TrainConfig:
+    """Flags over ``--config FILE`` over ``--preset`` over defaults; resolved like the Python API
+    (``notes``: see :func:`~sparserl.config.config_from_options`)."""
     given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(ns, f.name)}
     from_file = load_yaml(ns.config) if ns.config else {}
     TrainConfig.from_dict(from_file, source=str(ns.config))  # rejects unknown keys early
     check_options(from_file, str(ns.config))  # a bad value in the file is an error even if a flag overrides it
-    return config_from_options({**from_file, **given}, source=str(ns.config) if ns.config else "options")
+    return config_from_options({**from_file, **given}, source=str(ns.config) if ns.config else "options", notes=notes)
 
 
 # Options that may accompany --resume; every other option is rejected (a resumed run keeps
@@ -136,6 +191,7 @@ RESUME_OPTIONS = ("steps", "progress", "device", "tensorboard")
 def cmd_train(ns: argparse.Namespace) -> int:
     from . import checkpoint
     from .rundir import RunState, open_run_dir
+    from .terminal import choose_output
     from .trainer import RESUME_KEYS, Trainer
 
     if ns.resume is not None:
@@ -148,7 +204,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
         run_dir = Path(ns.resume)
         with open_run_dir(ns.resume, resuming=True) as status:
             resume_file = run_dir / "resume.pt"
-            state = checkpoint.load(resume_file)
+            state = checkpoint.load(resume_file, overwrite_hint="; it cannot be resumed (a fresh run with "
+                                                                "--overwrite replaces it)")
             missing = [k for k in RESUME_KEYS if k not in state] if isinstance(state, dict) else list(RESUME_KEYS)
             if missing:
                 raise UserError(f"{resume_file} is not a sparserl resume state (missing {', '.join(missing[:4])}"
@@ -168,7 +225,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
                                 f"pass a larger --steps to continue it")
             # the env id comes from the stored run: a module:Class id is imported only on request
             try:
-                trainer = Trainer(cfg, resume_state=state, allow_env_import=ns.trust_env_module)
+                trainer = Trainer(cfg, resume_state=state, allow_env_import=ns.trust_env_module,
+                                  output=choose_output(cfg.progress))
             except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
                 # the state is data: a damaged or foreign one is bad input, not a crash
                 detail = " ".join(str(exc).split())[:200]
@@ -176,19 +234,36 @@ def cmd_train(ns: argparse.Namespace) -> int:
                                 f"({type(exc).__name__}: {detail})") from None
             summary = trainer.train()  # at the final step: writes only the missing final artifacts
     else:
-        cfg = config_from_args(ns)
+        notes: list = []
+        cfg = config_from_args(ns, notes)
+        for note in notes:  # which preset applied, so a run never silently differs from its flags
+            print(note)
+        from .plan import plan_warnings
+        for warning in plan_warnings(cfg):
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         # an env typed on the command line is the user's choice; one from --config is data
         explicit_env = hasattr(ns, "env") or ns.trust_env_module
+        from .resources import check_memory
+        check_memory(cfg)  # sizes alone (the env's dimensions come later): before any directory exists
+        from .rundir import _path_text
+        _path_text(cfg.out, "--out")  # a name too long for the file system: said before exists() trips on it
         created = not Path(cfg.out).exists()
         try:
             with open_run_dir(cfg.out, overwrite=ns.overwrite):
-                trainer = Trainer(cfg, allow_env_import=explicit_env)
+                trainer = Trainer(cfg, allow_env_import=explicit_env, output=choose_output(cfg.progress))
                 summary = trainer.train()
         except UserError:
             _remove_if_unused(Path(cfg.out), created)
             raise
+        except MemoryError:  # beyond the estimate: still one line, and no directory left behind
+            _remove_if_unused(Path(cfg.out), created)
+            raise UserError(f"out of memory building the run in {cfg.out}; allowed: a smaller --hidden, "
+                            f"--buffer-size or --batch-size") from None
     out = Path(trainer.cfg.out)
+    from .terminal import network_lines
     print(f"final eval return: {summary['final_eval_return']:.2f} (best {summary['best_eval_return']:.2f})")
+    for line in network_lines(summary):
+        print(line)
     print(f"logs:       {out / 'metrics.csv'}  (TensorBoard: {out / 'tb'})")
     print(f"plot:       {out / 'learning_curve.png'}")
     print(f"checkpoint: {out / 'checkpoint.pt'}")
@@ -217,8 +292,30 @@ def load_agent(run_dir: str | Path, device: str = "cpu", env: str | None = None,
     live_env = None
     if with_env or state.get("spaces") is None:
         live_env = make_env(env or cfg.env, kwargs=cfg.env_kwargs, allow_import=bool(env) or trust_env_module)
-    cfg, agent, _ = agent_from_state(state, device, live_env)
+    cfg, agent, spaces = agent_from_state(state, device, live_env)
+    if live_env is not None and state.get("spaces") is not None:
+        _check_env_fits(live_env, spaces, env or cfg.env, Path(run_dir))
     return cfg, agent, live_env
+
+
+def _check_env_fits(env, spaces: dict, env_id: str, run_dir: Path) -> None:
+    """``eval --env OTHER``: the env must have the spaces the model was trained on (another
+    observation width was a matrix-size traceback; another action space, wrong actions)."""
+    import gymnasium as gym
+    import numpy as np
+    n_obs = int(np.prod(spaces["obs_shape"]))
+    got_obs = int(np.prod(env.observation_space.shape))
+    act, space = spaces["action"], env.action_space
+    if act["type"] == "discrete":
+        fits = isinstance(space, gym.spaces.Discrete) and int(space.n) == int(act["n"])
+        trained = f"Discrete({act['n']})"
+    else:
+        fits = isinstance(space, gym.spaces.Box) and tuple(space.shape) == tuple(act["shape"])
+        trained = f"a Box of shape {tuple(act['shape'])}"
+    if got_obs != n_obs or not fits:
+        raise UserError(f"--env {env_id}: its spaces ({got_obs} observation values, actions {space}) do not fit the "
+                        f"model in {run_dir} ({n_obs} observation values, actions {trained}); allowed: an env "
+                        f"with the spaces of the one it was trained on")
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
@@ -226,8 +323,11 @@ def cmd_eval(ns: argparse.Namespace) -> int:
 
     from .trainer import evaluate
 
+    from .config import SEED_MAX
     if ns.episodes <= 0:
         raise UserError(f"--episodes must be a positive integer, got {ns.episodes}")
+    if not 0 <= ns.seed <= SEED_MAX:
+        raise UserError(f"--seed {ns.seed} is out of range; allowed: an integer in [0, 2**32-1]")
     if ns.dir is None:
         if not ns.exported:
             raise UserError("sparserl eval needs a run directory, an SB3 .zip, or --exported PATH with --env ENV_ID")
@@ -309,8 +409,7 @@ def cmd_flops(ns: argparse.Namespace) -> int:
     print(size_section(agent) + "\n")
     summary_path = Path(ns.dir) / "summary.json"
     if summary_path.exists():
-        import json
-        flops = json.loads(summary_path.read_text()).get("flops", {})
+        flops = _summary_flops(summary_path)
         if flops:
             print(f"training FLOPs: {flops['train_total']:.3e} (dense {flops['train_dense_total']:.3e}, "
                   f"ratio {flops['train_total'] / max(flops['train_dense_total'], 1):.3f})")
@@ -319,8 +418,50 @@ def cmd_flops(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _summary_flops(path: Path) -> dict | None:
+    """summary.json's ``flops`` if it is readable and holds numbers; otherwise one warning line
+    (the per-layer table above is the checkpoint's and stays valid)."""
+    import json
+    keys = ("train_total", "train_dense_total", "infer_per_action", "infer_dense_per_action")
+    try:
+        flops = json.loads(path.read_text(encoding="utf-8")).get("flops")
+    except (OSError, ValueError, AttributeError):
+        print(f"warning: {path} is unreadable (truncated or not a JSON object); training FLOPs not shown",
+              file=sys.stderr)
+        return None
+    if not flops:
+        return None
+    if not isinstance(flops, dict) or not all(isinstance(flops.get(k), (int, float)) and not isinstance(
+            flops.get(k), bool) for k in keys):
+        print(f"warning: {path}: 'flops' does not hold the numbers {', '.join(keys)}; training FLOPs not shown",
+              file=sys.stderr)
+        return None
+    return flops
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Library warnings (gymnasium's env checker, numpy, torch) are collected
+    while it runs: a failing command prints only its one ``error:`` line, a successful one
+    prints each distinct warning as one ``warning:`` line at the end (their multi-line source
+    excerpts never reach the terminal). pygame's greeting (highway-env's renderer) is hidden."""
+    import os
+    import warnings
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
+    with warnings.catch_warnings(record=True) as caught:
+        rc = _run(argv)
+    if rc == 0:
+        seen = set()
+        for w in caught:
+            line = f"warning: {w.category.__name__}: {' '.join(str(w.message).split())[:300]}"
+            if line not in seen and len(seen) < 10:
+                seen.add(line)
+                print(line, file=sys.stderr)
+    return rc
+
+
+def _run(argv: list[str]) -> int:
+    from .faults import exception_text
     try:
         if argv and argv[0] in ("bench", "report"):
             from . import bench
@@ -329,7 +470,18 @@ def main(argv: list[str] | None = None) -> int:
         from .export.cli import cmd_export
         return {"train": cmd_train, "eval": cmd_eval, "flops": cmd_flops, "export": cmd_export}[ns.command](ns)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the disk, not the code: a full disk, a read-only directory, a name too long
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exception_text(exc)}{where}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory (a smaller --buffer-size, --batch-size or --hidden fits; the last "
+              "checkpoint is intact)", file=sys.stderr)
+        return 2
+    except RecursionError:
+        print("error: input nested too deeply (recursion limit reached)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted (the last checkpoint is intact; continue with `sparserl train --resume DIR`)",

@@ -19,11 +19,15 @@ import yaml
 
 from .errors import UserError
 from .methods import METHODS, method_class
-from .validation import Check, at_least, between, coerce
+from .validation import Check, at_least, between, coerce, flag
 
 ALGOS = ("dqn", "td3", "sac")
 ALLOCATIONS = ("erk", "uniform")
 PRESET_DIR = Path(__file__).parent / "presets"
+#: the preset a run without ``--preset`` uses where it has an entry for the algo/env (so the
+#: README's example commands give the README's figures); ``--preset none`` opts out
+DEFAULT_PRESET = "tuned"
+NO_PRESET = "none"
 SPARSE_BACKENDS = ("masked", "csr", "auto")
 
 # Allowed values shared by several options (the text is what --help and errors print).
@@ -63,14 +67,21 @@ class TrainConfig:
     out: str = _f("runs/default", "output directory",
                   check=Check(lambda v: bool(v.strip()) and "\0" not in v, "a directory path"))
     method: str = _f("dense", "sparse/pruning method", METHODS)
-    preset: Optional[str] = _f(None, "per-env settings: 'paper' (RLx2 paper) or 'tuned' (rl-zoo tuned dense baselines)",
-                               ("paper", "tuned"))
+    preset: Optional[str] = _f(None, "per-env settings: 'paper' (RLx2 paper), 'tuned' (rl-zoo tuned dense baselines; "
+                               "used by default where it has an entry for the algo/env and fits the run) or 'none' "
+                               "(the built-in defaults)", ("paper", "tuned", NO_PRESET),
+                               default_doc="'tuned' where it has an entry for the algo/env, else none")
     # --- evaluation, logging, checkpoints -----------------------------------------------
     eval_every: int = _f(5_000, "env steps between deterministic evaluations (0: only at the end)", check=NON_NEGATIVE)
     eval_episodes: int = _f(10, "episodes per evaluation", check=POSITIVE)
+    # A reported final return should rest on many episodes (30+), while the evaluations along the
+    # curve only need to show its shape: the final one may use more episodes than the others.
+    final_eval_episodes: Optional[int] = _f(None, "episodes of the evaluation at the last step (the reported "
+                                            "final return)", check=POSITIVE, default_doc="--eval-episodes")
     checkpoint_every: int = _f(10_000, "env steps between resumable checkpoints (0: only at the end)",
                                check=NON_NEGATIVE)
-    progress: bool = _f(True, "show a progress bar")
+    progress: bool = _f(True, "show a progress bar at a terminal (off a terminal, and with --no-progress: one "
+                        "line per evaluation)")
     tensorboard: bool = _f(True, "write TensorBoard events")
     torch_threads: int = _f(1, "torch intra-op threads, set for the process (1 is fastest for these small MLPs)",
                             check=between(1, MAX_TORCH_THREADS))
@@ -322,21 +333,81 @@ def check_combination(cfg: TrainConfig, run_length_known: bool = True) -> None:
         raise UserError(f"--nstep {cfg.nstep} must not exceed --steps {cfg.steps}")
 
 
-def config_from_options(options: dict, source: str = "options", run_length_known: bool = True) -> TrainConfig:
+def config_from_options(options: dict, source: str = "options", run_length_known: bool = True,
+                        notes: Optional[list] = None) -> TrainConfig:
     """A resolved config from the options a user gave (CLI flags merged over a YAML file, or
     the Python API's keyword arguments). Precedence: built-in defaults < ``preset`` < the
-    given options; then :func:`resolve` fills method and algorithm defaults."""
+    given options; then :func:`resolve` fills method and algorithm defaults.
+
+    Without a ``preset``, :data:`DEFAULT_PRESET` applies where it has an entry for the algo/env
+    and the run resolved with it is valid (a short test run whose length the preset's warm-up
+    or update period does not fit keeps the built-in defaults); ``preset: none`` opts out. What
+    was chosen, and why, is appended to ``notes`` (one line) for the caller to print."""
     TrainConfig.from_dict(options, source=source)  # unknown keys -> one line
     options = check_options(options, source)
+    if options.get("preset") is None:
+        algo = options.get("algo", FIELDS["algo"].default)
+        env = options.get("env", FIELDS["env"].default)
+        if has_preset_entry(DEFAULT_PRESET, algo, env):
+            try:
+                cfg = _config_with_preset({**options, "preset": DEFAULT_PRESET}, source, run_length_known)
+            except UserError as exc:
+                reason = str(exc).split(": ")[0]
+                _note(notes, f"--preset {DEFAULT_PRESET} has settings for {algo} on {env} but does not fit this run "
+                             f"({reason}): the built-in defaults apply (--preset {DEFAULT_PRESET} to insist, "
+                             f"--preset {NO_PRESET} to silence this)")
+            else:
+                _note(notes, f"using --preset {DEFAULT_PRESET} by default: it has settings for {algo} on {env} "
+                             f"(sparserl/presets/{DEFAULT_PRESET}.yaml); --preset {NO_PRESET} for the built-in defaults")
+                return cfg
+    return _config_with_preset(options, source, run_length_known)
+
+
+def _note(notes: Optional[list], text: str) -> None:
+    if notes is not None:
+        notes.append(text)
+
+
+def _config_with_preset(options: dict, source: str, run_length_known: bool) -> TrainConfig:
     data: dict = {}
     preset = options.get("preset")
-    if preset:
+    from_preset: dict = {}
+    if preset and preset != NO_PRESET:
         settings = load_preset(preset, options.get("algo", FIELDS["algo"].default),
                                options.get("env", FIELDS["env"].default))
         TrainConfig.from_dict(settings, source=f"--preset {preset}")
         data.update(check_options(settings, f"--preset {preset}"))
+        from_preset = {k: v for k, v in data.items() if k not in options}
     data.update(options)
-    return resolve(TrainConfig.from_dict(data, source=source), run_length_known)
+    try:
+        return resolve(TrainConfig.from_dict(data, source=source), run_length_known)
+    except UserError as exc:
+        if not from_preset:
+            raise
+        raise UserError(name_preset_values(str(exc), preset, from_preset)) from None
+
+
+def name_preset_values(message: str, preset: str, from_preset: dict) -> str:
+    """A rule's error about a value the user never typed says where it came from:
+    ``--learning-starts 25000 (from --preset paper) must be below --steps 5000``."""
+    import re
+    for key, value in from_preset.items():
+        for text in dict.fromkeys((str(value), repr(value))):
+            pattern = re.compile(re.escape(f"{flag(key)} {text}") + r"(?![\w.])(?! \(from)")
+            message, count = pattern.subn(lambda m: f"{m.group(0)} (from --preset {preset})", message, count=1)
+            if count:
+                break
+    return message
+
+
+def has_preset_entry(name: str, algo: str, env: str) -> bool:
+    """Whether ``presets/<name>.yaml`` has settings for ``algo`` on ``env``'s family."""
+    path = PRESET_DIR / f"{name}.yaml"
+    return path.exists() and _preset_key(algo, env) in (load_yaml(path).get("envs") or {})
+
+
+def _preset_key(algo: str, env: str) -> str:
+    return f"{algo}/{str(env).split('-v')[0]}"
 
 
 def load_preset(name: str, algo: str, env: str) -> dict:
@@ -347,8 +418,7 @@ def load_preset(name: str, algo: str, env: str) -> dict:
         allowed = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
         raise UserError(f"unknown --preset {name!r}; allowed: {', '.join(allowed)}")
     table = load_yaml(path)
-    family = env.split("-v")[0]
-    key = f"{algo}/{family}"
+    key = _preset_key(algo, env)
     if key not in table.get("envs", {}):
         known = ", ".join(sorted(table.get("envs", {})))
         raise UserError(f"--preset {name} has no settings for {algo} on {env}; known: {known}")
@@ -362,9 +432,75 @@ def planned_updates(cfg: TrainConfig) -> int:
     return max(1, update_rounds(cfg, steps) * cfg.gradient_steps)
 
 
+#: bounds on what a config or suite file may make the reader do (issue 27.12): its size, its
+#: nesting depth and the number of values its aliases expand to (a 566-byte "billion laughs"
+#: file expands to 10^9 values that the config checks and the saved config.yaml would walk)
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 64
+MAX_YAML_EXPANDED = 100_000
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that rejects a key given twice (PyYAML silently keeps the last one,
-    so ``lr: 0.1`` further down a file would quietly override an earlier ``lr``)."""
+    so ``lr: 0.1`` further down a file would quietly override an earlier ``lr``), nesting
+    deeper than :data:`MAX_YAML_DEPTH` (the composer recurses: deeper input was a RecursionError)
+    and aliases that expand to more than :data:`MAX_YAML_EXPANDED` values, or into themselves."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_document(self):
+        node = super().compose_document()
+        _expanded_size(node, {}, self)
+        return node
+
+
+def _expanded_size(node, sizes: dict, loader) -> int:
+    """How many values ``node`` stands for with every alias expanded (memoised per node, so
+    this is linear in the file however much the aliases multiply)."""
+    key = id(node)
+    if key in sizes:
+        if sizes[key] is None:
+            raise yaml.composer.ComposerError(None, None, "an alias refers to a value that contains it "
+                                              "(a recursive structure)", node.start_mark)
+        return sizes[key]
+    sizes[key] = None
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(child, sizes, loader) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, sizes, loader) + _expanded_size(v, sizes, loader) for k, v in node.value)
+    if total > MAX_YAML_EXPANDED:
+        raise yaml.composer.ComposerError(None, None, f"more than {MAX_YAML_EXPANDED:,} values (aliases expanded)",
+                                          node.start_mark)
+    sizes[key] = total
+    return total
+
+
+def read_yaml_text(path: str | Path) -> str:
+    """A config/suite file's text, at most :data:`MAX_YAML_BYTES` read (``--config /dev/zero``
+    read until MemoryError); raises ``OSError`` / ``UnicodeDecodeError`` / ``UserError``."""
+    p = Path(path)
+    with p.open("rb") as fh:
+        data = fh.read(MAX_YAML_BYTES + 1)
+    if len(data) > MAX_YAML_BYTES:
+        raise UserError(f"cannot read config {p}: larger than {MAX_YAML_BYTES // 1024} KiB (allowed: up to "
+                        f"{MAX_YAML_BYTES // 1024} KiB of YAML)")
+    return data.decode("utf-8")
+
+
+def safe_yaml(text: str):
+    """``yaml.safe_load`` with the bounds of :class:`_UniqueKeyLoader` (for ``--env-kwargs``)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
 
 
 def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -389,7 +525,7 @@ def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping of config keys; one-line errors for unreadable files."""
     p = Path(path)
     try:
-        data = yaml.load(p.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
+        data = yaml.load(read_yaml_text(p), Loader=_UniqueKeyLoader)  # noqa: S506 (safe loader)
     except FileNotFoundError:
         raise UserError(f"config file not found: {p}") from None
     except UnicodeDecodeError as exc:

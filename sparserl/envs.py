@@ -65,6 +65,11 @@ def make_env(env_id: str, seed: int | None = None, kwargs: dict | None = None,
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"unknown or unusable --env {env_id!r} ({msg}); use a registered Gymnasium id "
                         f"such as Hopper-v5 or module.path:ClassName") from None
+    except UserError:
+        raise
+    except Exception as exc:  # the env's own constructor raised: its fault, said in one line
+        from .faults import exception_text
+        raise UserError(f"--env {env_id!r}: creating the environment raised {exception_text(exc)}") from None
     env = prepare_env(env, env_id)
     if seed is not None:
         env.action_space.seed(seed)
@@ -99,6 +104,14 @@ def check_compatible(algo: str, env: gym.Env, env_id: str) -> None:
         # index 0..n-1: without this check the env would get action k for the agent's k + start
         raise UserError(f"{env_id}: discrete actions must start at 0, got {space} (start={int(space.start)}); "
                         f"wrap the env so its actions are 0..{int(space.n) - 1}")
+    if isinstance(space, gym.spaces.Box) and space.dtype.kind != "f":
+        # the actor outputs real numbers; an integer Box would get them truncated (or refused)
+        raise UserError(f"{env_id}: continuous actions must be floating point, got a Box of {space.dtype} "
+                        f"({space}); use a float Box (and round in the env) or a Discrete space with --algo dqn")
+    if isinstance(space, gym.spaces.Box) and len(space.shape) != 1:
+        # actions are one vector everywhere (networks, buffer, exports); a matrix would be reshaped silently
+        raise UserError(f"{env_id}: continuous actions must be a 1-D Box (a vector), got shape {space.shape}; "
+                        f"wrap the env so its action is a vector of {int(np.prod(space.shape))}")
     if isinstance(space, gym.spaces.Box) and not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
         raise UserError(f"{env_id}: continuous actions must be bounded, got low={space.low} high={space.high}")
     if not isinstance(env.observation_space, gym.spaces.Box):

@@ -54,7 +54,37 @@ def check_finite_array(value: Any, what: str, step: int) -> None:
                              f"before storing it, its last checkpoint is intact")
 
 
+def check_reward_type(reward: Any, step: int, where: str = "the environment's") -> None:
+    """A reward must be one real number: ``None`` or an array (a vector-env or multi-objective
+    reward) would otherwise fail deep inside the replay buffer, or be silently reduced."""
+    if isinstance(reward, (bool, np.bool_)) or not (
+            isinstance(reward, (int, float, np.integer, np.floating))
+            or (isinstance(reward, np.ndarray) and reward.ndim == 0 and reward.dtype.kind in "iuf")):
+        shape = f" of shape {reward.shape}" if isinstance(reward, np.ndarray) else ""
+        raise EnvStepError(f"{where} step returned reward {_short(reward)} ({type(reward).__name__}{shape}) at env "
+                           f"step {step}; allowed: one real number; the run stopped, its last checkpoint is intact")
+
+
+def check_observation_shape(obs: Any, space, step: int, what: str, where: str = "the environment's") -> None:
+    """An observation must have the shape of the env's ``observation_space`` (the networks'
+    input width); a wrongly shaped one would fail later as a matrix-size traceback."""
+    shape = getattr(space, "shape", None)
+    try:
+        got = np.shape(obs)
+    except Exception:  # a ragged list
+        got = None
+    if shape is not None and got != tuple(shape):
+        raise EnvStepError(f"{where} {what} returned an observation of shape {got} at env step {step}; its "
+                           f"observation_space says {tuple(shape)}; the run stopped, its last checkpoint is intact")
+
+
+def _short(value: Any) -> str:
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def check_finite_reward(reward: Any, step: int) -> None:
+    check_reward_type(reward, step)
     if not math.isfinite(float(reward)):
         raise NonFiniteError(f"non-finite reward ({float(reward)}) at env step {step}; the run stopped "
                              f"before storing it, its last checkpoint is intact")
@@ -113,42 +143,59 @@ def assert_finite_state(modules: Mapping[str, nn.Module], step: int,
                              f"written, the last good one is intact")
 
 
-def _env_error(exc: Exception, what: str, step: int) -> EnvStepError:
+def exception_text(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` (one line, at most ``limit`` characters of message)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    detail = f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
-    return EnvStepError(f"the environment's {what} raised {detail} at env step {step}; the run stopped, "
+    return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
+
+
+def _env_error(exc: Exception, what: str, step: int, where: str = "the environment's") -> EnvStepError:
+    return EnvStepError(f"{where} {what} raised {exception_text(exc)} at env step {step}; the run stopped, "
                         f"its last checkpoint is intact")
 
 
-def env_step(env, action, step: int):
+def env_step(env, action, step: int, where: str = "the environment's"):
     """``env.step(action)``; an exception inside it becomes one :class:`EnvStepError` line naming
-    the env step.  ``KeyboardInterrupt`` and other non-``Exception``\\ s pass through."""
+    the env step.  ``KeyboardInterrupt`` and other non-``Exception``\\ s pass through.  A step
+    must return the 5-tuple of Gymnasium's API (an old 4-tuple ``step`` is named as such)."""
     try:
-        return env.step(action)
+        result = env.step(action)
     except Exception as exc:
-        raise _env_error(exc, "step", step) from exc
+        raise _env_error(exc, "step", step, where) from exc
+    if not (isinstance(result, tuple) and len(result) == 5):
+        size = f"a {len(result)}-tuple" if isinstance(result, tuple) else type(result).__name__
+        raise EnvStepError(f"{where} step returned {size} at env step {step}; allowed: (obs, reward, terminated, "
+                           f"truncated, info) as in Gymnasium's API; the run stopped, its last checkpoint is intact")
+    return result
 
 
-def env_reset(env, step: int, **kwargs):
+def env_reset(env, step: int, where: str = "the environment's", **kwargs):
     """``env.reset(**kwargs)`` with the same one-line error as :func:`env_step`."""
     try:
-        return env.reset(**kwargs)
+        result = env.reset(**kwargs)
     except Exception as exc:
-        raise _env_error(exc, "reset", step) from exc
+        raise _env_error(exc, "reset", step, where) from exc
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise EnvStepError(f"{where} reset returned {_short(result)} at env step {step}; allowed: (obs, info) as "
+                           f"in Gymnasium's API; the run stopped, its last checkpoint is intact")
+    return result
 
 
-def checked_env_step(env, action, step: int):
+def checked_env_step(env, action, step: int, where: str = "the environment's"):
     """:func:`env_step`, then its reward and next observation checked: the trainer's one call per
     env step (the current observation was checked when it came out of ``step`` or ``reset``, see
     :func:`checked_env_reset`).  Returns ``env.step``'s 5-tuple."""
-    next_obs, reward, terminated, truncated, info = env_step(env, action, step)
+    next_obs, reward, terminated, truncated, info = env_step(env, action, step, where)
+    check_reward_type(reward, step, where)
     check_finite_reward(reward, step)
+    check_observation_shape(next_obs, env.observation_space, step, "step", where)
     check_finite_array(next_obs, "observation", step)
     return next_obs, reward, terminated, truncated, info
 
 
-def checked_env_reset(env, step: int, **kwargs):
+def checked_env_reset(env, step: int, where: str = "the environment's", **kwargs):
     """:func:`env_reset` with its observation checked.  Returns ``(obs, info)``."""
-    obs, info = env_reset(env, step, **kwargs)
+    obs, info = env_reset(env, step, where, **kwargs)
+    check_observation_shape(obs, env.observation_space, step, "reset", where)
     check_finite_array(obs, "observation after reset", step)
     return obs, info

@@ -34,18 +34,32 @@ def _series(rows: list[dict], column: str) -> tuple[list[float], list[float]]:
 
 
 
+def size_columns(rows: list[dict]) -> tuple[list[str], list[str]]:
+    """metrics.csv columns that say what a method did to the network: ``alive_<mlp>`` (neurons
+    alive, structured pruning) and ``sparsity_<network>`` (weight sparsity), those with a value."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    alive = [k for k in keys if k.startswith("alive_") and _series(rows, k)[0]]
+    sparsity = [k for k in keys if k.startswith("sparsity_") and _series(rows, k)[0]]
+    return alive, sparsity
+
+
 def learning_curve(rows: list[dict], path: str | Path, title: str = "") -> None:
     """Evaluation return (mean +- std over episodes) against env steps; with a dynamic
-    buffer, a second panel shows its size, capacity and the policy distance it measured."""
+    buffer, a panel shows its size, capacity and the policy distance it measured; with a
+    pruning or sparse method, a panel shows neurons alive per MLP and weight sparsity, so the
+    return can be read against the network size it was measured at."""
     pts = [(float(r["step"]), float(r["eval_return"]), float(r.get("eval_return_std", 0) or 0)) for r in rows
            if r.get("eval_return") not in (None, "") and not math.isnan(float(r["eval_return"]))]
     has_buffer = bool(_series(rows, "buffer_size")[0])
-    if has_buffer:
-        fig = new_figure((6, 6.5))
-        ax, axb = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
-    else:
-        fig = new_figure((6, 4))
-        ax = fig.subplots()
+    alive, sparsity = size_columns(rows)
+    has_size = bool(alive or sparsity)
+    panels = 1 + has_buffer + has_size
+    fig = new_figure((6, 4 + 2.5 * (panels - 1)))
+    axes = fig.subplots(panels, 1, sharex=True, height_ratios=(3,) + (2,) * (panels - 1)) if panels > 1 \
+        else [fig.subplots()]
+    ax = axes[0]
     if pts:
         steps, means, stds = zip(*pts)
         ax.plot(steps, means, marker="o", ms=3)
@@ -54,6 +68,7 @@ def learning_curve(rows: list[dict], path: str | Path, title: str = "") -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if has_buffer:
+        axb = axes[1]
         axb.plot(*_series(rows, "buffer_size"), marker="o", ms=3, label="size")
         axb.plot(*_series(rows, "buffer_capacity"), linestyle="--", label="capacity")
         axb.set_ylabel("replay buffer (transitions)")
@@ -64,9 +79,23 @@ def learning_curve(rows: list[dict], path: str | Path, title: str = "") -> None:
             axd.plot(*dist, color="tab:red", marker=".", ms=3, linewidth=1, label="policy distance")
             axd.set_ylabel("policy distance (latest check)", color="tab:red")
         axb.legend(fontsize="small", loc="lower left")
-        axb.set_xlabel("environment steps")
-    else:
-        ax.set_xlabel("environment steps")
+    if has_size:
+        axs = axes[-1]
+        for column in alive:
+            axs.plot(*_series(rows, column), marker="o", ms=3, label=column[len("alive_"):])
+        axs.grid(alpha=0.3)
+        if alive:
+            axs.set_ylabel("hidden neurons alive")
+            axs.legend(fontsize="small", loc="upper right")
+        target = axs.twinx() if alive and sparsity else axs
+        for column in sparsity:
+            steps, values = _series(rows, column)
+            target.plot(steps, [100 * v for v in values], linestyle="--", marker=".", ms=3,
+                        label=f"{column[len('sparsity_'):]} sparsity")
+        if sparsity:
+            target.set_ylabel("weight sparsity (%)")
+            target.legend(fontsize="small", loc="lower right")
+    axes[-1].set_xlabel("environment steps")
     fig.tight_layout()
     # Atomic like the checkpoints: a kill while saving never leaves a truncated PNG.
     atomic_write_bytes_via(path, lambda fh: fig.savefig(fh, format="png", dpi=100))

@@ -80,12 +80,19 @@ class RunStatus:
 
 # --------------------------------------------------------------------------- the directory
 
+NAME_MAX = 255  # bytes per file or directory name on Linux, macOS and Windows file systems
+
+
 def _path_text(path: str | os.PathLike | None, what: str) -> str:
     text = "" if path is None else os.fspath(path)
     if not text.strip():
         raise UserError(f"{what} must name a directory, got {text!r}")
     if "\0" in text:
         raise UserError(f"{what} {text!r} contains a NUL character")
+    long = next((part for part in Path(text).parts if len(os.fsencode(part)) > NAME_MAX), None)
+    if long is not None:  # mkdir would fail with ENAMETOOLONG halfway through creating parents
+        raise UserError(f"{what}: the name {long[:40]}... is {len(os.fsencode(long))} bytes long; allowed: at most "
+                        f"{NAME_MAX} bytes per directory name")
     return text
 
 
@@ -236,6 +243,10 @@ def read_resume_progress(path: str | os.PathLike) -> tuple[int, int]:
         step = steps = None
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (step, steps)):
         raise UserError(f"{path} is not a sparserl resume file (no integer 'step' and 'config.steps')")
+    # a hand-edited counter (step: -50) would replay or double-count steps on resume
+    if steps < 1 or not 0 <= step <= steps:
+        raise UserError(f"{path}: stored step {step} of {steps} is out of range; allowed: "
+                        f"0 <= step <= config.steps, config.steps >= 1 (the file was edited or damaged)")
     return step, steps
 
 
@@ -291,7 +302,15 @@ def check_out_dir(path: str | os.PathLike | None, overwrite: bool = False, resum
     if links:  # writing through one (config.yaml -> ~/.bashrc) would change a file outside the run
         raise UserError(f"{what} {text}: {links[0]} is a symbolic link; run files must be regular files "
                         f"(remove the link)")
-    status = finish_state(out)
+    try:
+        status = finish_state(out)
+    except UserError as exc:  # an unreadable or damaged resume.pt
+        if overwrite:
+            status = RunStatus(RunState.STARTED)  # nothing in it can be resumed: replaced below
+        elif resuming:
+            raise UserError(f"{exc}; it cannot be resumed (a fresh run with --overwrite replaces it)") from None
+        else:
+            raise UserError(f"{exc}; pass --overwrite to replace the run or choose another --out") from None
     if resuming:
         if status.step is None:
             raise UserError(f"--resume {text}: no {RESUME} there, nothing to resume ({status.describe()})")

@@ -25,10 +25,16 @@ arithmetic.  A file that uses nothing of version 2 is written as version 1.
 The forward pass: flatten the observation to float32, ``x = act(x W^T + b)`` for every
 layer but the last, then ``tanh(x) * action_scale + action_offset``, ``argmax(x)`` or
 ``clip(x, action_low, action_high)``.
+``content_sha256`` (:data:`HASH_KEY`, in files from the hash's introduction on) is
+:func:`content_hash` of every other array, int8 ones included; :meth:`Policy.load`
+recomputes it and validates every shape, index and scale (:func:`check_layer`), so a damaged
+or hand-made file is refused instead of acting wrongly: numpy would wrap a CSR index of -1 to
+the last input, and NaN weights return NaN actions.
 """
 from __future__ import annotations
 
 import ctypes
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +42,84 @@ import numpy as np
 FORMAT = "sparserl-policy"
 VERSION = 2
 QMAX = 127
+HASH_KEY = "content_sha256"
+MAX_LAYERS = 4096
+
+
+def content_hash(arrays) -> str:
+    """SHA-256 over the arrays of an npz (name, dtype, shape, bytes; names sorted), the hash
+    entry itself left out."""
+    h = hashlib.sha256()
+    for name in sorted(k for k in arrays if k != HASH_KEY):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _whole(value) -> int | None:
+    a = np.asarray(value)
+    if a.shape != () or a.dtype.kind not in "iu":
+        return None
+    return int(a)
+
+
+def _check_values(i: int, what: str, values: np.ndarray, dtype: str) -> None:
+    """float32 layers: finite floats; int8 layers: int8 in [-QMAX, QMAX] (the int8 arithmetic
+    and its error bound assume the symmetric range; -128 never comes out of the quantizer)."""
+    if dtype == "int8":
+        if values.dtype != np.int8 or (values.size and int(np.abs(values.astype(np.int16)).max()) > QMAX):
+            raise ValueError(f"layer {i}: {what} must be int8 values in [-{QMAX}, {QMAX}]")
+    elif values.dtype.kind != "f":
+        raise ValueError(f"layer {i}: {what} must be finite floats")
+    elif not np.isfinite(values).all():
+        raise ValueError(f"layer {i}: {what} holds non-finite values (NaN/inf); allowed: finite floats")
+
+
+def check_layer(i: int, form: str, n_out: int, n_in: int, bias, weight=None, data=None, indices=None,
+                indptr=None, dtype: str = "float32", scale=None) -> None:
+    """Raise ``ValueError`` naming layer ``i`` unless its arrays fit its shape: bias (n_out,),
+    dense weight (n_out, n_in), CSR ``indptr`` of n_out + 1 non-decreasing offsets from 0 to
+    len(data), every index in [0, n_in), all values finite; an int8 layer's values in
+    [-127, 127] with a finite positive ``scale`` per row (n_out,) or for the layer (1,). Used by
+    :meth:`Policy.load` and by the C generator (a generated C array indexed by -1 reads outside
+    its input)."""
+    if n_out < 1 or n_in < 1:
+        raise ValueError(f"layer {i}: shape ({n_out}, {n_in}); allowed: both >= 1")
+    if dtype not in ("float32", "int8"):
+        raise ValueError(f"layer {i} has unknown dtype {dtype!r}; allowed: float32, int8")
+    bias = np.asarray(bias)
+    if bias.shape != (n_out,) or bias.dtype.kind != "f" or not np.isfinite(bias).all():
+        raise ValueError(f"layer {i}: bias of shape {bias.shape} (allowed: ({n_out},) finite floats)")
+    if dtype == "int8":
+        scale = np.asarray(scale)
+        if (scale.shape not in ((n_out,), (1,)) or scale.dtype.kind != "f" or not np.isfinite(scale).all()
+                or (scale <= 0).any()):
+            raise ValueError(f"layer {i}: int8 scale of shape {scale.shape}; allowed: ({n_out},) or (1,) "
+                             f"finite floats > 0")
+    if form == "dense":
+        weight = np.asarray(weight)
+        if weight.shape != (n_out, n_in):
+            raise ValueError(f"layer {i}: weight of shape {weight.shape}; allowed: ({n_out}, {n_in}) {dtype} values")
+        _check_values(i, "weight", weight, dtype)
+        return
+    if form != "csr":
+        raise ValueError(f"layer {i} has unknown storage form {form!r}; allowed: dense, csr")
+    data, indices, indptr = np.asarray(data), np.asarray(indices), np.asarray(indptr)
+    if data.ndim != 1:
+        raise ValueError(f"layer {i}: CSR data must be a 1-D array")
+    _check_values(i, "CSR data", data, dtype)
+    if indices.shape != data.shape or indices.dtype.kind not in "iu":
+        raise ValueError(f"layer {i}: CSR indices of shape {indices.shape}; allowed: integers, one per value "
+                         f"({data.shape[0]})")
+    if indptr.shape != (n_out + 1,) or indptr.dtype.kind not in "iu":
+        raise ValueError(f"layer {i}: CSR indptr of shape {indptr.shape}; allowed: ({n_out + 1},) integers")
+    steps = np.diff(indptr.astype(np.int64))
+    if int(indptr[0]) != 0 or int(indptr[-1]) != data.shape[0] or (steps < 0).any():
+        raise ValueError(f"layer {i}: CSR indptr must rise from 0 to {data.shape[0]} (the number of values)")
+    if indices.size and (int(indices.min()) < 0 or int(indices.max()) >= n_in):
+        bad = int(indices.min()) if int(indices.min()) < 0 else int(indices.max())
+        raise ValueError(f"layer {i}: CSR index {bad} is outside the layer's {n_in} inputs (allowed: 0..{n_in - 1})")
 
 
 def quantize_input(x: np.ndarray):
@@ -71,6 +155,15 @@ class _Int8Layer:
         acc = qx @ self.q_t
         mult = (a[:, None] * self.scale[None, :]).astype(np.float32)
         return (acc.astype(np.float32) * mult + self.bias).astype(np.float32)
+
+
+def _csr_to_dense(n_out: int, n_in: int, data, indices, indptr) -> np.ndarray:
+    """A checked CSR layer as its dense (n_out, n_in) matrix, in the dtype of ``data``: what
+    :meth:`Policy.load` computes with by default, and always for int8 layers."""
+    weight = np.zeros((n_out, n_in), np.asarray(data).dtype)
+    rows = np.repeat(np.arange(n_out), np.diff(np.asarray(indptr).astype(np.intp)))
+    weight[rows, np.asarray(indices).astype(np.intp)] = data
+    return weight
 
 
 class _DenseLayer:
@@ -136,46 +229,62 @@ class Policy:
                 raise ValueError(f"{path} is not a sparserl policy file")
             if int(z["version"]) > VERSION:
                 raise ValueError(f"{path} has format version {int(z['version'])}; this runtime reads up to {VERSION}")
+            if HASH_KEY in z.files and str(z[HASH_KEY]) != content_hash({k: z[k] for k in z.files}):
+                raise ValueError(f"{path} fails its content check (sha256 differs from the one written with it): "
+                                 f"the file was damaged or edited")
             activation = str(z["activation"])
             if activation not in ("relu", "tanh"):
-                raise ValueError(f"{path}: unsupported activation {activation!r}")
-            layers = []
-            for i in range(int(z["n_layers"])):
-                form, (n_out, n_in), bias = str(z[f"layer{i}.form"]), z[f"layer{i}.shape"], z[f"layer{i}.bias"]
-                dtype = str(z[f"layer{i}.dtype"]) if f"layer{i}.dtype" in z else "float32"
-                if dtype == "int8":
-                    if form == "dense":
-                        q = z[f"layer{i}.weight"]
-                    elif form == "csr":
-                        q = np.zeros((int(n_out), int(n_in)), np.int8)
-                        indptr = z[f"layer{i}.indptr"].astype(np.intp)
-                        q[np.repeat(np.arange(int(n_out)), np.diff(indptr)), z[f"layer{i}.indices"].astype(np.intp)] = \
-                            z[f"layer{i}.data"]
-                    else:
-                        raise ValueError(f"{path}: layer {i} has unknown storage form {form!r}")
-                    layers.append(_Int8Layer(q, z[f"layer{i}.scale"], bias))
-                    continue
-                if dtype != "float32":
-                    raise ValueError(f"{path}: layer {i} has unknown dtype {dtype!r}")
-                if form == "dense":
-                    layers.append(_DenseLayer(z[f"layer{i}.weight"], bias))
-                elif form == "csr":
-                    data, indices, indptr = z[f"layer{i}.data"], z[f"layer{i}.indices"], z[f"layer{i}.indptr"]
-                    if densify:
-                        weight = np.zeros((int(n_out), int(n_in)), np.float32)
-                        rows = np.repeat(np.arange(int(n_out)), np.diff(indptr.astype(np.intp)))
-                        weight[rows, indices.astype(np.intp)] = data
-                        layers.append(_DenseLayer(weight, bias))
-                    else:
-                        layers.append(_CSRLayer(data, indices, indptr, int(n_out), bias))
-                else:
-                    raise ValueError(f"{path}: layer {i} has unknown storage form {form!r}")
+                raise ValueError(f"{path}: unsupported activation {activation!r}; allowed: relu, tanh")
+            n_layers = _whole(z["n_layers"])
+            if n_layers is None or not 1 <= n_layers <= MAX_LAYERS:
+                raise ValueError(f"{path}: n_layers {z['n_layers']}; allowed: an integer in [1, {MAX_LAYERS}]")
+            obs_shape = np.asarray(z["obs_shape"])
+            if obs_shape.ndim != 1 or obs_shape.dtype.kind not in "iu" or (obs_shape < 1).any():
+                raise ValueError(f"{path}: obs_shape {obs_shape.tolist()}; allowed: integers >= 1")
             head = str(z["head"])
+            layers, width = [], int(np.prod(obs_shape)) if obs_shape.size else 1
+            for i in range(n_layers):
+                shape = np.asarray(z[f"layer{i}.shape"])
+                if shape.shape != (2,) or shape.dtype.kind not in "iu":
+                    raise ValueError(f"{path}: layer {i}: shape {shape.tolist()}; allowed: [n_out, n_in]")
+                form, (n_out, n_in), bias = str(z[f"layer{i}.form"]), (int(d) for d in shape), z[f"layer{i}.bias"]
+                if n_in != width:
+                    raise ValueError(f"{path}: layer {i} takes {n_in} inputs, but its input has {width} values")
+                dtype = str(z[f"layer{i}.dtype"]) if f"layer{i}.dtype" in z.files else "float32"
+                arrays = ({"weight": z[f"layer{i}.weight"]} if form == "dense" else
+                          {k: z[f"layer{i}.{k}"] for k in ("data", "indices", "indptr")} if form == "csr" else {})
+                scale = z[f"layer{i}.scale"] if dtype == "int8" else None
+                try:
+                    check_layer(i, form, n_out, n_in, bias, **arrays, dtype=dtype, scale=scale)
+                except ValueError as exc:
+                    raise ValueError(f"{path}: {exc}") from None
+                width = n_out
+                if dtype == "int8":
+                    q = arrays["weight"] if form == "dense" else _csr_to_dense(n_out, n_in, **arrays)
+                    layers.append(_Int8Layer(q, scale, bias))
+                elif form == "dense":
+                    layers.append(_DenseLayer(arrays["weight"], bias))
+                elif densify:
+                    layers.append(_DenseLayer(_csr_to_dense(n_out, n_in, **arrays), bias))
+                else:
+                    layers.append(_CSRLayer(arrays["data"], arrays["indices"], arrays["indptr"], n_out, bias))
             scale = z["action_scale"] if head == "tanh" else None
             offset = z["action_offset"] if head == "tanh" else None
             low = z["action_low"] if head == "clip" else None
             high = z["action_high"] if head == "clip" else None
-            return cls(layers, head, tuple(z["obs_shape"]), scale, offset, activation, low, high)
+            if head == "tanh":
+                for name, values in (("action_scale", scale), ("action_offset", offset)):
+                    if np.shape(values) != (width,) or not np.isfinite(values).all():
+                        raise ValueError(f"{path}: {name} of shape {np.shape(values)}; allowed: ({width},) finite "
+                                         f"numbers (one per action)")
+            if head == "clip":  # a box may be unbounded (inf), never NaN or upside down
+                for name, values in (("action_low", low), ("action_high", high)):
+                    if np.shape(values) != (width,) or np.isnan(values).any():
+                        raise ValueError(f"{path}: {name} of shape {np.shape(values)}; allowed: ({width},) numbers "
+                                         f"(one per action)")
+                if (low > high).any():
+                    raise ValueError(f"{path}: action_low exceeds action_high; allowed: low <= high per action")
+            return cls(layers, head, tuple(int(d) for d in obs_shape), scale, offset, activation, low, high)
 
     def act(self, obs):
         """One observation (``obs_shape``) -> one action; a batch ``(..., *obs_shape)`` ->

@@ -17,6 +17,7 @@ import platform
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -26,10 +27,28 @@ from .buffers import ReplayBuffer
 from .callbacks import as_callback
 from .checkpoint import rng_state_from_str, rng_state_to_str
 from .config import TrainConfig, planned_updates, save_yaml
+from .errors import UserError
 from .envs import check_compatible, get_rng_state, make_env, prepare_env, set_rng_state
-from .faults import assert_finite_state, check_finite_losses, checked_env_reset, checked_env_step
+from .faults import assert_finite_state, check_finite_losses, checked_env_reset, checked_env_step, env_reset
 from .methods import make_method
 from .sparse.flops import count_parameters, forward_flops, layer_flops
+
+
+def method_scalars(method_row: dict, buffer_log: dict) -> dict:
+    """TensorBoard tags of a method's metrics columns: weight sparsity under ``sparse/``, neurons
+    alive and the pruning diagnostics under ``structured/`` (the names the SB3 callbacks use);
+    the dynamic buffer's columns are left out (logged as ``buffer/*`` at every check)."""
+    out = {}
+    for key, value in method_row.items():
+        if key in buffer_log or isinstance(value, bool):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            out[("sparse/" if key.startswith("sparsity") else "structured/") + key] = number
+    return out
 
 
 class MetricsLog:
@@ -95,17 +114,21 @@ class EvalResult(tuple):
         return self[1]
 
 
-def evaluate(agent, env, episodes: int) -> EvalResult:
+def evaluate(agent, env, episodes: int, step: int | None = None) -> EvalResult:
     """Mean and std of the deterministic policy's return over full episodes (and the collision
-    rate where the env reports crashes).  Reads ``info`` only: the env's RNG use is unchanged."""
+    rate where the env reports crashes).  Reads ``info`` only: the env's RNG use is unchanged.
+    The env's outputs get the training loop's checks (:mod:`sparserl.faults`), so a raising or
+    misbehaving evaluation env is one line naming it (``step``: the training step, for the message)."""
+    where = "the evaluation env's"
+    at = 0 if step is None else step
     returns, crashes, reports_crashes = [], 0, False
     for _ in range(episodes):
-        obs, _ = env.reset()
+        obs, _ = checked_env_reset(env, at, where)
         done, total, crashed = False, 0.0, False
         while not done:
-            obs, reward, terminated, truncated, info = env.step(agent.act(obs))
+            obs, reward, terminated, truncated, info = checked_env_step(env, agent.act(obs), at, where)
             total += float(reward)
-            if "crashed" in info:
+            if isinstance(info, dict) and "crashed" in info:
                 reports_crashes = True
                 crashed = crashed or bool(info["crashed"])
             done = terminated or truncated
@@ -116,14 +139,21 @@ def evaluate(agent, env, episodes: int) -> EvalResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the first CUDA device if one is usable, else the CPU."""
+    """``auto`` -> the first CUDA device if one is usable, else the CPU.  Anything else must be
+    ``cpu``, ``cuda`` or ``cuda:N`` with an existing N (one line otherwise: torch's own errors
+    for ``tpu`` or ``cuda:99999999999999999999`` are tracebacks or overflow messages)."""
+    from .errors import UserError
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from .errors import UserError
+    text = name if isinstance(name, str) else None
+    if text is None or not (text in ("cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit())):
+        raise UserError(f"--device {name!r}; allowed: auto, cpu, cuda or cuda:N")
+    if text.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-    return device
+    if text.startswith("cuda:") and int(text[5:]) >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: no such GPU (this machine has {torch.cuda.device_count()}: "
+                        f"cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    return torch.device(text)
 
 
 def rng_streams(seed: int, count: int) -> list[np.random.Generator]:
@@ -145,29 +175,43 @@ class Trainer:
     ``cfg.env`` is made. ``write_files=False`` keeps everything in memory (no run
     directory). ``callbacks``: see :mod:`sparserl.callbacks`. ``allow_env_import``: may a
     ``module:Class`` env id be imported (False when the id came from a stored run, not the user).
+    ``output``: ``bar``, ``lines`` (one line per evaluation) or ``none`` (see
+    :mod:`sparserl.terminal`; ``sparserl train`` picks with :func:`~sparserl.terminal.choose_output`);
+    ``None``: ``bar`` with ``cfg.progress``, else nothing. ``tensorboard_dir``: write TensorBoard
+    events there instead of ``OUT/tb`` (the Python API's ``tensorboard_log``; also without a run
+    directory).
     """
 
     def __init__(self, cfg: TrainConfig, resume_state: dict | None = None, env=None, eval_env=None,
-                 write_files: bool = True, callbacks=None, allow_env_import: bool = True):
+                 write_files: bool = True, callbacks=None, allow_env_import: bool = True,
+                 output: str | None = None, tensorboard_dir: str | Path | None = None):
         self.cfg = cfg
+        self.output = output
+        self.tensorboard_dir = None if tensorboard_dir is None else Path(tensorboard_dir)
         self.out = Path(cfg.out) if write_files else None
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)  # network initialisation and torch-side sampling (documented: --seed)
         self.device = resolve_device(cfg.device)
         self.env = prepare_env(env, cfg.env) if env is not None else make_env(cfg.env, seed=cfg.seed, kwargs=cfg.env_kwargs, allow_import=allow_env_import)
         check_compatible(cfg.algo, self.env, cfg.env)
+        from .resources import check_memory  # with the env's real sizes, before anything is allocated
+        act = self.env.action_space
+        check_memory(cfg, int(np.prod(self.env.observation_space.shape)),
+                     int(act.n) if cfg.algo == "dqn" else int(np.prod(act.shape)))
         self.eval_env = (prepare_env(eval_env, cfg.env) if eval_env is not None
                          else make_env(cfg.env, seed=cfg.seed + 10_000, kwargs=cfg.env_kwargs,
                                   allow_import=allow_env_import) if env is None
                          else self._copy_env(env))
-        self.eval_env.reset(seed=cfg.seed + 10_000)
+        env_reset(self.eval_env, 0, "the evaluation env's", seed=cfg.seed + 10_000)
         self.method = make_method(cfg)
         obs_space, act_space = self.env.observation_space, self.env.action_space
         widths = resume_state["architecture"] if resume_state else self.method.network_widths(cfg, obs_space, act_space)
         self.agent = make_agent(cfg, obs_space, act_space, widths, self.device)
         self.total_updates = planned_updates(cfg)
         self.method.attach(self.agent, self.total_updates)
-        continuous = cfg.algo != "dqn"
+        # the action space decides how actions are stored and drawn, not the algorithm's name
+        continuous = not isinstance(act_space, gym.spaces.Discrete)
+        self.discrete_actions = not continuous
         self.rng, buffer_rng = rng_streams(cfg.seed, 2)
         self.buffer = ReplayBuffer(obs_space.shape, act_space.shape if continuous else (),
                                    np.float32 if continuous else np.int64,
@@ -296,12 +340,15 @@ class Trainer:
 
     def _random_action(self):
         space = self.env.action_space
-        if self.cfg.algo == "dqn":
+        if self.discrete_actions:
             return np.asarray(self.rng.integers(space.n))
         return self.rng.uniform(space.low, space.high).astype(np.float32)
 
     def _evaluate_and_log(self, writer, start_time: float, sps: float, bar) -> None:
-        result = evaluate(self.agent, self.eval_env, self.cfg.eval_episodes)
+        episodes = self.cfg.eval_episodes
+        if self.step == self.cfg.steps and self.cfg.final_eval_episodes:
+            episodes = self.cfg.final_eval_episodes
+        result = evaluate(self.agent, self.eval_env, episodes, self.step)
         mean, std, collision_rate = result.mean, result.std, result.collision_rate
         self.last_eval, self.last_collision_rate = mean, collision_rate
         self.best_eval = max(self.best_eval, mean)
@@ -317,7 +364,8 @@ class Trainer:
                     for k, v in self.last_logs.items()})
         if collision_rate is not None:
             row["eval_collision_rate"] = collision_rate
-        row.update(self.method.metrics(self.agent))
+        method_row = self.method.metrics(self.agent)
+        row.update(method_row)
         self.metrics.append(row)
         self.callback.on_eval(self, row)
         if writer:
@@ -325,19 +373,36 @@ class Trainer:
                 writer.add_scalar(f"charts/{k}" if k != "eval_return" else "eval/return", row[k], self.step)
             if collision_rate is not None:
                 writer.add_scalar("eval/collision_rate", collision_rate, self.step)
-        if bar is not None:
-            bar.set_postfix(sps=f"{sps:.0f}", eval=f"{mean:.1f}")
+            for tag, value in method_scalars(method_row, self.method.buffer_log).items():
+                writer.add_scalar(tag, value, self.step)
+        if bar is not None:  # neurons alive per pruned MLP too: pruning is visible while it happens
+            alive = {k[len("alive_"):]: v for k, v in method_row.items() if k.startswith("alive_")}
+            bar.set_postfix(sps=f"{sps:.0f}", eval=f"{mean:.1f}", **alive)
+        elif self._output_mode() == "lines":
+            from .terminal import eval_line
+            neurons = self.method.summary(self.agent, self.buffer).get("neurons") if method_row else None
+            print(eval_line(row, self.cfg.steps, sps, neurons), flush=True)
 
     # -- outputs --------------------------------------------------------------------------
     def _tensorboard(self):
+        if self.tensorboard_dir is not None:  # asked for by name: written even without a run directory
+            from torch.utils.tensorboard import SummaryWriter
+            return SummaryWriter(str(self.tensorboard_dir), purge_step=self.step if self.step > 0 else None)
         if not self.cfg.tensorboard or self.out is None:
             return None
         from torch.utils.tensorboard import SummaryWriter
         # On resume, drop events logged after the checkpoint (they are about to be redone).
         return SummaryWriter(str(self.out / "tb"), purge_step=self.step if self.step > 0 else None)
 
+    def _output_mode(self) -> str:
+        """``bar``, ``lines`` or ``none``: the constructor's choice, else (a Trainer used as a
+        library) a bar with ``progress`` and nothing without; the CLI and the API choose."""
+        if self.output is not None:
+            return self.output
+        return "bar" if self.cfg.progress else "none"
+
     def _progress_bar(self):
-        if not self.cfg.progress:
+        if self._output_mode() != "bar":
             return None
         from tqdm import tqdm
         return tqdm(total=self.cfg.steps, initial=self.step, desc=f"{self.cfg.algo}/{self.cfg.method} {self.cfg.env}",
@@ -415,7 +480,36 @@ class Trainer:
         }
         checkpoint.save(state, self.out / "resume.pt")
 
+    def _check_counters(self, state: dict) -> None:
+        """The stored counters, checked before any is used: a hand-edited ``step: -50`` or an
+        episode length that disagrees with the stored actions would silently replay or
+        double-count steps (the content hash catches damage; an edited file re-saved with a
+        fresh hash still has to make sense)."""
+        def whole(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+        step, episode = state["step"], state["episode"]
+        actions = state["episode_actions"]
+        n_actions = 0 if actions is None else int(actions.shape[0]) if torch.is_tensor(actions) and actions.ndim else -1
+        ep_len = episode.get("len") if isinstance(episode, dict) else None
+        n_updates = (state["agent"].get("n_updates") if isinstance(state["agent"], dict) else None) or {}
+        problems = []
+        if not whole(step) or step > self.cfg.steps:
+            problems.append(f"step {step!r} (allowed: 0..{self.cfg.steps})")
+        if not whole(ep_len) or ep_len != n_actions or (whole(step) and ep_len > step):
+            problems.append(f"episode length {ep_len!r} with {n_actions} stored actions (allowed: equal, <= step)")
+        if not isinstance(state["elapsed"], (int, float)) or not math.isfinite(state["elapsed"]) \
+                or state["elapsed"] < 0:
+            problems.append(f"elapsed {state['elapsed']!r} (allowed: a finite number >= 0)")
+        bad_updates = {k: v for k, v in dict(n_updates).items() if not whole(v)}
+        if bad_updates:
+            problems.append(f"update counts {bad_updates} (allowed: integers >= 0)")
+        if problems:
+            raise UserError(f"resume state of {self.cfg.out}: stored {'; '.join(problems)}; the file was edited or "
+                            f"damaged, so the run cannot continue from it exactly")
+
     def _load_resume(self, state: dict) -> None:
+        self._check_counters(state)
         self.agent.load_state_dict(state["agent"])
         self.buffer.load_state_dict(state["buffer"])
         self.method.load_state_dict(state["method"])
@@ -435,7 +529,7 @@ class Trainer:
         actions = state["episode_actions"]
         if actions is not None:
             for a in actions.numpy():
-                self.obs, *_ = self.env.step(a if self.cfg.algo != "dqn" else int(a))
+                self.obs, *_ = self.env.step(int(a) if self.discrete_actions else a)
             self.episode_actions = [a for a in actions.numpy()]
         self.step = int(state["step"])
         self.episode_return, self.episode_len = float(state["episode"]["return"]), int(state["episode"]["len"])

@@ -123,6 +123,10 @@ def _a(value: Any) -> str:
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
+#: an integer option written as text may have at most this many digits (every range is far below)
+MAX_INT_DIGITS = 400
+
+
 def _numeric_text(value: str) -> Decimal:
     try:
         return Decimal(value.strip())
@@ -154,6 +158,8 @@ def _as_int(value: Any) -> int:
         number = _numeric_text(value)
         if not number.is_finite():
             raise _Bad("not finite")
+        if number and number.adjusted() > MAX_INT_DIGITS:  # int("1e1000000") builds a million digits first
+            raise _Bad(f"too large (over {MAX_INT_DIGITS} digits)")
         if number != number.to_integral_value():
             raise _Bad("not a whole number")
         return int(number)

@@ -213,3 +213,84 @@ def test_trainer_reports_an_env_exception_and_the_run_resumes_from_its_checkpoin
     assert finish_state(tmp_path).state is RunState.IN_PROGRESS
     Trainer(cfg, resume_state=checkpoint.load(tmp_path / "resume.pt")).train()
     assert finish_state(tmp_path).state is RunState.COMPLETE
+
+
+# --- env faults through `sparserl train`, one line each (issue 27.13, 27.11) -----------------
+
+class MisbehavingEnv(gym.Env):
+    """One misbehaviour per ``fault``, chosen with ``--env-kwargs``; ``action`` picks the action
+    space (``int-box`` and ``matrix-box`` are refused for TD3 before any step). The evaluation
+    env is the one reset with seed 10000 (the trainer's ``seed + 10_000`` for ``--seed 0``)."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    ACTIONS = {"discrete": gym.spaces.Discrete(2), "int-box": gym.spaces.Box(-3, 3, (2,), np.int64),
+               "matrix-box": gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32)}
+
+    def __init__(self, fault="none", action="discrete"):
+        if fault == "init":
+            raise RuntimeError("cannot open the simulator\nsecond line")
+        self.fault, self.t, self.is_eval = fault, 0, False
+        self.action_space = self.ACTIONS[action]
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.is_eval = self.is_eval or seed == 10_000
+        if self.fault == "eval-reset" and self.is_eval:
+            raise OSError("display :0 not found")
+        return np.zeros(3, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs, reward = self.np_random.uniform(-1, 1, 3).astype(np.float32), 1.0
+        if self.t >= 5 and not self.is_eval:
+            if self.fault == "obs-shape":
+                obs = np.zeros(4, np.float32)
+            elif self.fault == "none-reward":
+                reward = None
+            elif self.fault == "array-reward":
+                reward = np.array([1.0, 2.0])
+            elif self.fault == "four-tuple":
+                return obs, reward, False, {}
+        if self.fault == "eval-step" and self.is_eval:
+            raise ValueError("mesh collision\ndetails")
+        return obs, reward, False, self.t % 20 == 0, {}
+
+
+ENV_FAULTS = [  # (id, algo, env kwargs, needles of the one line)
+    ("init-raises", "dqn", "{fault: init}", ["creating the environment raised RuntimeError: cannot open the simulator"]),
+    ("eval-env-first-reset-raises", "dqn", "{fault: eval-reset}",
+     ["the evaluation env's reset raised OSError: display :0 not found"]),
+    ("obs-wrong-shape", "dqn", "{fault: obs-shape}", ["observation of shape (4,)", "observation_space says (3,)",
+                                                       "env step 4"]),
+    ("reward-none", "dqn", "{fault: none-reward}", ["reward None", "one real number", "env step 4"]),
+    ("reward-array", "dqn", "{fault: array-reward}", ["reward array([1., 2.])", "shape (2,)"]),
+    ("step-four-tuple", "dqn", "{fault: four-tuple}", ["step raised ValueError: not enough values to unpack", "env step 4"]),
+    ("exception-during-evaluation", "dqn", "{fault: eval-step}",
+     ["the evaluation env's step raised ValueError: mesh collision", "env step 60"]),
+    ("td3-int64-box", "td3", "{action: int-box}", ["continuous actions must be floating point", "int64"]),
+    ("td3-matrix-box", "td3", "{action: matrix-box}", ["1-D Box", "(2, 2)", "vector of 4"]),
+    ("sac-int64-box", "sac", "{action: int-box}", ["floating point", "int64"]),
+]
+
+
+@pytest.fixture
+def misbehaving_env_id():
+    env_id = "SparserlMisbehaving-v0"
+    gym.register(env_id, entry_point=MisbehavingEnv, max_episode_steps=200)
+    yield env_id
+    gym.registry.pop(env_id, None)
+
+
+@pytest.mark.parametrize("algo,kwargs,needles", [c[1:] for c in ENV_FAULTS], ids=[c[0] for c in ENV_FAULTS])
+def test_env_fault_is_one_line(algo, kwargs, needles, misbehaving_env_id, tmp_path, capsys):
+    from sparserl.cli import main
+
+    rc = main(["train", "--algo", algo, "--env", misbehaving_env_id, "--env-kwargs", kwargs, "--steps", "60",
+               "--learning-starts", "10", "--eval-every", "0", "--eval-episodes", "1", "--hidden", "8",
+               "--batch-size", "8", "--out", str(tmp_path / "run"), "--no-progress", "--no-tensorboard"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])

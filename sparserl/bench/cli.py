@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from sparserl.errors import UserError
@@ -57,7 +58,11 @@ def configure_bench_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 
 def configure_report_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("run_dir", nargs="+", help="bench run directory (the --out of sparserl bench)")
+    p.add_argument("run_dir", nargs="+", help="bench run directory (the --out of sparserl bench), sparserl train "
+                   "run directories, or directories holding them")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where the report of sparserl train runs goes (default: the directory holding them); "
+                        "a bench directory's report goes into it")
     p.add_argument("--results-md", default=None, metavar="PATH",
                    help="also insert/replace the runs' sections in this Markdown file "
                         "(e.g. docs/RESULTS.md)")
@@ -109,13 +114,52 @@ def run_report(args: argparse.Namespace) -> int:
 
     if args.n_boot < 100:
         raise UserError(f"--n-boot must be >= 100, got {args.n_boot}")
-    for run_dir in args.run_dir:
+    bench_dirs, plain = _split_report_args(args.run_dir)
+    if args.results_md and plain:
+        raise UserError(f"--results-md takes bench directories (the --out of sparserl bench); "
+                        f"{plain[0]} holds sparserl train runs")
+    for run_dir in bench_dirs:
         paths = make_report(run_dir, n_boot=args.n_boot, plots=not args.no_plots)
         print(f"{paths['md']}  {paths['csv']}  ({len(paths['plots'])} plots)")
+    if plain:
+        from .report import render_tables  # noqa: PLC0415
+        out = Path(args.out) if args.out else _plain_report_dir(plain)
+        paths = make_report(out, n_boot=args.n_boot, plots=not args.no_plots, plain=plain)
+        print(render_tables(paths["data"]))
+        print(f"{paths['md']}  {paths['csv']}  ({len(paths['plots'])} plots)")
     if args.results_md:
-        path = update_results_md(args.run_dir, args.results_md, n_boot=args.n_boot)
+        path = update_results_md(bench_dirs, args.results_md, n_boot=args.n_boot)
         print(f"updated {path}")
     return 0
+
+
+def _split_report_args(args: Sequence[str]) -> tuple[list[str], list[Path]]:
+    """Bench directories (each reported on its own) and ``sparserl train`` runs or directories
+    holding them (reported together); a path that is neither is one line naming it."""
+    from .report import find_plain_runs, is_bench_dir  # noqa: PLC0415
+    bench_dirs, plain = [], []
+    for arg in args:
+        path = Path(arg)
+        if not path.is_dir():
+            raise UserError(f"run directory not found: {path}")
+        if is_bench_dir(path):
+            bench_dirs.append(arg)
+        elif find_plain_runs(path):
+            plain.append(path)
+        else:
+            raise UserError(f"no finished runs in {path}: it is neither a sparserl train run directory (with "
+                            f"summary.json), nor a directory holding runs, nor a bench directory "
+                            f"(*/*/*/seed*/summary.json)")
+    return bench_dirs, plain
+
+
+def _plain_report_dir(paths: list[Path]) -> Path:
+    """Where a report of plain runs goes without --out: the directory holding them (a run
+    directory itself stays untouched: its parent holds the report)."""
+    import os  # noqa: PLC0415
+    from .report import find_plain_runs  # noqa: PLC0415
+    homes = [p.parent if find_plain_runs(p) == [p] else p for p in paths]
+    return Path(os.path.commonpath([str(h.resolve()) for h in homes]))
 
 
 def add_bench_args(subparsers) -> None:

@@ -24,6 +24,12 @@ What is computed (per ``algo / env / method-label``, over seeds; see :mod:`.stat
 * ``collision_rate``: ``summary.json["final_collision_rate"]`` (envs that report
   ``info["crashed"]``, e.g. highway-env), mean over seeds; NaN for the cell unless every seed has it.
 
+Plain ``sparserl train`` run directories (each holding its ``summary.json``) are reported too,
+given one by one or as a directory holding them at any depth (:func:`collect_plain_runs`): runs
+are grouped by algo / env / method from their summaries, and runs of one method whose configs
+differ in more than the seed get a label naming the difference (``rigl-lr=0.001``). A group of one
+run prints ``(n=1)`` instead of a confidence interval.
+
 Outputs in DIR: ``report.md``, ``report.csv`` (one row per algo/env/method), ``report_iqm.csv``,
 ``runs.csv`` (one row per run) and ``plots/*.png`` (learning curves; buffer size and policy
 distance per method where runs used a dynamic buffer; return vs sparsity).
@@ -130,7 +136,12 @@ def _evals_at_final_size(cell_dir: Path) -> tuple[pd.DataFrame | None, bool]:
     metrics.csv with evaluations."""
     try:
         frame = read_metrics(cell_dir / "metrics.csv")
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError):
+    except FileNotFoundError:
+        return None, False
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else type(exc).__name__
+        print(f"warning: {cell_dir / 'metrics.csv'}: unreadable ({why}); the run's curve and late return "
+              f"are left out", file=sys.stderr)
         return None, False
     if "eval_return" not in frame:
         return None, False
@@ -164,6 +175,24 @@ def final_size_returns(cell_dir: Path, steps: float, final: float, best: float) 
     return best_here, float(late.mean()) if len(late) else final
 
 
+#: summary.json fields the tables average: a run holding anything but a number there is skipped
+_NUMBER_FIELDS = ("steps", "final_eval_return", "best_eval_return", "wall_time_s", "updates_per_s")
+
+
+def check_score_floors(floors, where: str) -> dict[str, float]:
+    """``score_floor`` as ``{env: float}``; a non-numeric floor is one line naming it."""
+    if floors is None:
+        return {}
+    if not isinstance(floors, dict):
+        raise UserError(f"{where}: score_floor must be a mapping of env id to a number, got {floors!r}")
+    out = {}
+    for env, value in floors.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{where}: score_floor {env}: {value!r} is not a finite number")
+        out[str(env)] = float(value)
+    return out
+
+
 def collect_runs(run_dir: str | Path) -> pd.DataFrame:
     """One row per finished run (``ALGO/ENV/LABEL/seedK/summary.json``) under ``run_dir``."""
     root = Path(run_dir)
@@ -175,51 +204,137 @@ def collect_runs(run_dir: str | Path) -> pd.DataFrame:
             continue
         summary = _read_json(path)
         if summary is None:
-            print(f"warning: skipping unreadable {path}", file=sys.stderr)
+            print(f"warning: skipping unreadable {path} (truncated or not a JSON object)", file=sys.stderr)
             continue
+        mistyped = next(((k, summary[k]) for k in _NUMBER_FIELDS if summary.get(k) is not None
+                         and (isinstance(summary[k], bool) or not isinstance(summary[k], (int, float)))), None)
+        if mistyped is not None:  # read as NaN it would silently drop out of every mean
+            print(f"warning: skipping {path}: {mistyped[0]} is {mistyped[1]!r}, not a number", file=sys.stderr)
+            continue
+        summary = {k: (v if not isinstance(v, list) else None) for k, v in summary.items()}
+        for key in ("params", "flops", "neurons"):
+            if not isinstance(summary.get(key), (dict, type(None))):
+                summary[key] = None
         label = cell.parent.name
-        env = env_from_dir_name(cell.parent.parent.name)
-        algo = cell.parent.parent.parent.name
-        method = str(summary.get("method") or label.partition("-")[0])
-        tag = label[len(method) + 1:] if label.startswith(method + "-") else (
-            "" if label == method else label.partition("-")[2])
-        params = summary.get("params") or {}
-        nonzero = sum(_num(p.get("nonzero")) for p in params.values() if isinstance(p, dict))
-        total = sum(_num(p.get("total")) for p in params.values() if isinstance(p, dict))
-        flops = summary.get("flops") or {}
-        neurons = [b for b in (summary.get("neurons") or {}).values() if isinstance(b, dict)]
+        row = _run_row(cell, summary, label, int(m.group(1)), str(cell.relative_to(root)))
+        row["env"] = env_from_dir_name(cell.parent.parent.name)
+        row["algo"] = cell.parent.parent.parent.name
+        rows.append(row)
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
-        def removed(kind: str) -> float:  # structured pruning: fraction removed over all MLPs
-            total = sum(_num(b.get(f"{kind}_total")) for b in neurons)
-            return 1.0 - sum(_num(b.get(f"{kind}_alive")) for b in neurons) / total if neurons and total else float("nan")
 
-        best_final_size, late = final_size_returns(
-            cell, _num(summary.get("steps")), _num(summary.get("final_eval_return")),
-            _num(summary.get("best_eval_return")))
-        rows.append({
-            "algo": algo, "env": env, "label": label, "method": method, "tag": tag,
-            "seed": int(m.group(1)), "dir": str(cell.relative_to(root)),
-            "steps": _num(summary.get("steps")),
-            "final_eval_return": _num(summary.get("final_eval_return")),
-            "best_eval_return": _num(summary.get("best_eval_return")),
-            "best_final_size_return": best_final_size, "late_return": late,
-            "collision_rate": _num(summary.get("final_collision_rate")),
-            "wall_time_s": _num(summary.get("wall_time_s")),
-            "updates_per_s": _num(summary.get("updates_per_s")),
-            "nonzero": nonzero if params else float("nan"),
-            "total": total if params else float("nan"),
-            "train_total": _num(flops.get("train_total")),
-            "train_dense_total": _num(flops.get("train_dense_total")),
-            "infer_per_action": _num(flops.get("infer_per_action")),
-            "infer_dense_per_action": _num(flops.get("infer_dense_per_action")),
-            "neurons_removed": removed("neurons"), "weights_removed": removed("weights"),
-        })
-    columns = ["algo", "env", "label", "method", "tag", "seed", "dir", "steps",
+RUN_COLUMNS = ["algo", "env", "label", "method", "tag", "seed", "dir", "steps",
                "final_eval_return", "best_eval_return", "best_final_size_return", "late_return", "collision_rate",
                "wall_time_s", "updates_per_s",
                "nonzero", "total", "train_total", "train_dense_total", "infer_per_action",
                "infer_dense_per_action", "neurons_removed", "weights_removed"]
-    return pd.DataFrame(rows, columns=columns)
+
+
+def _run_row(cell: Path, summary: dict, label: str, seed: int, dir_text: str) -> dict:
+    """A runs-table row of the run in ``cell`` (algo and env are filled by the caller)."""
+    method = str(summary.get("method") or label.partition("-")[0])
+    tag = label[len(method) + 1:] if label.startswith(method + "-") else (
+        "" if label == method else label.partition("-")[2])
+    params = summary.get("params") or {}
+    nonzero = sum(_num(p.get("nonzero")) for p in params.values() if isinstance(p, dict))
+    total = sum(_num(p.get("total")) for p in params.values() if isinstance(p, dict))
+    flops = summary.get("flops") or {}
+    neurons = [b for b in (summary.get("neurons") or {}).values() if isinstance(b, dict)]
+
+    def removed(kind: str) -> float:  # structured pruning: fraction removed over all MLPs
+        total = sum(_num(b.get(f"{kind}_total")) for b in neurons)
+        return 1.0 - sum(_num(b.get(f"{kind}_alive")) for b in neurons) / total if neurons and total else float("nan")
+
+    best_final_size, late = final_size_returns(
+        cell, _num(summary.get("steps")), _num(summary.get("final_eval_return")),
+        _num(summary.get("best_eval_return")))
+    return {
+        "algo": "", "env": "", "label": label, "method": method, "tag": tag,
+        "seed": seed, "dir": dir_text,
+        "steps": _num(summary.get("steps")),
+        "final_eval_return": _num(summary.get("final_eval_return")),
+        "best_eval_return": _num(summary.get("best_eval_return")),
+        "best_final_size_return": best_final_size, "late_return": late,
+        "collision_rate": _num(summary.get("final_collision_rate")),
+        "wall_time_s": _num(summary.get("wall_time_s")),
+        "updates_per_s": _num(summary.get("updates_per_s")),
+        "nonzero": nonzero if params else float("nan"),
+        "total": total if params else float("nan"),
+        "train_total": _num(flops.get("train_total")),
+        "train_dense_total": _num(flops.get("train_dense_total")),
+        "infer_per_action": _num(flops.get("infer_per_action")),
+        "infer_dense_per_action": _num(flops.get("infer_dense_per_action")),
+        "neurons_removed": removed("neurons"), "weights_removed": removed("weights"),
+    }
+
+
+#: config keys that say how a run was watched or stored, not what was trained: runs that differ
+#: only in these (and the seed) are seeds of one experiment
+_NOT_THE_EXPERIMENT = ("seed", "out", "progress", "tensorboard", "device", "torch_threads", "eval_every",
+                       "eval_episodes", "checkpoint_every", "steps", "schedule_steps")
+
+
+def find_plain_runs(path: Path) -> list[Path]:
+    """The run directories in ``path``: itself when it holds a ``summary.json``, else every
+    directory below it that does (a bench layout below is found the same way)."""
+    if (path / "summary.json").is_file():
+        return [path]
+    return sorted(p.parent for p in path.rglob("summary.json") if p.is_file())
+
+
+def _short(value) -> str:
+    if isinstance(value, list):
+        return "x".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _config_tags(configs: list[dict]) -> list[str]:
+    """Per run, ``key=value,...`` of the options in which the runs' configs differ (ignoring
+    the seed and how runs were logged), so that different experiments are not pooled as seeds."""
+    keys = sorted({k for c in configs for k in c} - set(_NOT_THE_EXPERIMENT))
+    differing = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+    return [",".join(f"{k}={_short(c.get(k))}" for k in differing) for c in configs]
+
+
+def collect_plain_runs(paths: list[Path]) -> pd.DataFrame:
+    """One row per finished ``sparserl train`` run in ``paths`` (run directories or directories
+    holding them), with the columns of :func:`collect_runs`; ``dir`` is the run's absolute path.
+    algo / env / method / seed come from ``summary.json`` (``config.yaml`` where it lacks one)."""
+    found: list[tuple[Path, dict, dict]] = []
+    seen: set[Path] = set()
+    for path in paths:
+        for run in find_plain_runs(path):
+            if run.resolve() in seen:
+                continue
+            seen.add(run.resolve())
+            summary = _read_json(run / "summary.json")
+            if summary is None:
+                print(f"warning: skipping unreadable {run / 'summary.json'}", file=sys.stderr)
+                continue
+            try:
+                config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+            except (OSError, ValueError, yaml.YAMLError):
+                config = {}
+            found.append((run, summary, config if isinstance(config, dict) else {}))
+    rows = []
+    groups: dict[tuple, list[int]] = {}
+    for i, (run, summary, config) in enumerate(found):
+        key = tuple(str(summary.get(k) or config.get(k) or "?") for k in ("algo", "env", "method"))
+        groups.setdefault(key, []).append(i)
+    labels: dict[int, str] = {}
+    for (_, _, method), members in groups.items():
+        tags = _config_tags([found[i][2] for i in members])
+        for i, tag in zip(members, tags):
+            labels[i] = f"{method}-{tag}" if tag else method
+    for i, (run, summary, config) in enumerate(found):
+        seed = summary.get("seed", config.get("seed", 0))
+        row = _run_row(run, summary, labels[i], int(seed) if str(seed).isdigit() else 0, str(run.resolve()))
+        row["algo"] = str(summary.get("algo") or config.get("algo") or "?")
+        row["env"] = str(summary.get("env") or config.get("env") or "?")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
 def _baseline_label(labels: set[str], methods: dict[str, str], tag: str) -> str | None:
@@ -343,8 +458,25 @@ def aggregate(runs: pd.DataFrame, n_boot: int = stats.DEFAULT_BOOT) -> tuple[pd.
     return table, iqm
 
 
-def load_report_data(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT) -> ReportData:
+def is_bench_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds a bench grid (``ALGO/ENV/LABEL/seedK/summary.json``) or its manifest."""
+    root = Path(path)
+    return (root / "manifest.json").is_file() or any(
+        _SEED_DIR.match(p.parent.name) for p in root.glob("*/*/*/seed*/summary.json"))
+
+
+def load_report_data(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT,
+                     plain: list[Path] | None = None) -> ReportData:
+    """The report of the bench grid in ``run_dir``, or with ``plain`` of those ``sparserl train``
+    run directories (or directories holding them), written to ``run_dir``."""
     root = Path(run_dir)
+    if plain is not None:
+        runs = collect_plain_runs([Path(p) for p in plain])
+        if runs.empty:
+            raise UserError(f"no finished runs (summary.json) in {', '.join(str(p) for p in plain)}")
+        runs = add_normalised(runs)
+        table, iqm = aggregate(runs, n_boot=n_boot)
+        return ReportData(root, {}, runs, table, iqm)
     if not root.is_dir():
         raise UserError(f"run directory not found: {root}")
     manifest = _read_json(root / "manifest.json") or {}
@@ -356,13 +488,13 @@ def load_report_data(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT) -> R
     try:  # the suite copy in DIR is the latest word (a floor may be edited after the run)
         raw = yaml.safe_load((root / "suite.yaml").read_text())
         if isinstance(raw, dict) and isinstance(raw.get("score_floor"), dict):
-            floors = raw["score_floor"]
+            floors = check_score_floors(raw["score_floor"], str(root / "suite.yaml"))
             manifest["score_floor"] = floors
         if isinstance(raw, dict):
             description = str(raw.get("description") or "")
     except (OSError, ValueError, yaml.YAMLError):
         pass
-    runs = add_normalised(runs, floors)
+    runs = add_normalised(runs, check_score_floors(floors, str(root / "manifest.json")))
     table, iqm = aggregate(runs, n_boot=n_boot)
     failures = []
     fpath = root / "failures.json"
@@ -386,8 +518,11 @@ def _pct(x: float) -> str:
 
 
 def _fmt_ci(m: float, lo: float, hi: float, digits: int = 1) -> str:
+    """``m [lo, hi]``; ``m (n=1)`` where a single run gives no interval (see ``stats.mean_ci``)."""
     if not math.isfinite(float(m)):
         return "–"
+    if not (math.isfinite(float(lo)) or math.isfinite(float(hi))):
+        return f"{_fmt(m, digits)} (n=1)"
     return f"{_fmt(m, digits)} [{_fmt(lo, digits)}, {_fmt(hi, digits)}]"
 
 
@@ -533,18 +668,23 @@ def render_header(data: ReportData) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_report(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT, plots: bool = True) -> dict:
-    """Write report.md, report.csv, report_iqm.csv, runs.csv and plots/ into ``run_dir``.
+def make_report(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT, plots: bool = True,
+                plain: list[Path] | None = None) -> dict:
+    """Write report.md, report.csv, report_iqm.csv, runs.csv and plots/ into ``run_dir``: the
+    report of the bench grid there, or with ``plain`` of those ``sparserl train`` runs.
 
-    Returns ``{"md", "csv", "iqm_csv", "runs_csv", "plots": [...]}`` (paths).
+    Returns ``{"md", "csv", "iqm_csv", "runs_csv", "plots": [...], "data"}`` (paths; the data).
     """
-    data = load_report_data(run_dir, n_boot=n_boot)
+    data = load_report_data(run_dir, n_boot=n_boot, plain=plain)
     root = data.run_dir
+    root.mkdir(parents=True, exist_ok=True)
     paths = {"md": root / "report.md", "csv": root / "report.csv",
              "iqm_csv": root / "report_iqm.csv", "runs_csv": root / "runs.csv", "plots": []}
     data.table.to_csv(paths["csv"], index=False)
     data.iqm.to_csv(paths["iqm_csv"], index=False)
     data.runs.to_csv(paths["runs_csv"], index=False)
+    if plots and (root / "plots").exists() and not (root / "plots").is_dir():
+        raise UserError(f"{root / 'plots'} is not a directory (a file is there); move it, or pass --no-plots")
     if plots:
         from .plots import (plot_buffer_curves, plot_learning_curves,  # noqa: PLC0415
                             plot_return_vs_neurons_removed, plot_return_vs_sparsity)
@@ -554,7 +694,8 @@ def make_report(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT, plots: bo
                           + plot_return_vs_sparsity(data, root / "plots")
                           + plot_return_vs_neurons_removed(data, root / "plots"))
     title = data.manifest.get("suite") or root.name
-    md = [f"# Benchmark report: {title}\n", render_header(data), render_tables(data)]
+    md = [f"# Benchmark report: {title}\n" if plain is None else f"# Report: {len(data.runs)} runs\n",
+          render_header(data), render_tables(data)]
     if paths["plots"]:
         md.append("\n**Plots**\n")
         md += [f"- [{p.name}]({p.relative_to(root).as_posix()})" for p in paths["plots"]]
@@ -562,4 +703,5 @@ def make_report(run_dir: str | Path, n_boot: int = stats.DEFAULT_BOOT, plots: bo
     md.append("\n<sub>Generated by `sparserl report`; conventions in "
               "`sparserl/bench/README.md`.</sub>\n")
     paths["md"].write_text("\n".join(md))
+    paths["data"] = data
     return paths

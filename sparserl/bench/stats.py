@@ -67,7 +67,7 @@ def stratified_bootstrap_ci(groups: Mapping[str, Sequence[float]], statistic: st
     """Percentile-bootstrap CI of ``statistic`` over pooled runs, resampling within each group."""
     arrays = [np.asarray(groups[k], dtype=float).ravel() for k in sorted(groups)]
     arrays = [a for a in arrays if a.size]
-    if not arrays:
+    if sum(a.size for a in arrays) < 2:  # no interval from one run (see mean_ci)
         return float("nan"), float("nan")
     fn = _row_stat(statistic)
     rng = np.random.default_rng(seed)
@@ -88,10 +88,13 @@ def _row_stat(statistic: str | Callable) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def mean_ci(values: Sequence[float], n_boot: int = DEFAULT_BOOT, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, CI low, CI high) over runs; NaN triple for no values."""
+    """(mean, CI low, CI high) over runs; NaN triple for no values, and NaN bounds for one value
+    (resampling a single run gives a zero-width interval, which would read as certainty)."""
     x = np.asarray(values, dtype=float).ravel()
     x = x[np.isfinite(x)]
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")
+    if x.size == 1:
+        return float(x[0]), float("nan"), float("nan")
     lo, hi = bootstrap_ci(x, "mean", n_boot=n_boot, seed=seed)
     return float(x.mean()), lo, hi

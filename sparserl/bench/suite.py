@@ -207,12 +207,18 @@ def _as_str_list(value: Any, what: str, where: str) -> list[str]:
     return out
 
 
+#: the most cells one suite may define (a grid beyond this is a typo, not an experiment)
+MAX_CELLS = 10_000
+
+
 def _as_seeds(value: Any, where: str) -> list[int]:
     if isinstance(value, bool):
         raise UserError(f"{where}: 'seeds' must be a list of integers or a count, got {value!r}")
     if isinstance(value, int):
         if value < 1:
             raise UserError(f"{where}: 'seeds' count must be >= 1, got {value}")
+        if value > MAX_CELLS:  # range(10**7) as cells hung even --dry-run
+            raise UserError(f"{where}: 'seeds' count {value} is above {MAX_CELLS:,}; allowed: 1..{MAX_CELLS:,}")
         return list(range(value))
     if isinstance(value, list) and value and all(
         isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value
@@ -349,6 +355,10 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
                                          or _TAG_BAD.search(tag_explicit)):
             raise UserError(f"{where}: 'tag' must be a string of [A-Za-z0-9_.=,+-]")
         keys = list(sweep_axes)
+        n_cells = len(cells) + len(algos) * len(envs) * len(methods) * len(seeds) * math.prod(map(len, sweep_axes.values()))
+        if n_cells > MAX_CELLS:  # counted before a single cell is built
+            raise UserError(f"{where}: the suite expands to {n_cells:,} cells; allowed: at most {MAX_CELLS:,} "
+                            f"(fewer seeds, envs, methods or sweep values)")
         points = [dict(zip(keys, combo)) for combo in itertools.product(*sweep_axes.values())]
         for algo, env, method, point, seed in itertools.product(algos, envs, methods, points, seeds):
             opts = {**overrides, **point}
@@ -385,9 +395,9 @@ def load_suite(suite_path: str | Path, out_dir: str | Path, trust_env_module: bo
     if not path.is_file():
         raise UserError(f"suite file not found: {path}")
     # a key given twice would silently keep the last value (PyYAML's safe_load): refused
-    from sparserl.config import _UniqueKeyLoader  # noqa: PLC0415 (the train config's loader)
+    from sparserl.config import _UniqueKeyLoader, read_yaml_text  # noqa: PLC0415 (the train config's loader)
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        raw = yaml.load(read_yaml_text(path), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         pos = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

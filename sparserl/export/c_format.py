@@ -253,6 +253,18 @@ def stack_buffer_bytes(spec: PolicySpec, styles: list[str], dtype: str = "float3
     return n
 
 
+def _check_layers(layers) -> None:
+    """The runtime's checks (:func:`sparserl.runtime.check_layer`) before any C is written: a
+    CSR index of -1 or out of range would be compiled into an out-of-bounds read."""
+    from ..runtime import check_layer
+    for i, layer in enumerate(layers):
+        try:
+            check_layer(i, layer.form, layer.n_out, layer.n_in, layer.bias, layer.weight, layer.data,
+                        layer.indices, layer.indptr, layer.dtype, layer.scale)
+        except ValueError as exc:
+            raise UserError(f"cannot generate C: {exc}") from None
+
+
 def generate_c(spec: PolicySpec, header_name: str, prefix: str = "sparserl",
                sparse_style: str = "auto", dtype: str = "float32", scales: str = "row") -> tuple[str, str]:
     """(C source, header) of the policy."""
@@ -263,6 +275,7 @@ def _generate(spec: PolicySpec, header_name: str, prefix: str, sparse_style: str
               scales: str) -> tuple[str, str, dict]:
     check_prefix(prefix)
     layers, styles = stored_layers(spec, dtype, scales), layer_styles(spec, sparse_style, dtype, scales)
+    _check_layers(layers)
     discrete = spec.head == "argmax"
     guard, upper, p = f"{prefix.upper()}_POLICY_H", prefix.upper(), prefix
     if spec.head == "argmax":

@@ -208,8 +208,22 @@ def load_exported(path: str | Path, workdir: str | Path):
     raise UserError(f"--exported {path}: expected a .npz, a generated .c, a compiled .so, an .onnx or a .pt2")
 
 
+def _action_count(policy) -> int | None:
+    """How many action values a continuous export gives, where the file says so (a C library's
+    act_dim, an npz's tanh scales or clip box); None for ONNX and torch programs."""
+    import numpy as np
+    if hasattr(policy, "act_dim"):
+        return int(policy.act_dim)
+    for name in ("action_scale", "action_low"):
+        if getattr(policy, name, None) is not None:
+            return int(np.asarray(getattr(policy, name)).size)
+    return None
+
+
 def _check_fits(policy, path, env, env_id: str) -> None:
-    """An exported policy run in an env it was not made for fails in one line, not in numpy."""
+    """An exported policy run in an env it was not made for fails in one line, not in numpy: a
+    DQN export (argmax, an index) on a continuous env, or the reverse, would send the env
+    actions of the wrong kind."""
     import numpy as np
     from gymnasium import spaces
     obs_dim = int(np.prod(env.observation_space.shape))
@@ -218,9 +232,14 @@ def _check_fits(policy, path, env, env_id: str) -> None:
     discrete = getattr(policy, "discrete", None)
     if discrete is None and hasattr(policy, "head"):
         discrete = policy.head == "argmax"
-    if discrete is not None and discrete != isinstance(env.action_space, spaces.Discrete):
-        kind = "a discrete" if discrete else "a continuous"
-        raise UserError(f"--exported {path} is {kind} policy, but {env_id} has action space {env.action_space}")
+    space = env.action_space
+    if discrete is not None and discrete != isinstance(space, spaces.Discrete):
+        kind = "discrete (argmax) actions" if discrete else "continuous actions"
+        raise UserError(f"--exported {path} gives {kind}, but {env_id} takes {space}; allowed: an export "
+                        f"of a policy trained for this env's action space")
+    n_out = None if discrete is not False else _action_count(policy)
+    if n_out is not None and n_out != int(np.prod(space.shape)):
+        raise UserError(f"--exported {path} gives {n_out} action values, but {env_id} takes {space}")
 
 
 def evaluate_exported(run_dir: str | Path | None, path: str | Path, episodes: int, seed: int, env=None,

@@ -34,5 +34,6 @@ def write_npz(spec: PolicySpec, out_path: Path, dtype: str = "float32", scales: 
             arrays[f"layer{i}.data"] = layer.data
             arrays[f"layer{i}.indices"] = layer.indices
             arrays[f"layer{i}.indptr"] = layer.indptr
+    arrays[runtime.HASH_KEY] = np.array(runtime.content_hash(arrays))  # checked by Policy.load
     with open(out_path, "wb") as fh:  # a file object: np.savez would otherwise append ".npz"
         np.savez(fh, **arrays)

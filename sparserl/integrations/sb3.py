@@ -295,13 +295,23 @@ def prunable_chains(model: BaseAlgorithm) -> dict[str, PrunableChain]:
 # ------------------------------------------------------------------------ step wrapping
 class _StepWrapper:
     """Instance-level wrapper of one optimizer's ``step``: every ``before`` callable runs (the
-    real step is skipped if one returns False), then the step, then every ``after`` callable."""
+    real step is skipped if one returns False), then the step, then every ``after`` callable.
 
-    def __init__(self, optimizer: torch.optim.Optimizer):
+    ``owner`` is the callback that installed it and ``token`` the ``locals`` dict of the
+    ``learn()`` call it was installed for (SB3 hands every callback of one call the same dict).
+    A wrapper found from another call is stale: that ``learn()`` raised before its
+    ``on_training_end`` (an SB3 callback cannot run a ``finally`` around SB3's loop), so its
+    owner is torn down instead of refusing the new call with "already wrapped"."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, owner=None, token=None):
+        existing = getattr(vars(optimizer).get("step"), "__self__", None)
+        if isinstance(existing, _StepWrapper) and existing.token is not token and existing.owner is not None:
+            existing.owner._teardown()   # left behind by a learn() that raised
         if "step" in vars(optimizer):
             raise UserError("this optimizer's step() is already wrapped (two sparserl callbacks on one model?); "
                             "allowed: one SparseTrainingCallback or StructuredPruningCallback per learn()")
         self.optimizer = optimizer
+        self.owner, self.token = owner, token
         self.before: list[Callable[[], bool]] = []
         self.after: list[Callable[[], None]] = []
         self._step = optimizer.step
@@ -320,12 +330,12 @@ class _StepWrapper:
         vars(self.optimizer).pop("step", None)
 
 
-def _wrap_optimizers(optimizers) -> dict[int, _StepWrapper]:
+def _wrap_optimizers(optimizers, owner=None, token=None) -> dict[int, _StepWrapper]:
     wrappers: dict[int, _StepWrapper] = {}
     try:
         for opt in optimizers:
             if id(opt) not in wrappers:
-                wrappers[id(opt)] = _StepWrapper(opt)
+                wrappers[id(opt)] = _StepWrapper(opt, owner, token)
     except UserError:
         for w in wrappers.values():
             w.remove()
@@ -360,11 +370,55 @@ class _ModelCallback(BaseCallback):
     def _install(self) -> None:
         raise NotImplementedError
 
+    def _teardown(self) -> None:
+        """Remove every wrapper and hook this callback installed (idempotent)."""
+        raise NotImplementedError
+
     def _on_training_start(self) -> None:
-        if self._built_for is not self.model:
-            self._build()
-        self._install()
+        try:
+            self._teardown()   # this callback's own install from a learn() that raised, if any
+            if self._built_for is not self.model:
+                self._build()
+            self._install()
+            self._guard_events()
+        except BaseException:
+            self._teardown()   # a half-done install never outlives this call
+            raise
         self._record()
+
+    _GUARDED_EVENTS = ("on_step", "on_rollout_start", "on_rollout_end")
+
+    def _guard_events(self) -> None:
+        """The ``finally`` of this ``learn()``: SB3 calls ``on_training_end`` only when training
+        ends normally, so when another callback raises, the optimizer wrappers would stay installed
+        (and the next ``learn()`` be refused as "already wrapped"). The top-level callback of the
+        call (``learn``'s local ``callback``: the CallbackList, or this callback) gets its event
+        methods wrapped for the duration of the call; an exception from any of them tears this
+        callback down before it propagates. Exceptions from elsewhere in SB3's loop (the env)
+        leave a stale wrapper that the next ``learn()`` removes (:class:`_StepWrapper`)."""
+        top = self.locals.get("callback") if isinstance(self.locals, dict) else None
+        if not isinstance(top, BaseCallback):
+            return
+        for name in self._GUARDED_EVENTS:
+            original = getattr(top, name)
+
+            def guarded(*args, _original=original, **kwargs):
+                try:
+                    return _original(*args, **kwargs)
+                except BaseException:
+                    self._teardown()
+                    raise
+            guarded.sparserl_owner = self
+            setattr(top, name, guarded)
+        self._guarded_top = top
+
+    def _unguard(self) -> None:
+        top = getattr(self, "_guarded_top", None)
+        if top is not None:
+            for name in self._GUARDED_EVENTS:
+                if getattr(vars(top).get(name), "sparserl_owner", None) is self:
+                    del vars(top)[name]
+        self._guarded_top = None
 
     def _on_step(self) -> bool:
         return True
@@ -475,7 +529,7 @@ class SparseTrainingCallback(_ModelCallback):
         return out
 
     def _install(self) -> None:
-        self._wrappers = _wrap_optimizers(n.optimizer for n in self.networks.values())
+        self._wrappers = _wrap_optimizers((n.optimizer for n in self.networks.values()), self, self.locals)
         for name, sparse in self.sparse.items():
             net = self.networks[name]
             wrapper = self._wrappers[id(net.optimizer)]
@@ -509,11 +563,14 @@ class SparseTrainingCallback(_ModelCallback):
         return hook
 
     def _uninstall(self) -> None:
+        self._unguard()
         for w in self._wrappers.values():
             w.remove()
         for h in self._grad_hooks:
             h.remove()
         self._wrappers, self._grad_hooks = {}, []
+
+    _teardown = _uninstall
 
     # -- SB3 callback events ------------------------------------------------------------------
     def _on_training_end(self) -> None:
@@ -586,7 +643,7 @@ class StructuredPruningCallback(_ModelCallback):
         self._architecture_changed()
 
     def _install(self) -> None:
-        self._wrappers = _wrap_optimizers(c.optimizer for c in self.chains.values())
+        self._wrappers = _wrap_optimizers((c.optimizer for c in self.chains.values()), self, self.locals)
         for opt_id, wrapper in self._wrappers.items():
             pruners = [self.pruners[n] for n, c in self.chains.items() if id(c.optimizer) == opt_id]
             wrapper.before.append(self._add_penalty_gradient(pruners))
@@ -636,12 +693,16 @@ class StructuredPruningCallback(_ModelCallback):
         return {name: p.summary() for name, p in self.pruners.items()}
 
     # -- SB3 callback events ------------------------------------------------------------------
-    def _on_training_end(self) -> None:
+    def _teardown(self) -> None:
+        self._unguard()
         for w in self._wrappers.values():
             w.remove()
         self._wrappers = {}
         for p in self.pruners.values():
             p.importance.detach()   # no hooks left on the model after learn()
+
+    def _on_training_end(self) -> None:
+        self._teardown()
         self._record()
 
 
@@ -678,6 +739,10 @@ def load(path, cls: type, env=None, device: Union[torch.device, str] = "auto", *
     """
     if not (isinstance(cls, type) and issubclass(cls, BaseAlgorithm)):
         raise UserError(f"cls={cls!r}; allowed: an SB3 algorithm class such as PPO, A2C, DQN, SAC, TD3")
+    import os
+    if isinstance(path, (str, os.PathLike)) and not (os.path.isfile(path) or os.path.isfile(f"{os.fspath(path)}.zip")):
+        # SB3 would raise a raw FileNotFoundError (it also tries PATH.zip)
+        raise UserError(f"{os.fspath(path)!r}: no such SB3 model file (nor {os.fspath(path)}.zip)")
 
     class _Resizing(cls):
         # SB3's load() restores the saved attributes (ours included), then calls

@@ -369,7 +369,8 @@ class StructuredPruner:
                 "neurons_removed_frac": 1.0 - n_alive / n_total,
                 "weights_alive": w_now, "weights_total": w_orig,
                 "weights_removed_frac": 1.0 - w_now / w_orig,
-                "architecture": self.architecture(), "prune_events": self.prune_events}
+                "architecture": self.architecture(), "original_architecture": list(self.original_widths),
+                "prune_events": self.prune_events}
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -6,6 +6,7 @@ import torch
 pytest.importorskip("stable_baselines3", reason="Stable-Baselines3 not installed (pip install 'sparserl[sb3]')")
 
 from stable_baselines3 import A2C, DQN, PPO, SAC, TD3  # noqa: E402
+from stable_baselines3.common.callbacks import BaseCallback  # noqa: E402
 
 from sparserl.errors import UserError  # noqa: E402
 from sparserl.integrations.sb3 import (ARCHITECTURE_ATTRIBUTE, SparseTrainingCallback,  # noqa: E402
@@ -426,3 +427,54 @@ def test_sb3_zip_with_an_unreadable_kwarg_fails_in_one_line_without_unpickling(t
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "features_extractor_class" in err
     assert not marker.exists()
+
+
+class _RaiseAt(BaseCallback):
+    """Another user callback that raises inside learn() (issue 27.16)."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at = at
+
+    def _on_step(self) -> bool:
+        if self.n_calls == self.at:
+            raise RuntimeError("user callback failed")
+        return True
+
+
+def _optimizers(model):
+    policy = model.policy
+    return [m.optimizer for m in (getattr(policy, n, None) for n in ("actor", "critic", "q_net")) if m is not None] \
+        or [policy.optimizer]
+
+
+@pytest.mark.parametrize("algo", ["td3", "ppo"])
+@pytest.mark.parametrize("make_cb", [lambda: SparseTrainingCallback("rigl", sparsity=0.5, delta=10),
+                                     lambda: StructuredPruningCallback(prune_every=10, min_width=4)],
+                         ids=["sparse", "structured"])
+def test_callback_uninstalls_when_another_callback_raises(algo, make_cb):
+    model = make(algo)
+    cb = make_cb()
+    with pytest.raises(RuntimeError, match="user callback failed"):
+        model.learn(STEPS, callback=[cb, _RaiseAt(60)])
+    assert all("step" not in vars(opt) for opt in _optimizers(model)), "the optimizer wrapper stayed installed"
+    model.learn(STEPS, callback=cb, reset_num_timesteps=False)  # the same callback continues (was: "already wrapped")
+    model.learn(STEPS, callback=make_cb(), reset_num_timesteps=False)  # and so does a new one
+    assert all("step" not in vars(opt) for opt in _optimizers(model))
+
+
+def test_a_wrapper_left_by_an_env_exception_is_removed_by_the_next_learn():
+    model = make("td3")
+    cb = SparseTrainingCallback("rigl", sparsity=0.5, delta=10)
+    original_step = model.env.step
+
+    def broken(*args, **kwargs):
+        if model.num_timesteps >= 80:
+            raise OSError("simulator lost")
+        return original_step(*args, **kwargs)
+    model.env.step = broken
+    with pytest.raises(OSError, match="simulator lost"):
+        model.learn(STEPS, callback=cb)
+    model.env.step = original_step
+    model.learn(STEPS, callback=SparseTrainingCallback("set", sparsity=0.5, delta=10), reset_num_timesteps=False)
+    assert all("step" not in vars(opt) for opt in _optimizers(model))
