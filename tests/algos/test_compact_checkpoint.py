@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sparserl import checkpoint
+from sparserl.errors import UserError
 from sparserl.cli import load_agent
 from sparserl.trainer import Trainer
 
@@ -62,3 +63,28 @@ def test_compact_checkpoint_loads_the_trained_agent_exactly(dense_and_sparse_run
         assert_same(loaded.state_dict()[kind], agent.state_dict()[kind], kind)
     stored = checkpoint.load(run_dir / "resume.pt")["agent"]
     assert_same(stored, agent.state_dict(), "resume.agent")  # optimizer moments included
+
+
+def test_the_content_hash_covers_the_compact_records(tmp_path):
+    """The hash is of what is stored: one flipped bit in a record's values or mask is refused
+    before anything is expanded; a record that does not add up in a file without a hash is one
+    line, not a traceback."""
+    state = {"w": _sparse_tensor((64, 48), 0.05), "step": 3}
+    checkpoint.save(checkpoint.compact(state), tmp_path / "c.pt")
+    stored = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert stored[checkpoint.HASH_KEY] == checkpoint.content_hash(stored)
+    for part in ("values", "mask"):
+        damaged = {**stored, "w": dict(stored["w"])}
+        flat = damaged["w"][part].clone()
+        flat.view(torch.uint8)[0] ^= 1
+        damaged["w"][part] = flat
+        torch.save(damaged, tmp_path / f"{part}.pt")
+        with pytest.raises(UserError, match="fails its content check") as info:
+            checkpoint.load(tmp_path / f"{part}.pt")
+        assert len(str(info.value).splitlines()) == 1
+    short = {k: v for k, v in stored.items() if k != checkpoint.HASH_KEY}
+    short["w"] = {**stored["w"], "values": stored["w"]["values"][:-1]}
+    torch.save(short, tmp_path / "short.pt")
+    with pytest.raises(UserError, match="compactly stored tensor in it is malformed") as info:
+        checkpoint.load(tmp_path / "short.pt")
+    assert len(str(info.value).splitlines()) == 1

@@ -3,6 +3,8 @@ policy, DQN's greedy action agrees wherever the bound cannot flip it, and the re
 what the written files really do."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -105,3 +107,44 @@ def test_cli_int8_export_prints_its_error_and_rejects_other_formats(rlx2_run, tm
         assert rc == 2 and len(err.strip().splitlines()) == 1 and "int8" in err and "npz" in err
     rc, _, err = run_main(["export", str(rlx2_run), "--format", "npz", "--dtype", "int4", "--out", str(tmp_path / "x.npz")])
     assert rc == 2 and "int4" in err and "int8" in err and "Traceback" not in err
+
+
+def _int8_npz_arrays(spec, tmp_path):
+    export_policy(spec, "npz", tmp_path / "q.npz", dtype="int8", probe_obs=np.zeros((1, spec.obs_dim)))
+    with np.load(tmp_path / "q.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def _save(arrays, path, rehash=True):
+    from sparserl import runtime
+    if rehash:
+        arrays[runtime.HASH_KEY] = np.array(runtime.content_hash(arrays))
+    np.savez(path, **arrays)
+    return path
+
+
+def test_int8_npz_carries_the_hash_and_a_damaged_or_odd_file_is_refused(sparse_td3, tmp_path):
+    """The content hash covers the int8 arrays too, and a re-hashed hand edit still has to make
+    sense: int8 values in [-127, 127] (the bound assumes it), finite positive scales."""
+    from sparserl import runtime
+    arrays = _int8_npz_arrays(policy_spec_of(sparse_td3), tmp_path)
+    assert str(arrays["layer0.dtype"]) == "int8" and str(arrays[runtime.HASH_KEY]) == runtime.content_hash(arrays)
+    values = "layer0.data" if str(arrays["layer0.form"]) == "csr" else "layer0.weight"
+    flipped = {**arrays, values: arrays[values].copy()}
+    flipped[values].reshape(-1)[0] ^= 1
+    cases = [(_save(flipped, tmp_path / "flip.npz", rehash=False), "fails its content check")]
+    low = {**arrays, values: arrays[values].copy()}
+    low[values].reshape(-1)[0] = -128
+    cases.append((_save(low, tmp_path / "low.npz"), "int8 values in [-127, 127]"))
+    for name, scale in (("zero", 0.0), ("nan", np.nan)):
+        bad = {**arrays, "layer0.scale": arrays["layer0.scale"].copy()}
+        bad["layer0.scale"][0] = scale
+        cases.append((_save(bad, tmp_path / f"{name}.npz"), "int8 scale"))
+    wrong = {**arrays, "layer0.scale": np.ones(3, np.float32)}
+    cases.append((_save(wrong, tmp_path / "shape.npz"), "int8 scale of shape (3,)"))
+    for path, needle in cases:
+        with pytest.raises(ValueError, match=re.escape(needle)) as info:
+            Policy.load(path)
+        message = str(info.value)
+        assert len(message.splitlines()) == 1, message
+        assert needle.startswith("fails") or "layer 0" in message, message
