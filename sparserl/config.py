@@ -193,8 +193,10 @@ class TrainConfig:
                               "pool layer-normalised importance and the neuron budget over all hidden layers of "
                               "an MLP (global; each layer keeps --min-width)", ("layer", "global"))
     threshold_rule: str = _f("ramp", "structured: prune below a ramping multiple of the mean importance, capped by "
-                             "the cubic target (ramp), or exactly the cubic target's least important (cubic)",
-                             ("ramp", "cubic"))
+                             "the cubic target (ramp); exactly the cubic target's least important (cubic); or "
+                             "below the ramping threshold capped only by the final target, which the last "
+                             "event then meets (threshold: importance sets the pace and, with --threshold-scope "
+                             "global, the widths)", ("ramp", "cubic", "threshold"))
     recovery_reg_scale: float = _f(1.0, "structured: --reg-lambda multiplier after --prune-end (the recovery "
                                    "phase; 0 = fine-tune the pruned network without the regulariser)",
                                    check=NON_NEGATIVE)
