@@ -11,14 +11,15 @@ count) and static / RigL / RLx2 under each execution backend (``masked`` dense-t
 within each of ``--repeats`` rounds so machine noise hits them alike, the median is reported.
 Topology updates run every ``--topology-delta`` updates so their cost (dense gradient on
 that step, structure rebuild) is included.  ``--profile`` adds a torch.profiler table of
-RLx2 TD3 updates (csr, the first sparsity level).  SBX TD3 (JAX) is timed side by side only
-when ``sbx`` is importable.  ``--results-md PATH`` replaces the "Training speed (sparse
+RLx2 TD3 updates (csr, the first sparsity level).  SBX TD3 (JAX) is timed against our dense
+TD3 through each one's ``learn()`` on one pinned core (benchmarks/sbx_compare.py) when a python
+with ``sbx`` is given (``--sbx-python``) or this one has it.  Batches are sampled as the agent
+samples them in training (``mid_obs`` only for SAC).  ``--results-md PATH`` replaces the "Training speed (sparse
 kernels)" section of that file.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import tempfile
@@ -112,10 +113,10 @@ def time_row(row: Row, args, buffer) -> tuple[float, float, str, int]:
     cfg, agent = build(row, args)
     n = args.updates_wide if row.width > 256 else args.updates
     for _ in range(args.warmup):
-        agent.update(buffer.sample(cfg.batch_size, cfg.nstep))
+        agent.update(buffer.sample(cfg.batch_size, cfg.nstep, agent.uses_mid_obs))
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
-        agent.update(buffer.sample(cfg.batch_size, cfg.nstep))
+        agent.update(buffer.sample(cfg.batch_size, cfg.nstep, agent.uses_mid_obs))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return n / wall, n / cpu, compressed_layers(agent), nonzero_weights(agent)
 
@@ -141,40 +142,42 @@ def rows_for(args) -> list[Row]:
     return list(dict.fromkeys(rows))
 
 
-def sbx_td3_rate(args) -> float | None:
-    """SBX (JAX) TD3 updates/s on the same shapes, or None when sbx is not installed.
-    Best effort: its replay buffer is filled with random Hopper transitions, then ``train``
-    runs ``--updates`` gradient steps after a compiling warm-up (not run where sbx is absent)."""
-    if importlib.util.find_spec("sbx") is None:
-        return None
-    import gymnasium as gym
-    from sbx import TD3 as SbxTD3
+def sbx_line(args) -> str:
+    """SBX (JAX) TD3 beside ours, each through its own ``learn()`` on one pinned core
+    (benchmarks/sbx_compare.py: timing SBX's ``train(gradient_steps=N)`` with a new ``N`` would
+    time a recompilation). Skipped where no python with ``sbx`` is given or importable."""
+    import subprocess
 
-    env = gym.make("Hopper-v5")
-    model = SbxTD3("MlpPolicy", env, batch_size=256, learning_starts=0, verbose=0, seed=0,
-                   policy_kwargs=dict(net_arch=[256, 256]))
-    model.learn(total_timesteps=2_000)  # fills the buffer and compiles the update
-    model.train(gradient_steps=args.warmup, batch_size=256)
-    t0 = time.perf_counter()
-    model.train(gradient_steps=args.updates, batch_size=256)
-    return args.updates / (time.perf_counter() - t0)
+    import sbx_compare
+
+    python = args.sbx_python or sys.executable
+    probe = subprocess.run([python, "-c", "import sbx"], capture_output=True)
+    if probe.returncode != 0:
+        return "SBX TD3: not measured (no python with `sbx` installed; give one with --sbx-python)."
+    compare_args = argparse.Namespace(sbx_python=python, core=args.sbx_core, warmup=1_000, skip=300,
+                                      steps=args.sbx_steps, seed=0, repeats=args.sbx_repeats)
+    return sbx_compare.summary_line(sbx_compare.compare(compare_args), compare_args)
 
 
 def profile_update(args, buffer) -> list[str]:
-    """torch.profiler table (top ops by self CPU time) over RLx2 TD3 csr updates."""
+    """torch.profiler table (top ops by self CPU time) over TD3 updates of ``--profile-method``."""
     from torch.profiler import ProfilerActivity, profile
 
     width, actor, critic = parse_level(args.levels[0])
-    cfg, agent = build(Row("td3", "rlx2", width, actor, critic, "csr"), args)
+    row = (Row("td3", "dense", 256) if args.profile_method == "dense"
+           else Row("td3", args.profile_method, width, actor, critic, "csr"))
+    cfg, agent = build(row, args)
     for _ in range(args.warmup):
-        agent.update(buffer.sample(cfg.batch_size, cfg.nstep))
+        agent.update(buffer.sample(cfg.batch_size, cfg.nstep, agent.uses_mid_obs))
     n = 50
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(n):
-            agent.update(buffer.sample(cfg.batch_size, cfg.nstep))
+            agent.update(buffer.sample(cfg.batch_size, cfg.nstep, agent.uses_mid_obs))
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
-    lines = [f"Profile: TD3 RLx2 {actor:g}/{critic:g} width {width}, csr backend; {n} updates under "
+    what = ("dense width 256" if row.method == "dense"
+            else f"{row.method} {actor:g}/{critic:g} width {width}, csr backend")
+    lines = [f"Profile: TD3 {what}; {n} updates under "
              f"torch.profiler (self CPU time per update; the profiler itself adds overhead per op):", "",
              "| op | calls/update | self ms/update | share |", "|---|---|---|---|"]
     for e in events[:args.profile_rows]:
@@ -199,6 +202,13 @@ def main() -> None:
                         help="skip the dense rows at widths other than 256")
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of one update")
     parser.add_argument("--profile-rows", type=int, default=15)
+    parser.add_argument("--profile-method", default="rlx2", choices=["dense", "static", "rigl", "rlx2"],
+                        help="TD3 method the profile table shows (sparse ones at the first level, csr)")
+    parser.add_argument("--sbx-python", default=None,
+                        help="python of an environment with sbx-rl, for the SBX line (default: this one)")
+    parser.add_argument("--sbx-core", type=int, default=0, help="the core the SBX comparison is pinned to")
+    parser.add_argument("--sbx-steps", type=int, default=2_000, help="timed env steps per SBX-comparison run")
+    parser.add_argument("--sbx-repeats", type=int, default=3)
     parser.add_argument("--results-md", default=None)
     parser.add_argument("--note", default="", help="extra words for the RESULTS.md header (e.g. the machine load)")
     args = parser.parse_args()
@@ -232,11 +242,8 @@ def main() -> None:
                      f"{cpu_median[row]:.1f} | {cpu_median[row] / cpu_median[dense_row]:.2f}x | {vs_masked} | "
                      f"{median[row]:.1f} | {median[row] / median[dense_row]:.2f}x |")
     print("\n".join(lines))
-    sbx = sbx_td3_rate(args)
-    sbx_line = (f"SBX TD3 (JAX) on the same shapes: {sbx:.1f} updates/s (wall), "
-                f"{sbx / median[Row('td3', 'dense', 256)]:.2f}x our dense TD3 (wall)." if sbx is not None
-                else "SBX TD3: not measured (`sbx` is not installed).")
-    print(sbx_line)
+    sbx = sbx_line(args)
+    print(sbx)
     profile_lines = profile_update(args, buffer) if args.profile else []
     if profile_lines:
         print("\n".join(profile_lines))
@@ -259,7 +266,7 @@ def main() -> None:
             "",
             *lines,
             "",
-            sbx_line,
+            sbx,
             *([""] + profile_lines if profile_lines else []),
         ]
         upsert_section(args.results_md, SECTION, "\n".join(body))

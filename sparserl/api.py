@@ -407,13 +407,22 @@ class BaseAlgorithm:
         model.options = {k: v for k, v in model.config.to_dict().items() if v is not None}
         return model
 
-    def export(self, path: Union[str, Path], format: str = "npz", overwrite: bool = False):
+    def export(self, path: Union[str, Path], format: str = "npz", overwrite: bool = False, *,
+               c_style: str = "auto", c_prefix: str = "sparserl", c_example: bool = False,
+               dtype: str = "float32", int8_scales: str = "row", probe_obs=None):
         """Export the deterministic policy (``torch``, ``onnx``, ``npz`` or ``c``) with the
         observation flattening and action scaling of training built in; returns the per-layer
         storage report (``sparserl export`` on the command line). An existing file at ``path``
-        is replaced only with ``overwrite=True``; a run's own files never."""
+        is replaced only with ``overwrite=True``; a run's own files never.
+
+        C only: ``c_style`` (``auto``, ``arrays``, ``unrolled``), ``c_prefix`` (symbol prefix),
+        ``c_example`` (test vectors, ``main.c``, Makefile snippet). npz and C: ``dtype="int8"``
+        with ``int8_scales`` ``row`` or ``layer``; its error against float32 is measured on
+        ``probe_obs`` (observations you pass, e.g. from your env; standard-normal ones if none)."""
         from .export import export_policy
-        return export_policy(self._require_agent(), format, path, overwrite=overwrite)
+        return export_policy(self._require_agent(), format, path, overwrite=overwrite, c_style=c_style,
+                             c_prefix=c_prefix, c_example=c_example, dtype=dtype, scales=int8_scales,
+                             probe_obs=probe_obs, probe=None if probe_obs is None else "given observations")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(env={self.config.env!r}, method={self.config.method!r}, seed={self.config.seed})"

@@ -4,13 +4,19 @@ A checkpoint is written to a temporary file in the same directory and renamed ov
 old one, so a kill at any moment leaves either the previous or the new checkpoint, never
 a broken one.
 
+Mostly-zero tensors (the masked weights of a sparse network and their optimizer moments) are
+stored compactly by :func:`compact` as their non-zero values plus a bit-packed mask: a 98%
+sparse agent's checkpoint would otherwise be as large as a dense one.  :func:`load` expands
+them back, bit for bit, so nothing that reads a checkpoint sees a difference.
+
 A dict checkpoint also carries :data:`HASH_KEY`, the SHA-256 of its content (every tensor's
 dtype, shape and bytes, every key and plain value, in order). ``torch.load`` happily loads a
 file whose tensors were damaged after writing (one flipped exponent bit turns a weight into
 1e38 and the policy still "evaluates"), so :func:`load` recomputes the hash and refuses a
 mismatch. It is a check against damage and hand edits, not a signature: whoever can write the
 file can also rewrite the hash. Files without the key (written before it existed, or by hand
-with ``torch.save``) load as before.
+with ``torch.save``) load as before. The hash covers what is stored, compact records as they
+are, so the check reads the file's own bytes and runs before anything is expanded.
 """
 from __future__ import annotations
 
@@ -29,6 +35,76 @@ from .errors import UserError
 
 # the one atomic-write helper (and its WriteError) lives in atomic.py; these names stay importable from here
 atomic_write_bytes_via = atomic_write
+
+
+#: marks a compactly stored tensor inside a saved state (see :func:`compact`)
+COMPACT_KEY = "__sparserl_compact__"
+COMPACT_VERSION = "bitmask-v1"
+#: tensors smaller than this stay as they are: the record's own overhead would eat the gain
+COMPACT_MIN_NUMEL = 256
+
+
+def _stored_nonzero(t: torch.Tensor) -> torch.Tensor:
+    """Elements that must be stored: everything except +0.0 (a -0.0 keeps its sign bit, so the
+    expanded tensor is bit-identical; NaN compares unequal to 0 and is kept too)."""
+    return (t != 0) | torch.signbit(t)
+
+
+def compact_tensor(t: torch.Tensor):
+    """``t`` itself, or a record ``{COMPACT_KEY, shape, dtype, values, mask}`` when storing the
+    non-zero values plus one bit per element is under 3/4 of the dense bytes."""
+    if not (isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() >= COMPACT_MIN_NUMEL
+            and t.layout == torch.strided):
+        return t
+    flat = t.detach().to("cpu").reshape(-1)
+    keep = _stored_nonzero(flat)
+    nnz = int(keep.sum())
+    if nnz * flat.element_size() + (flat.numel() + 7) // 8 >= 0.75 * flat.numel() * flat.element_size():
+        return t
+    import numpy as np
+    bits = torch.from_numpy(np.packbits(keep.numpy()))
+    return {COMPACT_KEY: COMPACT_VERSION, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
+            "values": flat[keep].clone(), "mask": bits}
+
+
+def expand_tensor(record: dict) -> torch.Tensor:
+    """The dense tensor a :func:`compact_tensor` record stands for."""
+    import numpy as np
+    if record.get(COMPACT_KEY) != COMPACT_VERSION:
+        raise ValueError(f"unknown compact tensor record {record.get(COMPACT_KEY)!r}")
+    shape = [int(d) for d in record["shape"]]
+    numel = int(np.prod(shape)) if shape else 1
+    keep = torch.from_numpy(np.unpackbits(record["mask"].numpy(), count=numel).astype(bool))
+    out = torch.zeros(numel, dtype=getattr(torch, record["dtype"]))
+    out[keep] = record["values"]
+    return out.reshape(shape)
+
+
+def compact(obj: Any) -> Any:
+    """``obj`` (nested dicts, lists, tuples of tensors) with mostly-zero float tensors replaced by
+    compact records; everything else is kept as is (the original is not modified)."""
+    if isinstance(obj, torch.Tensor):
+        return compact_tensor(obj)
+    if isinstance(obj, dict):
+        return {k: compact(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [compact(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(compact(v) for v in obj)
+    return obj
+
+
+def expand(obj: Any) -> Any:
+    """Undo :func:`compact`: every compact record becomes its dense tensor again."""
+    if isinstance(obj, dict):
+        if COMPACT_KEY in obj:
+            return expand_tensor(obj)
+        return {k: expand(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [expand(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(expand(v) for v in obj)
+    return obj
 
 
 #: the key of a dict checkpoint holding :func:`content_hash` of the rest of it
@@ -155,4 +231,8 @@ def load(path: str | Path, mmap: bool = False, verify: bool | None = None, overw
                             f"use a backup or train again{overwrite_hint}")
     elif isinstance(state, dict):
         state.pop(HASH_KEY, None)
-    return state
+    try:
+        return expand(state)
+    except Exception as exc:  # a compact record that does not add up (only a file without a hash gets here)
+        raise UserError(f"cannot read checkpoint {path}: a compactly stored tensor in it is malformed "
+                        f"({type(exc).__name__}){overwrite_hint}") from None

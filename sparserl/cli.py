@@ -147,9 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_trust_flag(run)
     _add_config_flags(train, groups)
 
-    ev = sub.add_parser("eval", help="evaluate a run's checkpoint")
-    ev.add_argument("dir", help="run directory (holds checkpoint.pt)")
-    ev.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default: 10)")
+    ev = sub.add_parser("eval", help="evaluate a run's checkpoint, an exported policy or an SB3 zip")
+    ev.add_argument("dir", nargs="?", default=None,
+                    help="run directory (holds checkpoint.pt) or a Stable-Baselines3 model .zip (with --env); "
+                         "may be left out with --exported PATH --env ENV_ID")
+    ev.add_argument("--episodes", type=int, default=10, help="full episodes to average (default: 10)")
     ev.add_argument("--seed", type=int, default=12345, help="seed of the first episode's reset (default: 12345)")
     ev.add_argument("--env", default=None, help="evaluate in this env instead of the run's stored one")
     _add_trust_flag(ev)
@@ -283,6 +285,15 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         raise UserError(f"--episodes must be a positive integer, got {ns.episodes}")
     if not 0 <= ns.seed <= SEED_MAX:
         raise UserError(f"--seed {ns.seed} is out of range; allowed: an integer in [0, 2**32-1]")
+    if ns.dir is None:
+        if not ns.exported:
+            raise UserError("sparserl eval needs a run directory, an SB3 .zip, or --exported PATH with --env ENV_ID")
+        from .export.cli import evaluate_exported
+        result = evaluate_exported(None, ns.exported, ns.episodes, ns.seed, ns.env)
+        print(f"exported {ns.exported} on {ns.env}: {_eval_line(result, ns.episodes)}")
+        return 0
+    if str(ns.dir).endswith(".zip"):
+        return _eval_sb3_zip(ns)
     cfg, agent, env = load_agent(ns.dir, env=ns.env, trust_env_module=ns.trust_env_module)
     if ns.exported:
         from .export.cli import evaluate_exported
@@ -292,6 +303,45 @@ def cmd_eval(ns: argparse.Namespace) -> int:
     env.reset(seed=ns.seed)
     result = evaluate(agent, env, ns.episodes)
     print(f"{cfg.algo}/{cfg.method} on {cfg.env}: {_eval_line(result, ns.episodes)}")
+    return 0
+
+
+class _SB3Greedy:
+    """``act(obs)`` of an SB3 model: its deterministic ``predict``."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def act(self, obs):
+        return self.model.predict(obs, deterministic=True)[0]
+
+
+def _eval_sb3_zip(ns: argparse.Namespace) -> int:
+    """``sparserl eval model.zip --env ID``: an SB3 model, loaded without unpickling anything
+    from the zip (as ``sparserl export`` loads it), run greedily like a checkpoint."""
+    from .evaluation import evaluate
+    if ns.exported:
+        raise UserError("--exported evaluates an exported file on its own: leave out the .zip "
+                        "(sparserl eval --exported PATH --env ENV_ID)")
+    if ns.env is None:
+        raise UserError(f"sparserl eval {ns.dir}: an SB3 zip does not store its env id; give --env ENV_ID")
+    if not Path(ns.dir).is_file():
+        raise UserError(f"{ns.dir}: no such file")
+    try:
+        from .integrations import sb3
+    except ImportError:
+        raise UserError(f"sparserl eval {ns.dir}: SB3 zips need stable-baselines3: pip install 'sparserl[sb3]'") from None
+    from .envs import make_env
+    cls = sb3.algorithm_of_zip(ns.dir)
+    model = sb3.load_zip_safely(ns.dir, cls)
+    env = make_env(ns.env, allow_import=True)
+    if env.observation_space.shape != model.observation_space.shape or \
+            type(env.action_space) is not type(model.action_space):
+        raise UserError(f"{ns.dir} was trained on observations {model.observation_space.shape} and "
+                        f"{model.action_space}; {ns.env} has {env.observation_space.shape} and {env.action_space}")
+    env.reset(seed=ns.seed)
+    result = evaluate(_SB3Greedy(model), env, ns.episodes)
+    print(f"SB3 {cls.__name__} {ns.dir} on {ns.env}: {_eval_line(result, ns.episodes)}")
     return 0
 
 

@@ -200,7 +200,10 @@ class TrainConfig:
                               "pool layer-normalised importance and the neuron budget over all hidden layers of "
                               "an MLP (global; each layer keeps --min-width)", THRESHOLD_SCOPES)
     threshold_rule: str = _f(_S["threshold_rule"], "structured: prune below a ramping multiple of the mean importance, capped by "
-                             "the cubic target (ramp), or exactly the cubic target's least important (cubic)",
+                             "the cubic target (ramp); exactly the cubic target's least important (cubic); or "
+                             "below the ramping threshold capped only by the final target, which the last "
+                             "event then meets (threshold: importance sets the pace and, with --threshold-scope "
+                             "global, the widths)",
                              THRESHOLD_RULES)
     recovery_reg_scale: float = _f(_S["recovery_reg_scale"], "structured: --reg-lambda multiplier after --prune-end (the recovery "
                                    "phase; 0 = fine-tune the pruned network without the regulariser)",

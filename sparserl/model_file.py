@@ -51,9 +51,12 @@ def spaces_from_record(record: dict):
 
 
 def model_state(cfg: TrainConfig, agent, spaces: Optional[dict]) -> dict:
-    """What :meth:`BaseAlgorithm.save` and a run's ``checkpoint.pt`` hold (the same format)."""
+    """What :meth:`BaseAlgorithm.save` and a run's ``checkpoint.pt`` hold (the same format).
+    The agent's mostly-zero tensors (masked weights, their optimizer moments) are stored as
+    values plus a bit mask (:func:`sparserl.checkpoint.compact`), so a sparse agent's file is
+    smaller than a dense one's; :func:`read_model` expands them back exactly."""
     return {"format": MODEL_FORMAT, "config": cfg.to_dict(), "architecture": agent.architecture(),
-            "spaces": spaces, "agent": agent.state_dict()}
+            "spaces": spaces, "agent": checkpoint.compact(agent.state_dict())}
 
 
 def agent_from_state(state: dict, device: str = "cpu", env=None):

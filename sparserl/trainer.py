@@ -400,7 +400,7 @@ class Trainer:
         self.assert_finite()
         state = {  # keys: RESUME_KEYS
             "config": self.cfg.to_dict(), "architecture": self.agent.architecture(), "step": self.step,
-            "agent": self.agent.state_dict(), "buffer": self.buffer.state_dict(), "method": self.method.state_dict(),
+            "agent": checkpoint.compact(self.agent.state_dict()), "buffer": self.buffer.state_dict(), "method": self.method.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None, "np_rng": rng_state_to_str(self.rng.bit_generator.state),
             "env_episode_rng": rng_state_to_str(self.episode_rng_state),

@@ -118,3 +118,18 @@ def test_prune_actor_only_leaves_critics_full_width_and_meets_each_target_exactl
     for plugins in trainer.agent.plugins.values():
         for p in plugins[0].pruners.values():
             assert all(torch.isfinite(l.weight).all() for l in p.chain)
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_threshold_rule_run_ends_at_exactly_the_target(tmp_path, scope):
+    # the threshold rule decides the pace (and, globally, the widths); the last event meets the target
+    cfg = _cfg(tmp_path, steps=500, hidden=[32, 32], threshold_rule="threshold", threshold_scope=scope,
+               prune_every=20, prune_start=0.1, prune_end=0.6, target_neuron_fraction=0.75, policy_delay=1)
+    trainer = Trainer(cfg)
+    trainer.train()
+    arch = trainer.agent.architecture()
+    for path in ("actor.net", "critic.q1", "critic.q2"):
+        if scope == "layer":
+            assert arch[path] == [8, 8], (path, arch)  # 32 - floor(0.75 * 32) per layer
+        else:
+            assert sum(arch[path]) == 16 and min(arch[path]) >= cfg.min_width, (path, arch)  # 64 - 48 in all

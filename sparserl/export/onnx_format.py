@@ -1,8 +1,9 @@
 """``onnx`` export: the spec written straight as an ONNX graph (``onnx.helper``; no tracing).
 
-``obs`` ``[batch, *obs_shape]`` float32 -> ``Flatten`` -> ``Gemm``/``Relu`` chain -> ``Tanh``,
-``Mul``, ``Add`` (continuous, float32 ``[batch, act_dim]``) or ``ArgMax`` (discrete, int64
-``[batch]``).  Weights are dense initializers of the final (shrunk) architecture: onnxruntime
+``obs`` ``[batch, *obs_shape]`` float32 -> ``Flatten`` -> ``Gemm``/``Relu`` (or ``Tanh``) chain
+-> ``Tanh``, ``Mul``, ``Add`` (continuous, float32 ``[batch, act_dim]``), ``Max``/``Min`` with
+the action box (``clip`` head: ``Clip`` takes scalar bounds only) or ``ArgMax`` (discrete,
+int64 ``[batch]``).  Weights are dense initializers of the final (shrunk) architecture: onnxruntime
 densifies sparse initializers on load anyway.  Needs the optional ``export`` extra.
 """
 from __future__ import annotations
@@ -30,8 +31,8 @@ def build_onnx(spec: PolicySpec):
         y = f"gemm{i}"
         nodes.append(helper.make_node("Gemm", [x, f"layer{i}.weight", f"layer{i}.bias"], [y], transB=1))
         if i < last:
-            x = f"relu{i}"
-            nodes.append(helper.make_node("Relu", [y], [x]))
+            x = f"act{i}"
+            nodes.append(helper.make_node("Relu" if spec.activation == "relu" else "Tanh", [y], [x]))
         else:
             x = y
     if spec.head == "tanh":
@@ -40,6 +41,12 @@ def build_onnx(spec: PolicySpec):
         nodes += [helper.make_node("Tanh", [x], ["squashed"]),
                   helper.make_node("Mul", ["squashed", "action_scale"], ["scaled"]),
                   helper.make_node("Add", ["scaled", "action_offset"], ["action"])]
+        output = helper.make_tensor_value_info("action", TensorProto.FLOAT, ["batch", spec.out_dim])
+    elif spec.head == "clip":
+        inits += [numpy_helper.from_array(spec.action_low, "action_low"),
+                  numpy_helper.from_array(spec.action_high, "action_high")]
+        nodes += [helper.make_node("Max", [x, "action_low"], ["above_low"]),
+                  helper.make_node("Min", ["above_low", "action_high"], ["action"])]
         output = helper.make_tensor_value_info("action", TensorProto.FLOAT, ["batch", spec.out_dim])
     else:
         nodes.append(helper.make_node("ArgMax", [x], ["action"], axis=1, keepdims=0))

@@ -1,7 +1,7 @@
 """A trained policy as plain float32 arrays: the one thing every export format is written from.
 
 Agents describe their deployment-time policy (``agent.policy_spec()``) as a chain of Linear
-layers with ReLU between them, the observation preprocessing (flatten to 1-D float32) and an
+layers with ReLU (or Tanh, SB3's PPO/A2C default) between them, the observation preprocessing (flatten to 1-D float32) and an
 output head; the writers (torch, ONNX, npz, C) and the size report then never need to know
 which algorithm produced it.  This module imports numpy only (torch tensors are accepted by
 duck typing), so specs can be built and written where torch is not installed.
@@ -16,11 +16,19 @@ import numpy as np
 
 from ..errors import UserError
 
-HEADS = ("tanh", "argmax")
+HEADS = ("tanh", "argmax", "clip")
 """``tanh``: continuous action ``tanh(x) * action_scale + action_offset`` (TD3, SAC's mean);
-``argmax``: index of the largest output (DQN's greedy action)."""
+``argmax``: index of the largest output (DQN's greedy action); ``clip``: the output clipped to
+``[action_low, action_high]`` (SB3 PPO/A2C's deterministic action: the Gaussian mean, clipped
+to the action box as ``predict`` does)."""
 
-ACTIVATIONS = ("relu",)
+ACTIVATIONS = ("relu", "tanh")
+"""Between hidden layers: ``relu`` (sparserl's networks) or ``tanh`` (SB3's on-policy MLPs)."""
+
+
+def activate(x: np.ndarray, activation: str) -> np.ndarray:
+    """The hidden activation, in x's dtype (every format applies the same function)."""
+    return np.maximum(x, 0.0) if activation == "relu" else np.tanh(x)
 
 
 def as_float32(x) -> np.ndarray:
@@ -41,6 +49,9 @@ class PolicySpec:
     action_scale: Optional[np.ndarray] = None
     action_offset: Optional[np.ndarray] = None
     activation: str = "relu"
+    action_low: Optional[np.ndarray] = None
+    action_high: Optional[np.ndarray] = None
+    """``clip`` head only: the action box."""
     reference_hidden: Optional[tuple[int, ...]] = None
     """Hidden widths of the configured full-width network: the 'dense fp32' model that the
     size report compares with (shrunk or narrowed policies are smaller than it)."""
@@ -69,6 +80,11 @@ class PolicySpec:
             self.action_offset = as_float32(self.action_offset).reshape(-1)
             if self.action_scale.shape != (self.out_dim,) or self.action_offset.shape != (self.out_dim,):
                 raise ValueError("tanh head: action_scale and action_offset need one value per output")
+        if self.head == "clip":
+            self.action_low = as_float32(self.action_low).reshape(-1)
+            self.action_high = as_float32(self.action_high).reshape(-1)
+            if self.action_low.shape != (self.out_dim,) or self.action_high.shape != (self.out_dim,):
+                raise ValueError("clip head: action_low and action_high need one value per output")
         if self.reference_hidden is not None:
             self.reference_hidden = tuple(int(h) for h in self.reference_hidden)
 
@@ -99,32 +115,42 @@ class PolicySpec:
 
     @property
     def action_dim(self) -> int:
-        """Numbers in one action: ``out_dim`` for ``tanh``, 1 (an index) for ``argmax``."""
-        return self.out_dim if self.head == "tanh" else 1
+        """Numbers in one action: ``out_dim`` for ``tanh`` and ``clip``, 1 (an index) for ``argmax``."""
+        return 1 if self.head == "argmax" else self.out_dim
 
     @property
     def hidden(self) -> list[int]:
         return [int(w.shape[0]) for w in self.weights[:-1]]
 
     # -- reference forward ----------------------------------------------------------------
-    def forward(self, obs: np.ndarray) -> np.ndarray:
-        """Plain dense numpy forward of a batch ``(B, *obs_shape)`` (float64 accumulation):
-        the reference the tests compare every format with."""
+    def outputs(self, obs: np.ndarray) -> np.ndarray:
+        """The last layer's raw outputs (float64) of a batch ``(B, *obs_shape)``."""
         x = np.asarray(obs, dtype=np.float64).reshape(-1, self.obs_dim)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             x = x @ w.T.astype(np.float64) + b
             if i < len(self.weights) - 1:
-                x = np.maximum(x, 0.0)
+                x = activate(x, self.activation)
+        return x
+
+    def apply_head(self, x: np.ndarray) -> np.ndarray:
+        """Raw outputs -> actions (float32, or int64 indices for ``argmax``)."""
         if self.head == "tanh":
             return (np.tanh(x) * self.action_scale + self.action_offset).astype(np.float32)
+        if self.head == "clip":
+            return np.clip(x, self.action_low, self.action_high).astype(np.float32)
         return x.argmax(-1)
+
+    def forward(self, obs: np.ndarray) -> np.ndarray:
+        """Plain dense numpy forward of a batch ``(B, *obs_shape)`` (float64 accumulation):
+        the reference the tests compare every format with."""
+        return self.apply_head(self.outputs(obs))
 
     # -- simplification -------------------------------------------------------------------
     def without_dead_neurons(self) -> "PolicySpec":
         """The same function with hidden neurons that cannot matter removed.
 
-        A hidden neuron with no incoming non-zero weight outputs the constant ``relu(b_j)``:
-        its contribution ``W_next[:, j] * relu(b_j)`` is folded into the next layer's bias.
+        A hidden neuron with no incoming non-zero weight outputs the constant ``act(b_j)``:
+        its contribution ``W_next[:, j] * act(b_j)`` is folded into the next layer's bias.
         A neuron with no outgoing non-zero weight contributes nothing.  Either way the neuron
         goes, which physically shrinks masked (unshrunk) structured runs and drops the
         neurons that unstructured sparse training disconnected.  Repeated until nothing
@@ -149,7 +175,7 @@ class PolicySpec:
                         continue
                 fold = drop & no_input & ~no_output
                 if fold.any():
-                    constant = np.maximum(b_in[fold], 0.0)
+                    constant = activate(b_in[fold], self.activation)
                     biases[layer + 1] = (biases[layer + 1] + w_out[:, fold] @ constant).astype(np.float32)
                 keep = ~drop
                 weights[layer], biases[layer] = w_in[keep], b_in[keep]

@@ -26,18 +26,24 @@ class ExportedPolicy(nn.Module):
                 layer.weight.copy_(torch.from_numpy(w))
                 layer.bias.copy_(torch.from_numpy(b))
             self.layers.append(layer.requires_grad_(False))
-        self.argmax = spec.head == "argmax"
-        if not self.argmax:
+        self.head = spec.head
+        self.hidden_tanh = spec.activation == "tanh"
+        if spec.head == "tanh":
             self.register_buffer("action_scale", torch.from_numpy(spec.action_scale.copy()))
             self.register_buffer("action_offset", torch.from_numpy(spec.action_offset.copy()))
+        elif spec.head == "clip":
+            self.register_buffer("action_low", torch.from_numpy(spec.action_low.copy()))
+            self.register_buffer("action_high", torch.from_numpy(spec.action_high.copy()))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x = obs.to(torch.float32).flatten(1)
         for layer in self.layers[:-1]:
-            x = torch.relu(layer(x))
+            x = torch.tanh(layer(x)) if self.hidden_tanh else torch.relu(layer(x))
         x = self.layers[-1](x)
-        if self.argmax:
+        if self.head == "argmax":
             return x.argmax(-1)
+        if self.head == "clip":
+            return torch.minimum(torch.maximum(x, self.action_low), self.action_high)
         return torch.tanh(x) * self.action_scale + self.action_offset
 
 

@@ -23,6 +23,16 @@ capped at ``floor(s_t * n)`` with the cubic ramp of Zhu & Gupta (2017)
 until the cubic target ``floor(s_t * n)`` is met (gradual pruning on neuron importance;
 requires ``target_fraction``).
 
+``rule="threshold"``: the importance threshold alone decides *when* neurons go (and, with
+``scope="global"``, *where*): at every event before the last, every alive neuron below
+``tau_t`` is pruned, capped only by the final target ``floor(target_fraction * n)`` (not by the
+cubic ramp). At the last event (``t == end``) whatever the threshold left of the budget is
+removed least important first, so the run still ends at exactly the target and compares with
+the other rules at equal size. Why: with ``ramp`` the cubic cap, not importance, sets the pace
+(every layer loses the same ``floor(s_t * n)`` at each event); here a network whose neurons stop
+mattering early loses them early, and one whose neurons all matter keeps them until the end.
+Requires ``target_fraction``.
+
 In both rules pruned neurons are never revived and a layer keeps at least ``min_width``
 neurons (the most important ones): see :func:`neurons_to_prune`.
 
@@ -67,7 +77,7 @@ from .importance import normalize_importance
 __all__ = ["THRESHOLD_RULES", "THRESHOLD_SCOPES", "neurons_to_prune", "neurons_to_prune_pooled",
            "PruneSchedule"]
 
-THRESHOLD_RULES = ("ramp", "cubic")
+THRESHOLD_RULES = ("ramp", "cubic", "threshold")
 THRESHOLD_SCOPES = ("layer", "global")
 
 
@@ -186,8 +196,8 @@ class PruneSchedule:
             raise ValueError(f"max_ratio={max_ratio}; allowed: > 0")
         if target_fraction is not None and not 0.0 < float(target_fraction) < 1.0:
             raise ValueError(f"target_fraction={target_fraction}; allowed: 0 < x < 1 or None")
-        if rule == "cubic" and target_fraction is None:
-            raise ValueError("rule='cubic' needs target_fraction; allowed: 0 < target_fraction < 1")
+        if rule in ("cubic", "threshold") and target_fraction is None:
+            raise ValueError(f"rule={rule!r} needs target_fraction; allowed: 0 < target_fraction < 1")
         self.total_updates = None if total_updates is None else int(total_updates)
         start = _resolve_time(prune_start, self.total_updates, "prune_start")
         end = _resolve_time(prune_end, self.total_updates, "prune_end")
@@ -230,13 +240,25 @@ class PruneSchedule:
 
     def ramp(self, t: int) -> float:
         """Threshold multiple of the mean alive importance at time ``t`` (0 for rule='cubic')."""
-        return self.max_ratio * self.progress(t) if self.rule == "ramp" else 0.0
+        return self.max_ratio * self.progress(t) if self.rule != "cubic" else 0.0
 
     def target(self, t: int) -> float | None:
         """Cubic target fraction of removed neurons at time ``t`` (None without target_fraction)."""
         if self.target_fraction is None:
             return None
         return cubic_ramp(self.progress(t), self.target_fraction)
+
+    def cap_fraction(self, t: int) -> float | None:
+        """Fraction of the original width that may be removed by time ``t``: the cubic target,
+        or for ``rule="threshold"`` the final target from the first event on."""
+        return self.target_fraction if self.rule == "threshold" else self.target(t)
+
+    def threshold_multiple(self, t: int) -> float:
+        """Multiple of the mean alive (normalised) importance below which neurons go at ``t``:
+        ``inf`` where the cap alone decides (``cubic``; ``threshold`` at its last event)."""
+        if self.rule == "cubic" or (self.rule == "threshold" and t >= self.end):
+            return math.inf
+        return self.ramp(t)
 
     def layer_step(self, t: int, importance: torch.Tensor, alive: torch.Tensor,
                    original_width: int, min_width: int) -> torch.Tensor:
@@ -248,16 +270,17 @@ class PruneSchedule:
         alive = alive.to(torch.bool)
         n_alive = int(alive.sum())
         cap = None
-        s = self.target(t)
+        s = self.cap_fraction(t)
         if s is not None:
             already = int(original_width) - n_alive
             cap = max(0, int(math.floor(s * original_width + 1e-9)) - already)
-        if self.rule == "cubic":
+        multiple = self.threshold_multiple(t)
+        if math.isinf(multiple):
             threshold = math.inf
         else:
             ref = importance[alive]
             mean = float(ref.mean()) if ref.numel() else 0.0
-            threshold = self.ramp(t) * mean
+            threshold = multiple * mean
         return neurons_to_prune(importance, alive, threshold, min_width, max_pruned=cap)
 
     def step(self, t: int, importances: Sequence[torch.Tensor], alives: Sequence[torch.Tensor],
@@ -276,16 +299,17 @@ class PruneSchedule:
         alives = [a.to(torch.bool) for a in alives]
         normalised = [normalize_importance(imp.detach().float(), a) for imp, a in zip(importances, alives)]
         cap = None
-        s = self.target(t)
+        s = self.cap_fraction(t)
         if s is not None:
             total = sum(int(w) for w in original_widths)
             already = total - sum(int(a.sum()) for a in alives)
             cap = max(0, int(math.floor(s * total + 1e-9)) - already)
-        if self.rule == "cubic":
+        multiple = self.threshold_multiple(t)
+        if math.isinf(multiple):
             threshold = math.inf
         else:
             pooled = torch.cat([n[a.to(n.device)] for n, a in zip(normalised, alives)])
-            threshold = self.ramp(t) * (float(pooled.mean()) if pooled.numel() else 0.0)
+            threshold = multiple * (float(pooled.mean()) if pooled.numel() else 0.0)
         return neurons_to_prune_pooled(normalised, alives, threshold, min_width, max_pruned=cap)
 
     def state_dict(self) -> dict:

@@ -117,7 +117,7 @@ def test_export_never_writes_over_run_files_and_needs_overwrite_for_others(rlx2_
 
     import sparserl.export.npz as npz_module
 
-    def broken(spec, path):
+    def broken(spec, path, *args, **kwargs):
         path.write_bytes(b"half")
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(npz_module, "write_npz", broken)

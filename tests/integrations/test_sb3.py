@@ -293,15 +293,53 @@ def test_sparserl_export_accepts_an_sb3_zip(tmp_path, algo_name, env_id, capsys)
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_sb3_zip_with_tanh_activations_is_refused_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_sb3_ppo_with_its_default_tanh_mlp_exports(tmp_path, env_id):
+    """SB3 PPO's defaults (Tanh MLPs; a Gaussian mean clipped to the box for Box actions)
+    export to npz and C and act as ``predict(deterministic=True)``."""
     import stable_baselines3 as sb3_pkg
 
     from sparserl.cli import main
-    model = sb3_pkg.PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, policy_kwargs=dict(net_arch=[16]))
+    from sparserl.export.c_format import compile_c, find_compiler
+    from sparserl.runtime import CPolicy, Policy
+    model = sb3_pkg.PPO("MlpPolicy", env_id, n_steps=64, batch_size=32, policy_kwargs=dict(net_arch=[16, 16]),
+                        seed=0, device="cpu")
+    assert isinstance(model.policy.mlp_extractor.policy_net[1], torch.nn.Tanh)
+    model.learn(64)
     model.save(tmp_path / "ppo.zip")
-    assert main(["export", str(tmp_path / "ppo.zip"), "--format", "npz", "--out", str(tmp_path / "p.npz")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Tanh" in err
+    obs = np.stack([model.observation_space.sample() for _ in range(64)]).astype(np.float32)
+    expected, _ = model.predict(obs, deterministic=True)
+    policies = []
+    assert main(["export", str(tmp_path / "ppo.zip"), "--format", "npz", "--out", str(tmp_path / "p.npz")]) == 0
+    policies.append(Policy.load(tmp_path / "p.npz"))
+    if find_compiler() is not None:
+        assert main(["export", str(tmp_path / "ppo.zip"), "--format", "c", "--out", str(tmp_path / "p.c")]) == 0
+        policies.append(CPolicy(compile_c([tmp_path / "p.c"], tmp_path / "p.so")))
+    for policy in policies:
+        got = policy.act(obs)
+        if env_id == "CartPole-v1":
+            assert np.array_equal(np.asarray(got).astype(int).ravel(), np.asarray(expected).ravel())
+        else:
+            np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_sparserl_eval_runs_an_sb3_zip_or_says_why_not(tmp_path, capsys):
+    import stable_baselines3 as sb3_pkg
+
+    from sparserl.cli import main
+    model = sb3_pkg.PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, policy_kwargs=dict(net_arch=[16]),
+                        seed=0, device="cpu")
+    model.save(tmp_path / "ppo.zip")
+    assert main(["eval", str(tmp_path / "ppo.zip"), "--env", "CartPole-v1", "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "SB3 PPO" in out and "return" in out and "over 2 episodes" in out
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    for argv, needle in ((["eval", str(tmp_path / "ppo.zip")], "--env"),
+                         (["eval", str(tmp_path / "junk.zip"), "--env", "CartPole-v1"], "not a Stable-Baselines3"),
+                         (["eval", str(tmp_path / "ppo.zip"), "--env", "Pendulum-v1"], "Pendulum-v1")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and needle in err and "Traceback" not in err, err
 
 
 class _Payload:

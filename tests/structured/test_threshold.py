@@ -59,12 +59,48 @@ def test_layer_step_rules():
     assert int((~cubic.layer_step(50, imp, alive3, 10, 1)).sum()) == 4
 
 
+def test_threshold_rule_is_capped_by_the_final_target_not_the_cubic_ramp():
+    imp = torch.tensor([0.1] * 5 + [3.0] * 3)  # mean 1.1875
+    alive = torch.ones(8, dtype=torch.bool)
+    kw = dict(prune_start=0, prune_end=100, prune_every=10, target_fraction=0.5)
+    ramp, threshold = PruneSchedule(100, **kw), PruneSchedule(100, rule="threshold", **kw)
+    # p = 0.5: tau = 0.5 * 1.1875 catches the five 0.1s; the cubic cap floor(0.4375 * 8) = 3 lets
+    # three go, the final target floor(0.5 * 8) = 4 lets four go
+    assert int((~ramp.layer_step(50, imp, alive, 8, 1)).sum()) == 3
+    assert threshold.layer_step(50, imp, alive, 8, 1).tolist() == [False] * 4 + [True] * 4
+    assert threshold.cap_fraction(10) == 0.5 and ramp.cap_fraction(10) == pytest.approx(0.5 * (1 - 0.9 ** 3))
+
+
+def test_threshold_rule_waits_for_unimportant_neurons_and_meets_the_target_at_the_end():
+    imp = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.01, 1.01, 1.02, 1.02])  # all about the mean: none below tau
+    alive = torch.ones(8, dtype=torch.bool)
+    s = PruneSchedule(100, prune_start=0, prune_end=100, prune_every=10, target_fraction=0.5, rule="threshold")
+    for t in (10, 50, 90):  # tau = p * mean < 1.0: nothing goes (the cubic rule would remove some)
+        assert s.layer_step(t, imp, alive, 8, 1).all()
+    assert s.threshold_multiple(90) == pytest.approx(0.9) and s.threshold_multiple(100) == float("inf")
+    last = s.layer_step(100, imp, alive, 8, 1)  # the last event: the four least important, exactly
+    assert last.tolist() == [False] * 4 + [True] * 4
+    per_layer = s.step(100, [imp, imp * 10], [alive, alive], [8, 8], 1)  # layer scope: each layer to 4
+    assert [int((~a).sum()) for a in per_layer] == [4, 4]
+
+
+def test_threshold_rule_global_scope_takes_the_budget_where_importance_is_low():
+    low = torch.tensor([0.05] * 6 + [2.0] * 2)   # normalised mean 1: six far below it
+    flat = torch.ones(8)                         # every neuron at its layer's mean
+    alive = torch.ones(8, dtype=torch.bool)
+    s = PruneSchedule(100, prune_start=0, prune_end=100, prune_every=10, target_fraction=0.375,
+                      rule="threshold", scope="global")
+    first, second = s.step(50, [low, flat], [alive, alive], [8, 8], 1)  # cap floor(0.375 * 16) = 6
+    assert int((~first).sum()) == 6 and int((~second).sum()) == 0
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(prune_every=0), "prune_every"),
     (dict(prune_start=1.5), "prune_start"),
     (dict(prune_start=0.8, prune_end=0.2), "prune_end"),
     (dict(rule="linear"), "rule"),
     (dict(rule="cubic"), "target_fraction"),
+    (dict(rule="threshold"), "target_fraction"),
     (dict(target_fraction=1.0), "target_fraction"),
 ])
 def test_schedule_validation(kwargs, match):
