@@ -434,10 +434,10 @@ def test_sb3_zip_with_an_unreadable_kwarg_fails_in_one_line_without_unpickling(t
 CALLBACK_OPTIONS = {"importance": "importance", "regularizer": "regularizer", "reg_lambda": "reg_lambda",
                     "prune_every": "prune_every", "prune_start": "prune_start", "prune_end": "prune_end",
                     "min_width": "min_width", "target_fraction": "target_neuron_fraction",
-                    "rule": "threshold_rule"}
+                    "rule": "threshold_rule", "reg_mode": "reg_mode", "threshold_scope": "threshold_scope",
+                    "recovery_reg_scale": "recovery_reg_scale"}
 # StructuredPruner keyword -> option, for the CLI options the callback leaves at the pruner's default
-PRUNER_OPTIONS = {"reg_mode": "reg_mode", "scope": "threshold_scope", "recovery_reg_scale": "recovery_reg_scale",
-                  "importance": "importance"}
+PRUNER_OPTIONS = {"importance": "importance"}
 
 
 def _signature_defaults(fn) -> dict:
@@ -476,6 +476,20 @@ def test_structured_callback_builds_pruners_with_the_cli_schedule():
         assert p.importance.method == cfg.importance
         updates = p.schedule.total_updates
         assert (p.schedule.start, p.schedule.end) == (round(cfg.prune_start * updates), round(cfg.prune_end * updates))
+
+
+def test_structured_callback_passes_the_cli_only_options_to_its_pruners():
+    # issue 22: reg_mode, threshold scope, recovery scale and the threshold rule reach the pruners
+    model = make("dqn")
+    cb = StructuredPruningCallback(planned_updates=1000, reg_mode="proximal", threshold_scope="global",
+                                   recovery_reg_scale=0.5, rule="threshold")
+    model.learn(300, callback=cb)
+    assert cb.pruners
+    for p in cb.pruners.values():
+        assert p.reg_mode == "proximal" and float(p.penalty()) == 0.0
+        assert (p.schedule.scope, p.schedule.recovery_reg_scale, p.schedule.rule) == ("global", 0.5, "threshold")
+    with pytest.raises(UserError, match="reg_mode"):
+        make("dqn").learn(60, callback=StructuredPruningCallback(reg_mode="bogus"))
 
 
 class _RaiseAt(BaseCallback):
