@@ -14,7 +14,7 @@
 
 Supported: PPO and A2C (``ActorCriticPolicy``), DQN, SAC, TD3 (and subclasses of their policies).
 The callbacks drive :class:`sparserl.sparse.SparseTraining` and
-:class:`sparserl.structured.StructuredPruner` unchanged; this module only finds SB3's networks
+:class:`sparserl.structured.StructuredPruner` unchanged; this package only finds SB3's networks
 and hooks SB3's training loop without forking it.
 
 How SB3's loop is hooked

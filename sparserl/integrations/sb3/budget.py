@@ -16,7 +16,7 @@ __all__ = ["planned_gradient_steps"]
 
 def planned_gradient_steps(model: BaseAlgorithm, total_timesteps: int, num_timesteps: int = 0) -> int:
     """Optimizer steps ``model.learn()`` will take from ``num_timesteps`` to ``total_timesteps``
-    env steps (see the module docstring); for TD3's actor divide by ``policy_delay``."""
+    env steps (see the package docstring); for TD3's actor divide by ``policy_delay``."""
     remaining = max(0, int(total_timesteps) - int(num_timesteps))
     if isinstance(model, OnPolicyAlgorithm):
         rollout = model.n_steps * model.n_envs

@@ -80,7 +80,7 @@ def _unsupported(model) -> UserError:
 
 
 def sparse_networks(model: BaseAlgorithm) -> list[SparseNetwork]:
-    """The networks :class:`SparseTrainingCallback` sparsifies (table in the module docstring)."""
+    """The networks :class:`SparseTrainingCallback` sparsifies (table in the package docstring)."""
     policy, kind = model.policy, policy_kind(model)
     if kind == "actor_critic":
         opt = policy.optimizer
@@ -140,7 +140,7 @@ def _shadow_chain(chain: Sequence[nn.Linear], head: nn.Linear) -> list[nn.Linear
 
 
 def prunable_chains(model: BaseAlgorithm) -> dict[str, PrunableChain]:
-    """The MLP chains :class:`StructuredPruningCallback` prunes, by name (module docstring).
+    """The MLP chains :class:`StructuredPruningCallback` prunes, by name (package docstring).
     Chains without a hidden layer are left out."""
     policy = model.policy
     if getattr(model, "use_sde", False):
