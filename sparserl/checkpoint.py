@@ -80,31 +80,31 @@ def expand_tensor(record: dict) -> torch.Tensor:
     return out.reshape(shape)
 
 
+def _map_leaves(obj: Any, leaf) -> Any:
+    """``obj`` (nested dicts, lists, tuples) rebuilt with ``leaf(x)`` in place of each value that
+    ``leaf`` claims (it returns :data:`_KEEP` for the others, which are walked into or kept)."""
+    out = leaf(obj)
+    if out is not _KEEP:
+        return out
+    if isinstance(obj, dict):
+        return {k: _map_leaves(v, leaf) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_leaves(v, leaf) for v in obj)
+    return obj
+
+
+_KEEP = object()
+
+
 def compact(obj: Any) -> Any:
     """``obj`` (nested dicts, lists, tuples of tensors) with mostly-zero float tensors replaced by
     compact records; everything else is kept as is (the original is not modified)."""
-    if isinstance(obj, torch.Tensor):
-        return compact_tensor(obj)
-    if isinstance(obj, dict):
-        return {k: compact(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [compact(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(compact(v) for v in obj)
-    return obj
+    return _map_leaves(obj, lambda x: compact_tensor(x) if isinstance(x, torch.Tensor) else _KEEP)
 
 
 def expand(obj: Any) -> Any:
     """Undo :func:`compact`: every compact record becomes its dense tensor again."""
-    if isinstance(obj, dict):
-        if COMPACT_KEY in obj:
-            return expand_tensor(obj)
-        return {k: expand(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [expand(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(expand(v) for v in obj)
-    return obj
+    return _map_leaves(obj, lambda x: expand_tensor(x) if isinstance(x, dict) and COMPACT_KEY in x else _KEEP)
 
 
 #: the key of a dict checkpoint holding :func:`content_hash` of the rest of it

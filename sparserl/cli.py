@@ -277,8 +277,6 @@ def _remove_if_unused(out: Path, created: bool) -> None:
 
 
 def cmd_eval(ns: argparse.Namespace) -> int:
-    import numpy as np
-
     from .config import SEED_MAX
     from .evaluation import evaluate
     if ns.episodes <= 0:
