@@ -21,6 +21,18 @@ from .errors import OneLineArgumentParser as _Parser
 from .errors import UserError
 from .model_file import load_agent  # noqa: F401 (sparserl.cli.load_agent, as before)
 from .validation import coerce, kind_of
+from .validation import flag as flag_of
+
+
+def _block_sections() -> tuple:
+    """The methods' sections of ``train --help``: one per ``SECTION`` of the option blocks
+    (:mod:`sparserl.methods.options`), described by its first block that has a description."""
+    from .methods.options import BLOCKS
+    out: dict = {}
+    for block in BLOCKS:
+        if block.SECTION not in out:
+            out[block.SECTION] = (block.SECTION, block.DESCRIPTION, dataclasses.fields(block)[0].name)
+    return tuple(out.values())
 
 
 #: ``train --help`` sections: (title, description, first field of the section). A field belongs to
@@ -30,12 +42,10 @@ HELP_SECTIONS = (
     ("run", "what to train, where, and on which device", "algo"),
     ("evaluation, logging and checkpoints", None, "eval_every"),
     ("algorithm", "hyper-parameters of DQN, TD3 and SAC (unset: the algorithm's default)", "hidden"),
-    ("sparse training", "options of --method static, set, rigl, rlx2 (and tiny's size)", "actor_sparsity"),
-    ("RLx2", "multi-step target and dynamic-capacity replay buffer", "nstep"),
-    ("structured pruning", "options of --method structured and neuron-magnitude, and of gmp", "importance"),
+    *_block_sections(),
 )
 #: fields shown in the run section although declared among the logging options
-_RUN_FIELDS = ("torch_threads", "device", "schedule_steps")
+_RUN_FIELDS = ("torch_threads", "device", "schedule_steps", "method_options")
 
 TRAIN_DESCRIPTION = """\
 Train an agent. Every option below is also a key of a --config YAML file (--batch-size is
@@ -84,7 +94,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, groups: dict | None = Non
         elif typing.get_origin(base) is list:
             target.add_argument(flag, nargs="+", type=_element_reader(f.name), metavar="N", **common)
         elif base is dict or typing.get_origin(base) is dict:
-            target.add_argument(flag, type=_mapping, metavar="YAML", **common)
+            target.add_argument(flag, type=functools.partial(_mapping, f.name), metavar="YAML", **common)
         else:
             metavar = "{" + ",".join(choices) + "}" if choices else base.__name__.upper()
             target.add_argument(flag, type=functools.partial(check_option, f.name), metavar=metavar, **common)
@@ -109,7 +119,7 @@ def _default_text(f: dataclasses.Field) -> str:
     return "set by the method" if f.name in ("nstep", "dynamic_buffer", "mask_init", "grow", "nstep_delay") else "none"
 
 
-def _mapping(text: str) -> dict:
+def _mapping(name: str, text: str) -> dict:
     """``--env-kwargs '{config: {lanes_count: 3}}'``: a YAML/JSON mapping."""
     import yaml
 
@@ -117,8 +127,8 @@ def _mapping(text: str) -> dict:
     try:
         value = safe_yaml(text)
     except yaml.YAMLError as exc:
-        raise UserError(f"--env-kwargs {text!r}: not YAML/JSON ({str(exc).splitlines()[0]})") from None
-    return check_option("env_kwargs", value)
+        raise UserError(f"{flag_of(name)} {text!r}: not YAML/JSON ({str(exc).splitlines()[0]})") from None
+    return check_option(name, value)
 
 
 def _add_trust_flag(parser: argparse.ArgumentParser) -> None:

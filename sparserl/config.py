@@ -18,17 +18,11 @@ from typing import Any, Optional
 import yaml
 
 from .errors import UserError
-from .methods import METHODS, method_class
-from .methods.structured import Structured
+from .methods import METHODS, REGISTRY, method_class
+from .methods.options import BLOCKS as METHOD_BLOCKS, MAX_NSTEP, field_types  # noqa: F401 (MAX_NSTEP: as before)
 from .planning import planned_updates, update_rounds  # noqa: F401 (importable from here as before)
-# allowed values are owned by the component that uses them; config only declares the options
-from .sparse.allocation import ALLOCATIONS
-from .sparse.core import BACKENDS as SPARSE_BACKENDS
-from .sparse.masks import INITS as MASK_INITS
-from .structured.importance import IMPORTANCE_METHODS
-from .structured.regularizer import REG_MODES, REGULARIZERS
-from .structured.threshold import THRESHOLD_RULES, THRESHOLD_SCOPES
-from .validation import Check, at_least, between, coerce, flag
+from .validation import (NON_NEGATIVE, POSITIVE, POSITIVE_REAL, UNIT, UNIT_OPEN_BOTTOM,  # noqa: F401
+                         UNIT_OPEN_TOP, Check, between, coerce, flag, option)
 
 ALGOS = ("dqn", "td3", "sac")
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -37,17 +31,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 DEFAULT_PRESET = "tuned"
 NO_PRESET = "none"
 
-_S = Structured.DEFAULTS  # the pruning options' defaults: the structured method's own (the SB3 callback's too)
-
-# Allowed values shared by several options (the text is what --help and errors print).
-POSITIVE = at_least(1)                                   # counts, sizes, periods
-NON_NEGATIVE = at_least(0)
-POSITIVE_REAL = at_least(0, strict=True)
-UNIT = between(0, 1)                                     # [0, 1]
-UNIT_OPEN_TOP = between(0, 1, high_open=True)            # [0, 1): a sparsity of 1 has no weights
-UNIT_OPEN_BOTTOM = between(0, 1, low_open=True)          # (0, 1]
 SEED_MAX = 2 ** 32 - 1                                   # numpy's and gymnasium's seed range
-MAX_NSTEP = 100                                          # n-step windows are gathered per sample
 MAX_TORCH_THREADS = 1024                                 # torch crashes (SIGSEGV) far above this
 
 
@@ -55,17 +39,13 @@ def _is_device(text: str) -> bool:
     return text in ("auto", "cpu", "cuda") or (text.startswith("cuda:") and text[5:].isdigit())
 
 
-def _f(default: Any, help: str, choices: tuple | None = None, check: Check | None = None,
-       default_doc: str | None = None):
-    """A config field: its default, one-line help, and the values it allows (``choices`` or a
-    :class:`~sparserl.validation.Check`); ``default_doc`` says in ``--help`` how a ``None``
-    default is filled. :func:`check_options` enforces ``choices``/``check`` for every source."""
-    return field(default=default, metadata={"help": help, "choices": choices, "check": check,
-                                            "default_doc": default_doc})
+_f = option  # a config field (see :func:`sparserl.validation.option`)
 
 
 @dataclass
-class TrainConfig:
+class RunOptions:
+    """What to run, where, and how it is evaluated, logged and checkpointed."""
+
     # --- what to run -------------------------------------------------------------------
     algo: str = _f("td3", "algorithm", ALGOS)
     env: str = _f("Pendulum-v1", "Gymnasium id or module.path:ClassName",
@@ -99,6 +79,14 @@ class TrainConfig:
     schedule_steps: Optional[int] = _f(None, "env steps the schedules (epsilon, topology, pruning, n-step delay) are planned "
                                              "over (a resumed or extended run keeps its original plan)",
                                        check=POSITIVE, default_doc="--steps")
+    method_options: Optional[dict] = _f(None, "options of a method added with sparserl.methods.register_method() "
+                                        "that no built-in option block declares (YAML/JSON mapping)")
+
+
+@dataclass
+class AlgoOptions:
+    """The hyper-parameters of DQN, TD3 and SAC (``None``: the algorithm's default, ``ALGO_DEFAULTS``)."""
+
     # --- common hyper-parameters (None: the algorithm's default) -------------------------
     hidden: Optional[list[int]] = _f(None, "hidden layer widths, e.g. 256 256", check=POSITIVE)
     init: str = _f("default", "weight init of every Linear layer, before any mask: 'default' (PyTorch) or "
@@ -133,86 +121,11 @@ class TrainConfig:
     eps_fraction: float = _f(0.5, "DQN fraction of the run over which epsilon decays", check=UNIT_OPEN_BOTTOM)
     target_update_every: Optional[int] = _f(None, "DQN env steps between target updates", check=POSITIVE)
     double_q: bool = _f(True, "DQN: Double-DQN target")
-    # --- sparse training (static, set, rigl, rlx2, tiny) ---------------------------------
-    actor_sparsity: float = _f(0.9, "actor weight sparsity", check=UNIT_OPEN_TOP)
-    critic_sparsity: float = _f(0.9, "critic weight sparsity (both critics)", check=UNIT_OPEN_TOP)
-    q_sparsity: float = _f(0.9, "DQN Q-network weight sparsity", check=UNIT_OPEN_TOP)
-    allocation: str = _f("erk", "layer-wise sparsity allocation", ALLOCATIONS)
-    mask_init: Optional[str] = _f(None, "initial mask (default: random for static, else magnitude)", MASK_INITS)
-    topology_delta: int = _f(10_000, "gradient updates of a network between topology updates", check=POSITIVE)
-    drop_fraction: float = _f(0.5, "initial drop fraction zeta0 (cosine-annealed)", check=UNIT)
-    topology_stop: Optional[float] = _f(None, "stop topology updates after this fraction of updates",
-                                        check=UNIT_OPEN_BOTTOM, default_doc="never stop")
-    grow: Optional[str] = _f(None, "growth criterion (default: by method)", ("gradient", "random"))
-    grad_accumulation: int = _f(1, "minibatches the RigL dense gradient is accumulated over (at most "
-                                "--topology-delta)", check=POSITIVE)
-    reset_adam: bool = _f(True, "reset Adam moments of dropped and grown weights")
-    regrow_dropped: bool = _f(False, "let a connection dropped at a topology update be regrown in the same update, "
-                              "keeping its value (the RigL / RLx2 reference code's candidate set); off by default: "
-                              "it cost RigL about 40 % of its return on HalfCheetah (docs/RESULTS.md, RigL regression)")
-    skip_step_on_update: bool = _f(True, "skip the optimizer step on topology-update steps (reference)")
-    sparse_backend: str = _f("masked", "sparse execution: masked dense, csr kernels, or auto (measured per layer)",
-                             SPARSE_BACKENDS)
-    # --- RLx2: multi-step target and dynamic buffer --------------------------------------
-    nstep: Optional[int] = _f(None, "multi-step TD target length n (default: 3 for rlx2, else 1; at most --steps)",
-                              check=between(1, MAX_NSTEP))
-    nstep_delay: Optional[int] = _f(None, "updates with n=1 before switching to n (rlx2 default: 10%)",
-                                    check=NON_NEGATIVE)
-    dynamic_buffer: Optional[bool] = _f(None, "dynamic-capacity replay buffer (default: on for rlx2, else off)")
-    buffer_min: Optional[int] = _f(None, "dynamic buffer: minimum capacity (at most --buffer-max)", check=POSITIVE,
-                                   default_doc="100000, lowered to --buffer-max / --buffer-size if smaller")
-    buffer_max: Optional[int] = _f(None, "dynamic buffer: maximum capacity (at most --buffer-size)", check=POSITIVE,
-                                   default_doc="--buffer-size")
-    buffer_threshold: Optional[float] = _f(None, "dynamic buffer: policy-distance threshold (default: 0.2 for "
-                                           "mse, the reference; the same drift sqrt(0.4*|A|) for l2)",
-                                           check=NON_NEGATIVE)
-    buffer_check_every: int = _f(10_000, "dynamic buffer: env steps between checks", check=POSITIVE)
-    policy_distance: str = _f("mse", "dynamic buffer: distance metric (mse: mean delta^2/2, the reference; "
-                              "l2: the paper's Euclidean distance)", ("mse", "l2"))
-    buffer_shrink: str = _f("reference", "dynamic buffer: eviction rule (reference: drop 10% of the size, no cap; "
-                            "fraction: 10% and cap; to-threshold: until within the threshold, cap)",
-                            ("reference", "fraction", "to-threshold"))
-    # --- structured pruning (structured, neuron-magnitude) and GMP ----------------------
-    importance: str = _f(_S["importance"], "neuron importance estimator", IMPORTANCE_METHODS)
-    regularizer: str = _f(_S["regularizer"], "group penalty", REGULARIZERS)
-    reg_lambda: float = _f(_S["reg_lambda"], "group-sparse regulariser strength lambda; with --reg-mode loss the weight of "
-                           "lambda * sum_j c_j ||g_j|| in each network's loss (its pull depends on the loss scale and "
-                           "Adam), with --reg-mode proximal the shrink of a neuron group's L2 norm per unit learning "
-                           "rate per update (times c_j), the same meaning for every network", check=NON_NEGATIVE)
-    reg_mode: str = _f(_S["reg_mode"], "structured: how the group penalty acts: loss (added to the loss, through Adam; "
-                       "never exactly zero) or proximal (group soft-threshold g_j *= max(0, 1 - lr*lambda*c_j/||g_j||) "
-                       "after each optimizer step; exact zeros, independent of loss scale and Adam)",
-                       REG_MODES)
-    prune_every: int = _f(_S["prune_every"], "updates between prune events", check=POSITIVE)
-    prune_start: float = _f(_S["prune_start"], "fraction of updates when pruning starts (below --prune-end)", check=UNIT_OPEN_TOP)
-    prune_end: float = _f(_S["prune_end"], "fraction of updates when pruning ends (the rest of the run recovers)",
-                          check=UNIT_OPEN_BOTTOM)
-    min_width: int = _f(_S["min_width"], "minimum neurons kept per hidden layer", check=POSITIVE)
-    target_neuron_fraction: float = _f(_S["target_neuron_fraction"], "structured: fraction of hidden neurons to remove by prune_end "
-                                       "(the actor's; DQN's Q-network's)", check=UNIT_OPEN_TOP)
-    critic_target_neuron_fraction: Optional[float] = _f(None, "structured: fraction of hidden neurons to remove from "
-                                                        "each critic MLP by prune_end (TD3/SAC)",
-                                                        check=between(0, 1, low_open=True, high_open=True),
-                                                        default_doc="--target-neuron-fraction")
-    prune_networks: str = _f("all", "structured: which networks are pruned: actor, critic (TD3/SAC only) or all "
-                             "(DQN: all, its one Q-network)", ("actor", "critic", "all"))
-    threshold_scope: str = _f(_S["threshold_scope"], "structured: prune each hidden layer to the target on its own (layer), or "
-                              "pool layer-normalised importance and the neuron budget over all hidden layers of "
-                              "an MLP (global; each layer keeps --min-width)", THRESHOLD_SCOPES)
-    threshold_rule: str = _f(_S["threshold_rule"], "structured: prune below a ramping multiple of the mean importance, capped by "
-                             "the cubic target (ramp); exactly the cubic target's least important (cubic); or "
-                             "below the ramping threshold capped only by the final target, which the last "
-                             "event then meets (threshold: importance sets the pace and, with --threshold-scope "
-                             "global, the widths)",
-                             THRESHOLD_RULES)
-    recovery_reg_scale: float = _f(_S["recovery_reg_scale"], "structured: --reg-lambda multiplier after --prune-end (the recovery "
-                                   "phase; 0 = fine-tune the pruned network without the regulariser)",
-                                   check=NON_NEGATIVE)
-    prune_guard: Optional[float] = _f(None, "pause pruning while eval return is this fraction below its best",
-                                      check=NON_NEGATIVE, default_doc="off")
-    gmp_sparsity: float = _f(0.95, "GMP final weight sparsity", check=UNIT_OPEN_TOP)
 
-    # --------------------------------------------------------------------------------------
+
+class _ConfigMethods:
+    """What a composed :class:`TrainConfig` can do besides holding its fields."""
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -227,8 +140,38 @@ class TrainConfig:
         return cls(**data)
 
 
+    def method_block(self):
+        """The chosen method's typed options (``Method.Options``) with this config's values."""
+        return method_class(self.method).options_of(self)
+
+
+#: the option blocks a config is composed of: run, algorithm, then every method block
+CONFIG_BLOCKS: tuple[type, ...] = (RunOptions, AlgoOptions, *METHOD_BLOCKS)
+
+
+def _compose() -> type:
+    """``TrainConfig``: one flat dataclass of every block's fields, so the CLI offers one flag per
+    option, YAML files and ``config.yaml`` keep flat keys, and old config files still load; the
+    run reads a method's options through that method's own typed view (:meth:`method_block`)."""
+    specs = []
+    for block in CONFIG_BLOCKS:
+        hints = field_types(block)
+        for f in fields(block):
+            if f.name not in {name for name, _, _ in specs}:
+                specs.append((f.name, hints[f.name], field(default=f.default, metadata=f.metadata)))
+    cls = dataclasses.make_dataclass("TrainConfig", specs, bases=(_ConfigMethods,))
+    cls.__module__, cls.__doc__ = __name__, _ConfigMethods.__doc__.replace("What a composed", "A run's whole")
+    return cls
+
+
+TrainConfig = _compose()
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(TrainConfig)}
-FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrainConfig)
+FIELD_TYPES: dict[str, Any] = {name: hint for block in CONFIG_BLOCKS for name, hint in field_types(block).items()}
+#: the section (``train --help``) of each field: its block's ``SECTION``
+FIELD_BLOCK: dict[str, type] = {}
+for _block in CONFIG_BLOCKS:
+    for _field in fields(_block):
+        FIELD_BLOCK.setdefault(_field.name, _block)
 
 
 def check_option(name: str, value: Any) -> Any:
@@ -271,9 +214,6 @@ WARMUP_DIVISOR = 10
 # Default minimum capacity of the dynamic buffer, lowered to the maximum when that is smaller.
 BUFFER_MIN_DEFAULT = 100_000
 
-# Fallbacks for options that are neither set by the user nor by the method's defaults.
-GENERIC_DEFAULTS: dict[str, Any] = {"nstep": 1, "dynamic_buffer": False, "mask_init": "magnitude"}
-
 
 def resolve(cfg: TrainConfig, run_length_known: bool = True) -> TrainConfig:
     """The one place a config is completed: the user's values (type-coerced and range-checked
@@ -289,10 +229,14 @@ def resolve(cfg: TrainConfig, run_length_known: bool = True) -> TrainConfig:
     if data["learning_starts"] is None:
         # the warm-up default scales down for short runs, so a default run always trains
         data["learning_starts"] = min(ALGO_DEFAULTS[data["algo"]]["learning_starts"], data["steps"] // WARMUP_DIVISOR)
-    for layer in (method.defaults(data), ALGO_DEFAULTS[data["algo"]], GENERIC_DEFAULTS):
+    for layer in (method.defaults(data), ALGO_DEFAULTS[data["algo"]]):
         for key, value in layer.items():
             if data.get(key) is None:
                 data[key] = copy.deepcopy(value)
+    extra = [name for name in method.option_names() if name not in FIELDS]
+    if extra or data.get("method_options"):  # the options of a method added with register_method()
+        data["method_options"] = method.resolve_options(dict(data.get("method_options") or {}),
+                                                        "--method-options", extra)
     out = TrainConfig(**data)
     if out.schedule_steps is None:
         out.schedule_steps = out.steps

@@ -22,6 +22,7 @@ import math
 import numbers
 import typing
 from decimal import Decimal, InvalidOperation
+from dataclasses import field
 from typing import Any, Callable
 
 from .errors import UserError
@@ -66,6 +67,14 @@ def between(low: float, high: float, low_open: bool = False, high_open: bool = F
 
 class _Bad(Exception):
     """A value that cannot be read as the declared type; ``str`` is the problem (``not an integer``)."""
+
+
+def _with_label(label: str, name: str, read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except UserError as exc:
+        text = str(exc)
+        raise UserError(label + text[len(flag(name)):] if text.startswith(flag(name)) else text) from None
 
 
 def flag(name: str) -> str:
@@ -227,10 +236,14 @@ def _read(base: Any, value: Any, check: Check | None) -> Any:
     return _as_str(value)
 
 
-def coerce(name: str, hint: Any, value: Any, choices: tuple | None = None, check: Check | None = None) -> Any:
+def coerce(name: str, hint: Any, value: Any, choices: tuple | None = None, check: Check | None = None,
+           label: str | None = None) -> Any:
     """``value`` for the option ``name`` declared as ``hint`` (+ ``choices``/``check``), or a
-    one-line :class:`UserError` naming ``--name``, the value and what is allowed."""
+    one-line :class:`UserError` naming ``--name`` (or ``label``: a Python caller's keyword), the
+    value and what is allowed."""
     base, optional = kind_of(hint)
+    if label is not None:
+        return _with_label(label, name, lambda: coerce(name, hint, value, choices, check))
     allowed = describe(base, choices, check)
     if value is None:
         if optional:
@@ -248,3 +261,23 @@ def coerce(name: str, hint: Any, value: Any, choices: tuple | None = None, check
     if isinstance(out, int) and not isinstance(out, bool) and abs(out) > INT64_MAX:
         raise UserError(f"{flag(name)} {show(value)}: too large; allowed: {allowed}, below 2**63")
     return out
+
+
+def option(default: Any, help: str, choices: tuple | None = None, check: Check | None = None,
+           default_doc: str | None = None):
+    """A declared option (a dataclass field): its default, one-line help (``--help`` prints it),
+    and the values it allows (``choices`` or a :class:`Check`); ``default_doc`` says in ``--help``
+    how a ``None`` default is filled. Run options (:mod:`sparserl.config`) and each method's
+    option block (:mod:`sparserl.methods.options`) are declared with it, and
+    :func:`coerce` enforces ``choices`` / ``check`` for every source of a value."""
+    return field(default=default, metadata={"help": help, "choices": choices, "check": check,
+                                            "default_doc": default_doc})
+
+
+# Allowed values shared by many options (the text is what --help and errors print).
+POSITIVE = at_least(1)                                   # counts, sizes, periods
+NON_NEGATIVE = at_least(0)
+POSITIVE_REAL = at_least(0, strict=True)
+UNIT = between(0, 1)                                     # [0, 1]
+UNIT_OPEN_TOP = between(0, 1, high_open=True)            # [0, 1): a sparsity of 1 has no weights
+UNIT_OPEN_BOTTOM = between(0, 1, low_open=True)          # (0, 1]

@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 from .base import Method
+from .options import SparsityOptions
 
 
 class Dense(Method):
     name = "dense"
     summary_line = "the plain algorithm"
-
-
-def sparsity_of(cfg, network: str) -> float:
-    """The configured weight sparsity of a network (``actor``, ``critic`` or ``q``)."""
-    return {"actor": cfg.actor_sparsity, "critic": cfg.critic_sparsity, "q": cfg.q_sparsity}[network]
 
 
 class Tiny(Method):
@@ -20,6 +16,7 @@ class Tiny(Method):
 
     name = "tiny"
     summary_line = "dense, hidden widths narrowed so the weight count matches the sparse one (--actor-sparsity ...)"
+    OPTION_BLOCKS = (SparsityOptions, *Method.OPTION_BLOCKS)
 
     def network_widths(self, cfg, obs_space, act_space) -> dict:
         from ..algos import AGENTS
@@ -29,7 +26,7 @@ class Tiny(Method):
         for path, mlp in probe.mlps().items():
             layers = mlp.linear_layers()
             n_in, n_out, depth = layers[0].in_features, layers[-1].out_features, len(layers) - 1
-            target = (1.0 - sparsity_of(cfg, path.split(".")[0])) * sum(l.weight.numel() for l in layers)
+            target = (1.0 - self.options.sparsity_of(path.split(".")[0])) * sum(l.weight.numel() for l in layers)
 
             def weights(h: int) -> int:
                 return n_in * h + (depth - 1) * h * h + h * n_out

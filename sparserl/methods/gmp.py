@@ -14,9 +14,10 @@ from torch import nn
 
 from ..errors import UserError
 from ..sparse import PruneWindow, SparseTraining, gmp_sparsity
+from .base import network_updates
+from .options import GMPOptions, MaskOptions
 from .sparse import SparsePlugin
 from .structured import PruningMethod
-from .base import updates_of
 
 
 class GMPPlugin(SparsePlugin):
@@ -66,6 +67,7 @@ class GMPPlugin(SparsePlugin):
 class GMP(PruningMethod):
     name = "gmp"
     summary_line = "gradual magnitude pruning of weights, cubic schedule to --gmp-sparsity"
+    OPTION_BLOCKS = (GMPOptions, MaskOptions, *PruningMethod.OPTION_BLOCKS)
 
     @classmethod
     def validate(cls, cfg) -> None:
@@ -75,14 +77,11 @@ class GMP(PruningMethod):
             raise UserError("--sparse-backend csr applies to --method static, set, rigl, rlx2; --method gmp runs "
                             "its masks on the masked backend; allowed with gmp: --sparse-backend masked or auto")
 
-    def attach(self, agent, total_updates: int) -> None:
-        cfg = self.cfg
-        for index, (name, net) in enumerate(agent.networks.items()):
-            updates = updates_of(agent, name, total_updates)
-            targets = [agent.targets[name]] if name in agent.targets else []
-            sparse = SparseTraining(net, agent.optimizers[name], 0.0, allocation=cfg.allocation, updater="static",
-                                    reset_optimizer_state=cfg.reset_adam,
-                                    generator=torch.Generator().manual_seed(cfg.seed * 1000 + index))
-            agent.plugins[name] = [GMPPlugin(sparse, targets, cfg.batch_size, cfg.gmp_sparsity,
-                                             int(cfg.prune_start * updates), max(1, int(cfg.prune_end * updates)),
-                                             cfg.prune_every)]
+    def build(self, network, optimizer, targets, update_period, planned_updates, *, role, index=0):
+        opts = self.options
+        updates = network_updates(planned_updates, update_period)
+        sparse = SparseTraining(network, optimizer, 0.0, allocation=opts.allocation, updater="static",
+                                reset_optimizer_state=opts.reset_adam,
+                                generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + index))
+        return GMPPlugin(sparse, targets, self.cfg.batch_size, opts.gmp_sparsity, int(opts.prune_start * updates),
+                         max(1, int(opts.prune_end * updates)), opts.prune_every)

@@ -11,8 +11,8 @@ from torch import nn
 from ..errors import UserError
 from ..sparse import SparseTraining
 from ..sparse.flops import dense_gradient_extra_flops, forward_flops
-from .base import Method, updates_of
-from .dense import sparsity_of
+from .base import Method, network_updates
+from .options import MaskOptions, SparsityOptions, TopologyOptions
 
 
 class SparsePlugin:
@@ -72,10 +72,11 @@ class SparseMethod(Method):
 
     name = "rigl"
     summary_line = "drop smallest |w|, grow largest |dense gradient|"
+    OPTION_BLOCKS = (SparsityOptions, MaskOptions, TopologyOptions, *Method.OPTION_BLOCKS)
     DEFAULTS = {"grow": "gradient"}
 
     def updater(self) -> str:
-        return {"gradient": "rigl", "random": "set"}[self.cfg.grow]
+        return {"gradient": "rigl", "random": "set"}[self.options.grow]
 
     @classmethod
     def validate(cls, cfg) -> None:
@@ -89,26 +90,31 @@ class SparseMethod(Method):
             raise UserError("--sparse-backend csr needs --reset-adam (it keeps optimizer state only for active "
                             "connections); allowed with --no-reset-adam: --sparse-backend masked or auto")
 
-    def attach(self, agent, total_updates: int) -> None:
-        cfg = self.cfg
-        for index, (name, net) in enumerate(agent.networks.items()):
-            updates = updates_of(agent, name, total_updates)
-            targets = [agent.targets[name]] if name in agent.targets else []
-            stop = None if cfg.topology_stop is None else max(1, int(cfg.topology_stop * updates))
-            try:
-                sparse = SparseTraining(
-                    net, agent.optimizers[name], sparsity_of(cfg, name), allocation=cfg.allocation,
-                    init=cfg.mask_init, updater=self.updater(), delta=cfg.topology_delta,
-                    drop_fraction=cfg.drop_fraction, t_end=updates, stop_step=stop,
-                    reset_optimizer_state=cfg.reset_adam, skip_step_on_update=cfg.skip_step_on_update,
-                    grad_accumulation=cfg.grad_accumulation,
-                    regrow_dropped=cfg.regrow_dropped, backend=cfg.sparse_backend,
-                    generator=torch.Generator().manual_seed(cfg.seed * 1000 + index))
-            except ValueError as exc:
-                raise UserError(f"--{name}-sparsity {sparsity_of(cfg, name)}: {exc}") from None
-            for t in targets:  # targets start as exact copies of the masked online network
-                t.load_state_dict(net.state_dict())
-            agent.plugins[name] = [SparsePlugin(sparse, targets, cfg.batch_size)]
+    def make_sparse(self, module: nn.Module, optimizer, sparsity: float, updates: int, *,
+                    layers=None, generator: torch.Generator | None = None) -> SparseTraining:
+        """The masks and topology updater of ``module`` under this method's options, over the
+        ``updates`` gradient updates it gets (the native trainer's :meth:`build` and the SB3
+        :class:`~sparserl.integrations.sb3.SparseTrainingCallback` both build through here).
+        ``layers``: the Linear layers to mask (default: all)."""
+        opts = self.options
+        stop = None if opts.topology_stop is None else max(1, int(opts.topology_stop * updates))
+        return SparseTraining(
+            module, optimizer, sparsity, allocation=opts.allocation, init=opts.mask_init, updater=self.updater(),
+            delta=opts.topology_delta, drop_fraction=opts.drop_fraction, t_end=updates, stop_step=stop,
+            reset_optimizer_state=opts.reset_adam, skip_step_on_update=opts.skip_step_on_update,
+            grad_accumulation=opts.grad_accumulation, regrow_dropped=opts.regrow_dropped,
+            backend=opts.sparse_backend, layers=layers, generator=generator)
+
+    def build(self, network, optimizer, targets, update_period, planned_updates, *, role, index=0):
+        sparsity = self.options.sparsity_of(role)
+        try:
+            sparse = self.make_sparse(network, optimizer, sparsity, network_updates(planned_updates, update_period),
+                                      generator=torch.Generator().manual_seed(self.cfg.seed * 1000 + index))
+        except ValueError as exc:
+            raise UserError(f"--{role}-sparsity {sparsity}: {exc}") from None
+        for t in targets:  # targets start as exact copies of the masked online network
+            t.load_state_dict(network.state_dict())
+        return SparsePlugin(sparse, targets, self.cfg.batch_size)
 
 
 class Static(SparseMethod):

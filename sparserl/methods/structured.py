@@ -3,9 +3,15 @@ baseline ``neuron-magnitude``. Each MLP is pruned on its own, neurons are physic
 removed at every prune event (target networks and Adam state follow)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import UserError
-from ..structured.importance import DEFAULT_IMPORTANCE
-from .base import Method, guard_paused, updates_of
+from ..networks import MLP
+from .base import Method, guard_paused, network_updates
+from .options import PruneWindowOptions, StructuredOptions
+
+if TYPE_CHECKING:
+    from ..structured import StructuredPruner
 
 #: ``--prune-networks`` value -> the agent networks it prunes (DQN's one network ``q`` is "all")
 PRUNED_NETWORKS = {"actor": ("actor",), "critic": ("critic",), "all": None}
@@ -70,25 +76,14 @@ class PrunerPlugin:
             self.pruners[path].load_state_dict(s)
 
 
-def _target_mlp(agent, path: str):
-    name, _, sub = path.partition(".")
-    if name not in agent.targets:
-        return None
-    target = agent.targets[name]
-    return target.get_submodule(sub) if sub else target
-
-
 class PruningMethod(Method):
     """Shared by the pruning methods (structured, neuron-magnitude, gmp): the prune window and the
     prune guard."""
 
-    #: the prune window's defaults; ``TrainConfig``'s fields take theirs from here (one source).
-    #: 0.05 / 0.5: the winner of the CartPole part of benchmarks/suites/struct_sweep.yaml (seeds
-    #: 100-101): pruning done by mid-run leaves half the run to recover (the old 0.1 / 0.8 recovered less)
-    DEFAULTS = {"prune_every": 1_000, "prune_start": 0.05, "prune_end": 0.5}
+    OPTION_BLOCKS = (PruneWindowOptions, *Method.OPTION_BLOCKS)
 
     def after_eval(self, run, mean_return: float, best_return: float) -> None:
-        paused = guard_paused(self.cfg.prune_guard, mean_return, best_return)
+        paused = guard_paused(self.options.prune_guard, mean_return, best_return)
         for plugins in run.agent.plugins.values():
             for plugin in plugins:
                 plugin.set_paused(paused)
@@ -98,11 +93,9 @@ class Structured(PruningMethod):
     name = "structured"
     summary_line = "neuron-importance group-sparse regulariser + dynamic threshold + physical shrinking"
     magnitude_only = False
-    #: ``--method structured``'s defaults: ``TrainConfig``'s fields and the SB3
-    #: ``StructuredPruningCallback`` both take theirs from here, so the two cannot drift apart
-    DEFAULTS = {**PruningMethod.DEFAULTS, "importance": DEFAULT_IMPORTANCE, "regularizer": "importance",
-                "reg_lambda": 1e-4, "reg_mode": "loss", "min_width": 4, "target_neuron_fraction": 0.93,
-                "threshold_rule": "ramp", "threshold_scope": "layer", "recovery_reg_scale": 1.0}
+    #: the defaults are the fields' own (:class:`~.options.StructuredOptions`): ``TrainConfig``
+    #: and the SB3 ``StructuredPruningCallback`` both take theirs from there
+    OPTION_BLOCKS = (StructuredOptions, *PruningMethod.OPTION_BLOCKS)
 
     @classmethod
     def derived(cls, cfg) -> None:
@@ -123,38 +116,49 @@ class Structured(PruningMethod):
             raise UserError(f"--prune-networks {cfg.prune_networks} needs an actor-critic algorithm (td3, sac); "
                             f"allowed with --algo dqn: all (its one Q-network)")
 
-    def pruned_networks(self, agent) -> list[str]:
-        """The agent networks ``--prune-networks`` selects (each MLP inside is pruned on its own)."""
-        chosen = PRUNED_NETWORKS[self.cfg.prune_networks]
-        return [name for name in agent.networks if chosen is None or name in chosen]
+    def prunes(self, network: str) -> bool:
+        """Whether ``--prune-networks`` selects this agent network (DQN's ``q`` is in "all")."""
+        chosen = PRUNED_NETWORKS[self.options.prune_networks]
+        return chosen is None or network in chosen
 
     def target_fraction(self, network: str) -> float:
         """The neuron fraction removed by prune_end: critics have their own option."""
-        if network == "critic" and self.cfg.critic_target_neuron_fraction is not None:
-            return self.cfg.critic_target_neuron_fraction
-        return self.cfg.target_neuron_fraction
+        if network == "critic" and self.options.critic_target_neuron_fraction is not None:
+            return self.options.critic_target_neuron_fraction
+        return self.options.target_neuron_fraction
 
-    def attach(self, agent, total_updates: int) -> None:
+    def make_pruner(self, chain, optimizer, updates: int, mirrors: list, target_fraction: float,
+                    **pruner_options) -> "StructuredPruner":
+        """The pruner of one MLP (or chain of Linear layers) under this method's options, over
+        the ``updates`` gradient updates it gets (the native trainer's :meth:`build` and the SB3
+        :class:`~sparserl.integrations.sb3.StructuredPruningCallback` both build through here).
+        ``pruner_options``: the pruner's own knobs that are no run option (``shrink``, ``ema`` ...)."""
         from ..structured import StructuredPruner
 
-        cfg = self.cfg
-        for name in self.pruned_networks(agent):
-            updates = updates_of(agent, name, total_updates)
-            pruners = {}
-            for path, mlp in agent.mlps().items():
-                if path.split(".")[0] != name:
-                    continue
-                mirror = _target_mlp(agent, path)
-                pruners[path] = StructuredPruner(
-                    mlp, agent.optimizers[name], total_updates=updates,
-                    importance="magnitude" if self.magnitude_only else cfg.importance,
-                    regularizer="none" if self.magnitude_only else cfg.regularizer, reg_lambda=cfg.reg_lambda,
-                    reg_mode=cfg.reg_mode,
-                    prune_every=cfg.prune_every, prune_start=cfg.prune_start, prune_end=cfg.prune_end,
-                    min_width=cfg.min_width, shrink=True, mirrors=[mirror] if mirror is not None else [],
-                    target_fraction=self.target_fraction(name), rule=cfg.threshold_rule,
-                    scope=cfg.threshold_scope, recovery_reg_scale=cfg.recovery_reg_scale)
-            agent.plugins[name] = [PrunerPlugin(pruners)]
+        opts = self.options
+        kwargs = dict(importance="magnitude" if self.magnitude_only else opts.importance,
+                      regularizer="none" if self.magnitude_only else opts.regularizer, reg_lambda=opts.reg_lambda,
+                      reg_mode=opts.reg_mode, prune_every=opts.prune_every, prune_start=opts.prune_start,
+                      prune_end=opts.prune_end, min_width=opts.min_width, target_fraction=target_fraction,
+                      rule=opts.threshold_rule, scope=opts.threshold_scope,
+                      recovery_reg_scale=opts.recovery_reg_scale, shrink=True)
+        return StructuredPruner(chain, optimizer, total_updates=updates, mirrors=mirrors,
+                                **{**kwargs, **pruner_options})
+
+    def build(self, network, optimizer, targets, update_period, planned_updates, *, role, index=0):
+        """One pruner per MLP inside ``network`` (TD3's critic holds two), each on its own;
+        a target network's MLP at the same path follows every surgery."""
+        if not self.prunes(role):
+            return None
+        updates = network_updates(planned_updates, update_period)
+        pruners = {}
+        for sub, mlp in network.named_modules():
+            if not isinstance(mlp, MLP):
+                continue
+            mirrors = [t.get_submodule(sub) if sub else t for t in targets]
+            pruners[f"{role}.{sub}" if sub else role] = self.make_pruner(
+                mlp, optimizer, updates, mirrors, self.target_fraction(role))
+        return PrunerPlugin(pruners)
 
 
 class NeuronMagnitude(Structured):

@@ -430,38 +430,88 @@ def test_sb3_zip_with_an_unreadable_kwarg_fails_in_one_line_without_unpickling(t
 
 
 # --------------------------------------------------------------------------- one source of defaults
-# callback keyword -> the TrainConfig option (CLI flag) it stands for
-CALLBACK_OPTIONS = {"importance": "importance", "regularizer": "regularizer", "reg_lambda": "reg_lambda",
-                    "prune_every": "prune_every", "prune_start": "prune_start", "prune_end": "prune_end",
-                    "min_width": "min_width", "target_fraction": "target_neuron_fraction",
-                    "rule": "threshold_rule", "reg_mode": "reg_mode", "threshold_scope": "threshold_scope",
-                    "recovery_reg_scale": "recovery_reg_scale"}
-# StructuredPruner keyword -> option, for the CLI options the callback leaves at the pruner's default
-PRUNER_OPTIONS = {"importance": "importance"}
+#: every method and the SB3 callback that offers it (the others have no SB3 form: dense needs no
+#: callback, tiny is a net_arch, rlx2's n-step target and buffer live inside the algorithm, gmp
+#: has no callback yet)
+SB3_CALLBACKS = {"static": SparseTrainingCallback, "set": SparseTrainingCallback, "rigl": SparseTrainingCallback,
+                 "structured": StructuredPruningCallback, "neuron-magnitude": StructuredPruningCallback}
+NO_SB3_FORM = {"dense", "tiny", "rlx2", "gmp"}
 
 
-def _signature_defaults(fn) -> dict:
-    import inspect
-    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+class _Recorder:
+    """Records the keyword arguments a core class (SparseTraining, StructuredPruner) is built with."""
+
+    def __init__(self, cls, calls):
+        self.cls, self.calls = cls, calls
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(kwargs)
+        return self.cls(*args, **kwargs)
 
 
-def test_structured_callback_defaults_equal_the_cli_defaults():
-    """StructuredPruningCallback() prunes as `sparserl train --method structured` does (it once
-    pruned over 0.1-0.8 while the CLI used 0.05-0.5)."""
+def _native_build_kwargs(monkeypatch, method):
+    """What `sparserl train --method <method>` (defaults) builds its core objects with (TD3)."""
+    import gymnasium as gym
+    from sparserl.algos import make_agent
     from sparserl.config import TrainConfig, resolve
-    from sparserl.structured import StructuredPruner
+    from sparserl.methods import attach_method
+    import sparserl.methods.sparse as sparse_mod
+    import sparserl.structured as structured_mod
 
-    cli = resolve(TrainConfig(method="structured", steps=10_000))
-    callback = _signature_defaults(StructuredPruningCallback.__init__)
-    got = {option: callback[kw] for kw, option in CALLBACK_OPTIONS.items()}
-    assert got == {option: getattr(cli, option) for option in CALLBACK_OPTIONS.values()}
-    assert (got["prune_start"], got["prune_end"]) == (0.05, 0.5)
-    pruner = _signature_defaults(StructuredPruner.__init__)
-    assert {o: pruner[kw] for kw, o in PRUNER_OPTIONS.items()} == {o: getattr(cli, o) for o in PRUNER_OPTIONS.values()}
-    # the options the CLI does not expose: the callback passes the pruner's own defaults
-    assert {k: callback[k] for k in ("max_ratio", "ema", "eps", "compensate")} == \
-        {k: pruner[k] for k in ("max_ratio", "ema", "eps", "compensate")}
+    calls = []
+    monkeypatch.setattr(sparse_mod, "SparseTraining", _Recorder(sparse_mod.SparseTraining, calls))
+    monkeypatch.setattr(structured_mod, "StructuredPruner", _Recorder(structured_mod.StructuredPruner, calls))
+    cfg = resolve(TrainConfig(method=method, algo="td3", steps=10_000, hidden=[16, 16]))
+    env = gym.make("Pendulum-v1")
+    attach_method(make_agent(cfg, env.observation_space, env.action_space), cfg, 1000)
+    monkeypatch.undo()
+    return cfg, calls
+
+
+@pytest.mark.parametrize("method", sorted(SB3_CALLBACKS))
+def test_sb3_callback_defaults_equal_the_cli_defaults(monkeypatch, method):
+    """A callback with no options builds its masks / pruners with exactly the keyword arguments
+    that `sparserl train --method <method>` uses (both go through the method's builder; the
+    structured callback once pruned over 0.1-0.8 while the CLI used 0.05-0.5)."""
+    from sparserl.config import TrainConfig, resolve
+    import sparserl.methods.sparse as sparse_mod
+    import sparserl.structured as structured_mod
+
+    cli_cfg, native = _native_build_kwargs(monkeypatch, method)
+    calls = []
+    monkeypatch.setattr(sparse_mod, "SparseTraining", _Recorder(sparse_mod.SparseTraining, calls))
+    monkeypatch.setattr(structured_mod, "StructuredPruner", _Recorder(structured_mod.StructuredPruner, calls))
+    cb = SB3_CALLBACKS[method](method) if SB3_CALLBACKS[method] is StructuredPruningCallback \
+        else SparseTrainingCallback(method, sparsity=cli_cfg.actor_sparsity)
+    cb.planned_updates = 1000
+    make("td3").learn(300, callback=cb)
+    assert native and calls
+    # per-network values (schedule length, which layers, seeds) differ by construction
+    per_network = {"total_updates", "t_end", "stop_step", "layers", "generator", "mirrors", "backend"}
+    ours = [{k: v for k, v in kw.items() if k not in per_network} for kw in native]
+    theirs = [{k: v for k, v in kw.items() if k not in per_network} for kw in calls]
+    assert all(kw == ours[0] for kw in ours) and all(kw == ours[0] for kw in theirs), (ours[0], theirs[0])
+    # and the typed options agree with the resolved CLI config, option by option
+    import dataclasses
+    derived = {"buffer_min", "nstep_delay", "critic_target_neuron_fraction"}  # from the run's length and sizes
+    cli = dataclasses.asdict(resolve(TrainConfig(method=method, steps=10_000)).method_block())
+    ours = dataclasses.asdict(cb.method_options.options)
+    assert {k: v for k, v in ours.items() if k not in derived} == {k: v for k, v in cli.items() if k not in derived}
+
+
+def test_every_method_has_an_sb3_form_or_is_listed_without_one():
+    from sparserl.methods import METHODS
+    assert set(SB3_CALLBACKS) | NO_SB3_FORM == set(METHODS) and not set(SB3_CALLBACKS) & NO_SB3_FORM
+
+
+def test_sb3_callbacks_take_the_older_keyword_spellings():
+    cb = SparseTrainingCallback("rigl", delta=7, init="random", reset_optimizer_state=False)
+    opts = cb.method_options.options
+    assert (opts.topology_delta, opts.mask_init, opts.reset_adam) == (7, "random", False)
+    with pytest.raises(UserError, match="delta=7 and topology_delta=8"):
+        SparseTrainingCallback("rigl", delta=7, topology_delta=8)
+    with pytest.raises(UserError, match="drop_fraction 2"):
+        SparseTrainingCallback("rigl", drop_fraction=2)
 
 
 def test_structured_callback_builds_pruners_with_the_cli_schedule():

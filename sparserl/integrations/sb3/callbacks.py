@@ -11,7 +11,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from torch import nn
 
 from ...errors import UserError
-from ...methods.structured import Structured
+from ...methods import method_class
+from ...methods.base import network_updates
 from ...sparse import SparseTraining
 from ...sparse.flops import forward_flops, layer_flops, totals
 from ...structured import StructuredPruner
@@ -121,16 +122,16 @@ class SparseTrainingCallback(_ModelCallback):
             random) or ``"static"`` (fixed mask).
         sparsity: fraction of Linear weights masked in every network, or a mapping from network
             name (``"actor"``, ``"critic"``, ``"q"``) to its sparsity.
-        allocation: ``"erk"`` or ``"uniform"`` layer-wise densities within a network.
-        init: ``"magnitude"`` (keep the largest initial weights) or ``"random"``.
-        delta: gradient steps of a network between topology updates.
-        drop_fraction: initial fraction of a layer's connections replaced (cosine-annealed to 0
-            at ``t_end`` = the network's planned gradient steps).
+        allocation, mask_init, topology_delta, drop_fraction, topology_stop, grad_accumulation,
+            reset_adam, skip_step_on_update, regrow_dropped: the options of ``sparserl train
+            --method <method>`` of the same names, with the same defaults (``None``: that
+            method's default; both resolve through the method's option blocks, see
+            :mod:`sparserl.methods.options`). Times count gradient steps of a network;
+            ``drop_fraction`` is cosine-annealed to 0 at the network's planned gradient steps.
+        delta, init, reset_optimizer_state: the older spellings of ``topology_delta``,
+            ``mask_init`` and ``reset_adam`` (still accepted).
         planned_updates: gradient steps of this ``learn()`` call (default: computed by
             :func:`planned_gradient_steps`); TD3's actor uses ``planned_updates // policy_delay``.
-        topology_stop: fraction of the planned updates after which the topology is frozen.
-        grad_accumulation, reset_optimizer_state, skip_step_on_update: as in
-            :class:`~sparserl.sparse.SparseTraining`.
         seed: seed of the masks' random generator (default: the model's seed; None on both
             draws it from torch's global RNG).
 
@@ -141,23 +142,34 @@ class SparseTrainingCallback(_ModelCallback):
     and ``sparse/topology_updates``.
     """
 
+    #: older keyword -> the option's name (as ``sparserl train`` spells it)
+    OLD_NAMES = {"delta": "topology_delta", "init": "mask_init", "reset_optimizer_state": "reset_adam"}
+
     def __init__(self, method: str = "rigl", sparsity: Union[float, Mapping[str, float]] = 0.9, *,
-                 allocation: str = "erk", init: str = "magnitude", delta: int = 1000,
-                 drop_fraction: float = 0.5, planned_updates: Optional[int] = None,
-                 topology_stop: Optional[float] = None, grad_accumulation: int = 1,
-                 reset_optimizer_state: bool = True, skip_step_on_update: bool = True,
-                 seed: Optional[int] = None, verbose: int = 0):
+                 allocation: Optional[str] = None, mask_init: Optional[str] = None,
+                 topology_delta: Optional[int] = None, drop_fraction: Optional[float] = None,
+                 topology_stop: Optional[float] = None, grad_accumulation: Optional[int] = None,
+                 reset_adam: Optional[bool] = None, skip_step_on_update: Optional[bool] = None,
+                 regrow_dropped: Optional[bool] = None, planned_updates: Optional[int] = None,
+                 seed: Optional[int] = None, verbose: int = 0, delta: Optional[int] = None,
+                 init: Optional[str] = None, reset_optimizer_state: Optional[bool] = None):
         super().__init__(planned_updates, verbose)
         if method not in SPARSE_METHODS:
             raise UserError(f"method={method!r}; allowed: {', '.join(SPARSE_METHODS)}")
-        if topology_stop is not None and not 0.0 < float(topology_stop) <= 1.0:
-            raise UserError(f"topology_stop={topology_stop!r}; allowed: None or a fraction in (0, 1]")
+        given = dict(allocation=allocation, mask_init=mask_init, topology_delta=topology_delta,
+                     drop_fraction=drop_fraction, topology_stop=topology_stop, grad_accumulation=grad_accumulation,
+                     reset_adam=reset_adam, skip_step_on_update=skip_step_on_update, regrow_dropped=regrow_dropped)
+        labels = {name: name for name in given}
+        for old, value in (("delta", delta), ("init", init), ("reset_optimizer_state", reset_optimizer_state)):
+            if value is not None:
+                new = self.OLD_NAMES[old]
+                if given[new] is not None:
+                    raise UserError(f"SparseTrainingCallback: {old}={value!r} and {new}={given[new]!r} are the same "
+                                    f"option; allowed: one of them")
+                given[new], labels[new] = value, old
         self.method = method
+        self.method_options = method_class(method).from_options("SparseTrainingCallback", labels, **given)
         self.sparsity = sparsity
-        self.options = dict(allocation=allocation, init=init, delta=delta, drop_fraction=drop_fraction,
-                            grad_accumulation=grad_accumulation, reset_optimizer_state=reset_optimizer_state,
-                            skip_step_on_update=skip_step_on_update)
-        self.topology_stop = topology_stop
         self.seed = seed
         self.sparse: dict[str, SparseTraining] = {}
         self.networks: dict[str, SparseNetwork] = {}
@@ -182,13 +194,11 @@ class SparseTrainingCallback(_ModelCallback):
         seed = self.seed if self.seed is not None else self.model.seed
         self.sparse = {}
         for i, net in enumerate(networks):
-            updates = max(1, steps // net.update_every)
-            stop = None if self.topology_stop is None else max(1, int(self.topology_stop * updates))
             generator = None if seed is None else torch.Generator().manual_seed(int(seed) * 1000 + i)
-            try:
-                self.sparse[net.name] = SparseTraining(
-                    net.module, net.optimizer, self._sparsity_of(net.name), updater=self.method,
-                    t_end=updates, stop_step=stop, layers=net.layers, generator=generator, **self.options)
+            try:  # the builder of ``sparserl train --method <method>`` (one place maps options to masks)
+                self.sparse[net.name] = self.method_options.make_sparse(
+                    net.module, net.optimizer, self._sparsity_of(net.name), network_updates(steps, net.update_every),
+                    layers=net.layers, generator=generator)
             except ValueError as exc:
                 raise UserError(f"SparseTrainingCallback, network {net.name!r}: {exc}") from None
             self.sparse[net.name].sync(*net.targets)
@@ -266,28 +276,28 @@ class SparseTrainingCallback(_ModelCallback):
 
 
 # --------------------------------------------------------------- structured pruning callback
-#: ``--method structured``'s defaults, the one source of the callback's (see its docstring)
-_STRUCTURED = Structured.DEFAULTS
-
-
 class StructuredPruningCallback(_ModelCallback):
     """Dynamic structured (neuron) pruning of an SB3 model's MLPs, as ``--method structured``.
 
     One :class:`~sparserl.structured.StructuredPruner` per MLP chain (:func:`prunable_chains`)
     with the same neuron-importance regulariser, threshold rule and surgery; pruned neurons are
     physically removed from SB3's networks, their target networks and optimizer state.
-    The defaults are those of ``sparserl train --method structured``: both read
-    :attr:`sparserl.methods.structured.Structured.DEFAULTS`.
+    The options and their defaults are those of ``sparserl train --method structured`` (or
+    ``neuron-magnitude``): both resolve through the method's option blocks
+    (:class:`sparserl.methods.options.StructuredOptions`, ``PruneWindowOptions``) and build
+    each pruner with the same builder (:meth:`sparserl.methods.structured.Structured.make_pruner`).
 
     Args:
-        importance, regularizer, reg_lambda, prune_every, prune_start, prune_end, min_width,
-        target_fraction, rule, reg_mode, recovery_reg_scale, max_ratio, ema, eps, compensate: as in
-            :class:`~sparserl.structured.StructuredPruner` (times count gradient steps of the
-            pruned network; fractions are of its planned updates). ``rule``: ``ramp``,
-            ``cubic`` or ``threshold``; ``reg_mode``: ``loss`` (penalty gradient added before
-            each step) or ``proximal`` (group shrink applied after each step, with the
-            optimizer's learning rate).
-        threshold_scope: ``layer`` or ``global`` (the pruner's ``scope``; ``--threshold-scope``).
+        method: ``"structured"`` or ``"neuron-magnitude"`` (no regulariser, magnitude importance).
+        importance, regularizer, reg_lambda, reg_mode, prune_every, prune_start, prune_end,
+        min_width, threshold_scope, recovery_reg_scale: the options of ``sparserl train`` of the
+            same names (``None``: the method's default). Times count gradient steps of the
+            pruned network; fractions are of its planned updates (an int ``prune_start`` /
+            ``prune_end`` above 1 is an absolute update count, as in the pruner).
+        target_fraction: ``--target-neuron-fraction``; rule: ``--threshold-rule`` (``ramp``,
+            ``cubic`` or ``threshold``).
+        max_ratio, ema, eps, compensate: the pruner's own knobs, no CLI option
+            (:class:`~sparserl.structured.StructuredPruner`; ``None``: its default).
         shrink: remove pruned neurons at once (default) or mask them until :meth:`shrink_now`.
         planned_updates: gradient steps of this ``learn()`` call (default:
             :func:`planned_gradient_steps`).
@@ -299,22 +309,35 @@ class StructuredPruningCallback(_ModelCallback):
     ``model.sparserl_architecture`` (saved with the model; reload with :func:`load`).
     """
 
-    def __init__(self, *, importance: str = _STRUCTURED["importance"], regularizer: str = _STRUCTURED["regularizer"],
-                 reg_lambda: float = _STRUCTURED["reg_lambda"], prune_every: int = _STRUCTURED["prune_every"],
-                 prune_start: Union[float, int] = _STRUCTURED["prune_start"],
-                 prune_end: Union[float, int] = _STRUCTURED["prune_end"], min_width: int = _STRUCTURED["min_width"],
-                 target_fraction: Optional[float] = _STRUCTURED["target_neuron_fraction"],
-                 rule: str = _STRUCTURED["threshold_rule"], reg_mode: str = _STRUCTURED["reg_mode"],
-                 threshold_scope: str = _STRUCTURED["threshold_scope"],
-                 recovery_reg_scale: float = _STRUCTURED["recovery_reg_scale"], max_ratio: float = 1.0,
-                 ema: float = 0.99, eps: float = 0.1, compensate: bool = True, shrink: bool = True,
-                 planned_updates: Optional[int] = None, verbose: int = 0):
+    #: keyword -> the option's name as ``sparserl train`` spells it, where they differ
+    OPTION_NAMES = {"target_fraction": "target_neuron_fraction", "rule": "threshold_rule"}
+    METHODS = ("structured", "neuron-magnitude")
+
+    def __init__(self, method: str = "structured", *, importance: Optional[str] = None,
+                 regularizer: Optional[str] = None, reg_lambda: Optional[float] = None,
+                 prune_every: Optional[int] = None, prune_start: Union[float, int, None] = None,
+                 prune_end: Union[float, int, None] = None, min_width: Optional[int] = None,
+                 target_fraction: Optional[float] = None, rule: Optional[str] = None,
+                 reg_mode: Optional[str] = None, threshold_scope: Optional[str] = None,
+                 recovery_reg_scale: Optional[float] = None, max_ratio: Optional[float] = None,
+                 ema: Optional[float] = None, eps: Optional[float] = None, compensate: Optional[bool] = None,
+                 shrink: bool = True, planned_updates: Optional[int] = None, verbose: int = 0):
         super().__init__(planned_updates, verbose)
-        self.options = dict(importance=importance, regularizer=regularizer, reg_lambda=reg_lambda,
-                            prune_every=prune_every, prune_start=prune_start, prune_end=prune_end,
-                            min_width=min_width, target_fraction=target_fraction, rule=rule,
-                            reg_mode=reg_mode, scope=threshold_scope, recovery_reg_scale=recovery_reg_scale,
-                            max_ratio=max_ratio, ema=ema, eps=eps, compensate=compensate, shrink=shrink)
+        if method not in self.METHODS:
+            raise UserError(f"StructuredPruningCallback: method={method!r}; allowed: {', '.join(self.METHODS)}")
+        keywords = dict(importance=importance, regularizer=regularizer, reg_lambda=reg_lambda, reg_mode=reg_mode,
+                        prune_every=prune_every, min_width=min_width, target_fraction=target_fraction, rule=rule,
+                        threshold_scope=threshold_scope, recovery_reg_scale=recovery_reg_scale)
+        # an absolute update count (an int above 1) is the pruner's, not a run option's, value
+        window = {k: v for k, v in (("prune_start", prune_start), ("prune_end", prune_end))
+                  if isinstance(v, int) and not isinstance(v, bool) and v > 1}
+        keywords.update({k: v for k, v in (("prune_start", prune_start), ("prune_end", prune_end)) if k not in window})
+        given = {self.OPTION_NAMES.get(k, k): v for k, v in keywords.items()}
+        labels = {self.OPTION_NAMES.get(k, k): k for k in keywords}
+        self.method = method
+        self.method_options = method_class(method).from_options("StructuredPruningCallback", labels, **given)
+        extra = dict(max_ratio=max_ratio, ema=ema, eps=eps, compensate=compensate)
+        self.pruner_options = {**window, **{k: v for k, v in extra.items() if v is not None}, "shrink": shrink}
         self.pruners: dict[str, StructuredPruner] = {}
         self.chains: dict[str, PrunableChain] = {}
         self._dense_flops: dict[str, int] = {}
@@ -325,12 +348,13 @@ class StructuredPruningCallback(_ModelCallback):
             raise UserError("no MLP chain with a hidden layer to prune in this model; "
                             "allowed: a net_arch with at least one hidden layer")
         steps = self._planned_steps()
+        method = self.method_options
         self.pruners = {}
         for name, spec in self.chains.items():
-            try:
-                self.pruners[name] = StructuredPruner(
-                    spec.chain, spec.optimizer, total_updates=max(1, steps // spec.update_every),
-                    mirrors=spec.mirrors, **self.options)
+            try:  # the builder of ``sparserl train --method structured`` (one place maps options to pruners)
+                self.pruners[name] = method.make_pruner(
+                    spec.chain, spec.optimizer, network_updates(steps, spec.update_every), spec.mirrors,
+                    method.options.target_neuron_fraction, **self.pruner_options)
             except ValueError as exc:
                 raise UserError(f"StructuredPruningCallback, chain {name!r}: {exc}") from None
         self._dense_flops = {name: _chain_flops(spec.chain) for name, spec in self.chains.items()}
