@@ -100,7 +100,7 @@ class SparseMethod(Method):
         stop = None if opts.topology_stop is None else max(1, int(opts.topology_stop * updates))
         return SparseTraining(
             module, optimizer, sparsity, allocation=opts.allocation, init=opts.mask_init, updater=self.updater(),
-            delta=opts.topology_delta, drop_fraction=opts.drop_fraction, t_end=updates, stop_step=stop,
+            delta=opts.topology_delta, drop_fraction=opts.drop_fraction, planned_updates=updates, stop_step=stop,
             reset_optimizer_state=opts.reset_adam, skip_step_on_update=opts.skip_step_on_update,
             grad_accumulation=opts.grad_accumulation, regrow_dropped=opts.regrow_dropped,
             backend=opts.sparse_backend, layers=layers, generator=generator)

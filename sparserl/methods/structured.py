@@ -142,7 +142,7 @@ class Structured(PruningMethod):
                       prune_end=opts.prune_end, min_width=opts.min_width, target_fraction=target_fraction,
                       rule=opts.threshold_rule, scope=opts.threshold_scope,
                       recovery_reg_scale=opts.recovery_reg_scale, shrink=True)
-        return StructuredPruner(chain, optimizer, total_updates=updates, mirrors=mirrors,
+        return StructuredPruner(chain, optimizer, planned_updates=updates, mirrors=mirrors,
                                 **{**kwargs, **pruner_options})
 
     def build(self, network, optimizer, targets, update_period, planned_updates, *, role, index=0):

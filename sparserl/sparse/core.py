@@ -2,7 +2,7 @@
 
 Works on any ``nn.Module`` and its optimizer; knows nothing about RL. Usage::
 
-    sparse = SparseTraining(net, opt, sparsity=0.9, updater="rigl", delta=1000, t_end=100_000)
+    sparse = SparseTraining(net, opt, sparsity=0.9, updater="rigl", delta=1000, planned_updates=100_000)
     for batch in data:
         opt.zero_grad()
         loss(net, batch).backward()
@@ -88,8 +88,9 @@ class SparseTraining:
         updater: ``"rigl"``, ``"set"``, ``"static"`` or an :class:`Updater` instance.
         delta: updates of this network between topology updates.
         drop_fraction: zeta0 of the cosine drop-fraction decay.
-        t_end: updates after which the topology is frozen (and the cosine reaches 0);
-            required unless the updater is static.
+        planned_updates: the planned gradient updates of this network: the topology is frozen
+            after them and the cosine reaches 0 there (RigL's ``T_end``; ``t_end`` is the older
+            keyword, still accepted); required unless the updater is static.
         stop_step: optional earlier step from which no topology update happens.
         reset_optimizer_state: zero same-shaped optimizer state (Adam moments) of dropped
             and grown entries (the RLx2 reference does not; we default to True). The ``csr``
@@ -115,7 +116,8 @@ class SparseTraining:
     def __init__(self, module: nn.Module, optimizer: Optional[torch.optim.Optimizer], sparsity: float, *,
                  allocation: str = "erk", init: str = "magnitude",
                  updater: Union[str, Updater] = "rigl", delta: int = 10_000,
-                 drop_fraction: float = 0.5, t_end: Optional[int] = None,
+                 drop_fraction: float = 0.5, planned_updates: Optional[int] = None,
+                 t_end: Optional[int] = None,
                  stop_step: Optional[int] = None, reset_optimizer_state: bool = True,
                  skip_step_on_update: bool = True, grad_accumulation: int = 1,
                  regrow_dropped: bool = False,
@@ -143,10 +145,14 @@ class SparseTraining:
         self.generator = generator
         self.updater = make_updater(updater, generator, regrow_dropped)
         self.is_static = isinstance(self.updater, StaticUpdater)
+        if planned_updates is not None and t_end is not None and planned_updates != t_end:
+            raise ValueError(f"planned_updates={planned_updates} and t_end={t_end} are the same option; "
+                             f"allowed: one of them")
+        t_end = planned_updates if planned_updates is not None else t_end
         if t_end is None:
             if not self.is_static:
-                raise ValueError(f"t_end=None: a dynamic updater ({self.updater.name}) needs t_end, "
-                                 f"the total number of updates of this network")
+                raise ValueError(f"planned_updates=None: a dynamic updater ({self.updater.name}) needs "
+                                 f"planned_updates, the total number of updates of this network")
             t_end = 1
         self.schedule = TopologySchedule(delta, drop_fraction, t_end, stop_step)
 

@@ -45,7 +45,8 @@ class StructuredPruner:
         chain_owner: a module with ``linear_layers()`` (e.g. ``sparserl.networks.MLP``) or a
             list of ``nn.Linear``.
         optimizer: the optimizer(s) over the chain's parameters (or None); kept consistent.
-        total_updates: number of updates of this network in the run (for fractional times).
+        planned_updates: number of updates of this network in the run (for fractional times;
+            ``total_updates`` is the older keyword, still accepted).
         importance: "activation" | "fluctuation" (default) | "taylor" | "magnitude"
             (see :mod:`.importance`).
         regularizer: "importance" | "group-lasso" | "none".
@@ -77,10 +78,11 @@ class StructuredPruner:
     ``diagnostics`` holds the numbers of the last prune check (:mod:`.diagnostics`).
     """
 
-    def __init__(self, chain_owner, optimizer=None, *, total_updates: int | None = None,
+    def __init__(self, chain_owner, optimizer=None, *, planned_updates: int | None = None,
+                 total_updates: int | None = None,
                  importance: str = DEFAULT_IMPORTANCE, regularizer: str = "importance",
                  reg_lambda: float = 1e-4, prune_every: int = 1000,
-                 prune_start: float | int = 0.1, prune_end: float | int = 0.8,
+                 prune_start: float | int = 0.05, prune_end: float | int = 0.5,
                  min_width: int = 4, ema: float = 0.99, shrink: bool = True,
                  mirrors: Sequence = (), max_ratio: float = 1.0,
                  target_fraction: float | None = None, rule: str = "ramp", eps: float = 0.1,
@@ -110,7 +112,11 @@ class StructuredPruner:
             mc, _ = split_mirror(m)
             if [l.weight.shape for l in mc] != [l.weight.shape for l in self.chain]:
                 raise ValueError("mirror architecture differs; allowed: same layer shapes as the chain")
-        self.schedule = PruneSchedule(total_updates, prune_start=prune_start, prune_end=prune_end,
+        if planned_updates is not None and total_updates is not None and planned_updates != total_updates:
+            raise ValueError(f"planned_updates={planned_updates} and total_updates={total_updates} are the same "
+                             f"option; allowed: one of them")
+        self.schedule = PruneSchedule(planned_updates if planned_updates is not None else total_updates,
+                                      prune_start=prune_start, prune_end=prune_end,
                                       prune_every=prune_every, max_ratio=max_ratio,
                                       target_fraction=target_fraction, rule=rule, scope=scope,
                                       recovery_reg_scale=recovery_reg_scale)

@@ -178,8 +178,8 @@ def _resolve_time(value, total_updates, name: str) -> int:
 class PruneSchedule:
     """When to prune and which threshold / cap to use (see the module docstring)."""
 
-    def __init__(self, total_updates: int | None = None, *, prune_start: float | int = 0.1,
-                 prune_end: float | int = 0.8, prune_every: int = 1000, max_ratio: float = 1.0,
+    def __init__(self, total_updates: int | None = None, *, prune_start: float | int = 0.05,
+                 prune_end: float | int = 0.5, prune_every: int = 1000, max_ratio: float = 1.0,
                  target_fraction: float | None = None, rule: str = "ramp", scope: str = "layer",
                  recovery_reg_scale: float = 1.0):
         if total_updates is not None and (isinstance(total_updates, bool) or int(total_updates) < 1):

@@ -487,7 +487,7 @@ def test_sb3_callback_defaults_equal_the_cli_defaults(monkeypatch, method):
     make("td3").learn(300, callback=cb)
     assert native and calls
     # per-network values (schedule length, which layers, seeds) differ by construction
-    per_network = {"total_updates", "t_end", "stop_step", "layers", "generator", "mirrors", "backend"}
+    per_network = {"planned_updates", "total_updates", "t_end", "stop_step", "layers", "generator", "mirrors", "backend"}
     ours = [{k: v for k, v in kw.items() if k not in per_network} for kw in native]
     theirs = [{k: v for k, v in kw.items() if k not in per_network} for kw in calls]
     assert all(kw == ours[0] for kw in ours) and all(kw == ours[0] for kw in theirs), (ours[0], theirs[0])

@@ -48,7 +48,7 @@ Schedules count gradient steps
 Every schedule (topology ``delta`` / ``t_end``, ``prune_every`` / ``prune_start`` / ``prune_end``)
 counts optimizer steps of the network it acts on, as everywhere in sparserl. The planned total
 (``t_end`` of RigL/SET; ``total_updates`` of the pruner) is computed from ``learn()``'s
-``total_timesteps`` by :func:`planned_gradient_steps`: PPO does ``n_epochs * ceil(n_steps *
+``total_timesteps`` by :func:`planned_updates`: PPO does ``n_epochs * ceil(n_steps *
 n_envs / batch_size)`` steps per rollout, A2C one, off-policy algorithms ``gradient_steps``
 (or the collected env steps for ``-1``) per rollout of ``train_freq`` steps after
 ``learning_starts``; TD3's actor (and its structured schedule) gets ``1 / policy_delay`` of
@@ -113,7 +113,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("sparserl.integrations.sb3 needs Stable-Baselines3: "
                       "pip install 'sparserl[sb3]' (stable-baselines3>=2.3)") from exc
 
-from .budget import planned_gradient_steps
+from .budget import planned_gradient_steps, planned_updates
 from .callbacks import SPARSE_METHODS, SparseTrainingCallback, StructuredPruningCallback
 from .discovery import PrunableChain, SparseNetwork, policy_kind, prunable_chains, sparse_networks
 from .export import policy_spec
@@ -121,6 +121,6 @@ from .io import (ARCHITECTURE_ATTRIBUTE, algorithm_of_zip, load, load_zip_safely
                  zip_custom_objects)
 
 __all__ = ["SparseTrainingCallback", "StructuredPruningCallback", "load", "resize_to_architecture",
-           "planned_gradient_steps", "sparse_networks", "prunable_chains", "ARCHITECTURE_ATTRIBUTE",
+           "planned_updates", "planned_gradient_steps", "sparse_networks", "prunable_chains", "ARCHITECTURE_ATTRIBUTE",
            "SPARSE_METHODS", "SparseNetwork", "PrunableChain", "policy_kind", "policy_spec",
            "algorithm_of_zip", "load_zip_safely", "zip_custom_objects"]

@@ -11,10 +11,10 @@ from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 
 from ...errors import UserError
 
-__all__ = ["planned_gradient_steps"]
+__all__ = ["planned_updates", "planned_gradient_steps"]
 
 
-def planned_gradient_steps(model: BaseAlgorithm, total_timesteps: int, num_timesteps: int = 0) -> int:
+def planned_updates(model: BaseAlgorithm, total_timesteps: int, num_timesteps: int = 0) -> int:
     """Optimizer steps ``model.learn()`` will take from ``num_timesteps`` to ``total_timesteps``
     env steps (see the package docstring); for TD3's actor divide by ``policy_delay``."""
     remaining = max(0, int(total_timesteps) - int(num_timesteps))
@@ -40,3 +40,7 @@ def planned_gradient_steps(model: BaseAlgorithm, total_timesteps: int, num_times
         return max(0, rollouts - before_start) * steps
     raise UserError(f"{type(model).__name__} is not an on- or off-policy SB3 algorithm; "
                     f"allowed: PPO, A2C, DQN, SAC, TD3")
+
+
+#: the older name of :func:`planned_updates`, still importable
+planned_gradient_steps = planned_updates

@@ -16,7 +16,7 @@ from ...methods.base import network_updates
 from ...sparse import SparseTraining
 from ...sparse.flops import forward_flops, layer_flops, totals
 from ...structured import StructuredPruner
-from .budget import planned_gradient_steps
+from .budget import planned_updates
 from .discovery import PrunableChain, SparseNetwork, prunable_chains, sparse_networks
 from .hooks import _StepWrapper, _wrap_optimizers
 from .io import ARCHITECTURE_ATTRIBUTE
@@ -43,7 +43,7 @@ class _ModelCallback(BaseCallback):
 
     def _planned_steps(self) -> int:
         """Gradient steps of this ``learn()`` call: given, or computed from its total_timesteps."""
-        return self.planned_updates or planned_gradient_steps(
+        return self.planned_updates or planned_updates(
             self.model, self.locals.get("total_timesteps", self.model._total_timesteps), self.model.num_timesteps)
 
     def _build(self) -> None:
@@ -131,7 +131,7 @@ class SparseTrainingCallback(_ModelCallback):
         delta, init, reset_optimizer_state: the older spellings of ``topology_delta``,
             ``mask_init`` and ``reset_adam`` (still accepted).
         planned_updates: gradient steps of this ``learn()`` call (default: computed by
-            :func:`planned_gradient_steps`); TD3's actor uses ``planned_updates // policy_delay``.
+            :func:`planned_updates`); TD3's actor uses ``planned_updates // policy_delay``.
         seed: seed of the masks' random generator (default: the model's seed; None on both
             draws it from torch's global RNG).
 
@@ -300,7 +300,7 @@ class StructuredPruningCallback(_ModelCallback):
             (:class:`~sparserl.structured.StructuredPruner`; ``None``: its default).
         shrink: remove pruned neurons at once (default) or mask them until :meth:`shrink_now`.
         planned_updates: gradient steps of this ``learn()`` call (default:
-            :func:`planned_gradient_steps`).
+            :func:`planned_updates`).
 
     ``callback.pruners`` maps chain names to their pruners. Logged at every rollout end:
     ``structured/<chain>_neurons_alive``, ``structured/<chain>_forward_flops`` (per sample, of
