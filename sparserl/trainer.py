@@ -121,9 +121,9 @@ class Trainer:
     nothing else: ``torch.set_num_threads(cfg.torch_threads)``, ``torch.manual_seed(cfg.seed)``
     and, on resume, the saved global torch RNG state (``torch.set_rng_state``, and the CUDA
     generator's on a GPU). Seeding torch's *global* generator is what makes a fixed ``--seed``
-    reproducible: network initialisation, mask initialisation and torch-side sampling in the
-    updates (TD3's target noise, SAC's actions) all draw from it, so moving them to a private
-    generator would change every fixed-seed result. ``False`` leaves all of this to the caller
+    reproducible: network initialisation and torch-side sampling in the updates (TD3's target
+    noise, SAC's actions) draw from it, so moving them to a private generator would change
+    every fixed-seed result. ``False`` leaves all of this to the caller
     (a program that trains next to other torch work and manages threads and seeds itself): a
     run is then reproducible only if the caller seeds torch the same way, and a resume is exact
     only if the caller restores the saved ``torch_rng``. The CLI and the Python API use the default.

@@ -45,14 +45,19 @@ class Agent(abc.ABC):
     A subclass calls ``super().__init__(cfg, obs_space, act_space, device)``, then builds
     ``networks`` (name -> the module that name's optimizer trains: ``actor``, ``critic``,
     ``q``), ``targets`` (name -> its target copy, only for networks that have one) and
-    ``optimizers`` (name -> optimizer), and implements the abstract methods below. It
-    declares its networks' update rates (:meth:`network_update_periods`) and sizes
-    (:meth:`mlp_sizes`) as class methods, so that planning and the memory check read them
-    off a config alone, and the algorithm that applies the rate is the one that states it.
+    ``optimizers`` (name -> optimizer), and implements the abstract methods below. What the
+    rest of the package needs before any network exists is declared on the class: how often
+    each network learns (:meth:`network_update_periods`: the methods' schedules and the plan
+    warnings), the sizes of its MLPs (:meth:`mlp_sizes`: the memory check) and the kind of
+    action space it acts in (:attr:`action_space_type`: the env check), so that no other
+    module branches on the algorithm's name and the algorithm that applies a rule states it.
     """
 
+    #: name -> the module that name's optimizer trains (what plugins attach to, what is saved)
     networks: dict[str, nn.Module]
+    #: name -> its target copy, only for the networks that have one (see :meth:`targets_of`)
     targets: dict[str, nn.Module]
+    #: name -> the optimizer of ``networks[name]``, stepped only through :meth:`optimize`
     optimizers: dict[str, torch.optim.Optimizer]
     #: the kind of action space the algorithm acts in (``gym.spaces.Discrete`` or ``Box``): the
     #: env check asks this, and every other decision about actions is made on the space itself
