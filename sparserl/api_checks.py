@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .algos import AGENTS
 from .errors import UserError
 
 SEED_MAX = 2 ** 32 - 1
@@ -92,8 +93,8 @@ def check_model_state(state: Any, path: Any) -> dict:
     if missing:
         raise UserError(f"{path} is not a sparserl model (missing {', '.join(missing)})")
     algo = state["config"].get("algo") if isinstance(state["config"], dict) else None
-    if algo not in ("dqn", "td3", "sac"):
-        raise UserError(f"{path}: stored algo {_short(algo)} is unknown; allowed: dqn, td3, sac")
+    if not isinstance(algo, str) or algo not in AGENTS:
+        raise UserError(f"{path}: stored algo {_short(algo)} is unknown; allowed: {', '.join(AGENTS)}")
     if not isinstance(state["config"], dict) or not isinstance(state["agent"], dict):
         raise UserError(f"{path} is not a sparserl model (config/agent are not mappings of the saved format)")
     architecture = state["architecture"]

@@ -6,10 +6,9 @@ import importlib
 import gymnasium as gym
 import numpy as np
 
+from .algos import AGENTS
 from .errors import UserError
 
-CONTINUOUS_ALGOS = ("td3", "sac")
-DISCRETE_ALGOS = ("dqn",)
 
 # Env ids that a package registers only when it is imported (Gymnasium >= 1.0 loads no env
 # plugins by itself): id prefix -> (module, how to install it).
@@ -91,14 +90,19 @@ def prepare_env(env: gym.Env, env_id: str) -> gym.Env:
     return env
 
 
+#: how a message names each kind of action space an algorithm can need, and what to use instead
+ACTION_SPACE_WORDS = {gym.spaces.Box: ("a continuous (Box)", "use --algo dqn for discrete actions"),
+                      gym.spaces.Discrete: ("a discrete", "use --algo td3 or sac for continuous actions")}
+
+
 def check_compatible(algo: str, env: gym.Env, env_id: str) -> None:
+    """Refuse an env whose action space the algorithm cannot act in (the agent class says which
+    kind it needs: ``Agent.action_space_type``) or whose actions it would map wrongly."""
     space = env.action_space
-    if algo in CONTINUOUS_ALGOS and not isinstance(space, gym.spaces.Box):
-        raise UserError(f"--algo {algo} needs a continuous (Box) action space, but {env_id} has {space}; "
-                        f"use --algo dqn for discrete actions")
-    if algo in DISCRETE_ALGOS and not isinstance(space, gym.spaces.Discrete):
-        raise UserError(f"--algo {algo} needs a discrete action space, but {env_id} has {space}; "
-                        f"use --algo td3 or sac for continuous actions")
+    needed = AGENTS[algo].action_space_type
+    if not isinstance(space, needed):
+        kind, instead = ACTION_SPACE_WORDS[needed]
+        raise UserError(f"--algo {algo} needs {kind} action space, but {env_id} has {space}; {instead}")
     if isinstance(space, gym.spaces.Discrete) and int(space.start) != 0:
         # the Q-network's argmax (in training, eval, checkpoints and every export format) is an
         # index 0..n-1: without this check the env would get action k for the agent's k + start

@@ -9,6 +9,7 @@ starts (the same schedules the pruner and the topology updater use).
 """
 from __future__ import annotations
 
+from .algos import AGENTS
 from .config import TrainConfig, planned_updates
 
 #: fewer prune events than this with the ramp rule cannot remove the target fraction: each event
@@ -22,11 +23,11 @@ _TOPOLOGY = ("set", "rigl", "rlx2")
 
 
 def _network_updates(cfg: TrainConfig) -> dict[str, int]:
-    """Planned gradient updates per network (TD3's actor learns every ``policy_delay`` updates)."""
+    """Planned gradient updates per network, from the algorithm's update periods (TD3's and
+    SAC's actor learns once every ``policy_delay`` critic updates); the same count as
+    :func:`sparserl.methods.base.updates_of` gives the built agent's schedules."""
     total = planned_updates(cfg)
-    if cfg.algo == "dqn":
-        return {"q": total}
-    return {"actor": max(1, total // cfg.policy_delay), "critic": total}
+    return {name: max(1, total // period) for name, period in AGENTS[cfg.algo].network_update_periods(cfg).items()}
 
 
 def prune_events(total: int, start_fraction: float, end_fraction: float, every: int) -> int:

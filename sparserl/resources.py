@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .algos import AGENTS
 from .errors import UserError
 
 #: per weight: the weight, its gradient, Adam's two moments, the target copy
@@ -42,13 +43,9 @@ def _mlp_weights(sizes: list[int]) -> int:
 
 def estimate_bytes(cfg, obs_dim: int = 1, act_dim: int = 1) -> dict[str, int]:
     """Lower-bound bytes per part of a run of ``cfg`` (``obs_dim``/``act_dim`` default to 1 when
-    the env is not built yet)."""
-    hidden = [int(h) for h in cfg.hidden]
-    if cfg.algo == "dqn":
-        nets = [[obs_dim, *hidden, max(act_dim, 1)]]
-    else:  # actor (SAC: mean and log-std) and two critics
-        out = 2 * act_dim if cfg.algo == "sac" else act_dim
-        nets = [[obs_dim, *hidden, out], [obs_dim + act_dim, *hidden, 1], [obs_dim + act_dim, *hidden, 1]]
+    the env is not built yet; ``act_dim`` is the number of discrete actions or of action
+    components). The algorithm says which MLPs it builds (``Agent.mlp_sizes``)."""
+    nets = AGENTS[cfg.algo].mlp_sizes(obs_dim, act_dim, [int(h) for h in cfg.hidden])
     weights = sum(_mlp_weights(n) for n in nets) * COPIES_PER_WEIGHT * FLOAT
     capacity = min(int(cfg.buffer_size), max(int(cfg.steps), 1))
     per_transition = (2 * obs_dim + 2 * act_dim + 1) * FLOAT + 2

@@ -116,38 +116,51 @@ class Trainer:
     ``None``: ``bar`` with ``cfg.progress``, else nothing. ``tensorboard_dir``: write TensorBoard
     events there instead of ``OUT/tb`` (the Python API's ``tensorboard_log``; also without a run
     directory).
+
+    ``set_process_state``: the process-wide state the trainer changes, all of it torch's and
+    nothing else: ``torch.set_num_threads(cfg.torch_threads)``, ``torch.manual_seed(cfg.seed)``
+    and, on resume, the saved global torch RNG state (``torch.set_rng_state``, and the CUDA
+    generator's on a GPU). Seeding torch's *global* generator is what makes a fixed ``--seed``
+    reproducible: network initialisation and torch-side sampling in the updates (TD3's target
+    noise, SAC's actions) draw from it, so moving them to a private generator would change
+    every fixed-seed result. ``False`` leaves all of this to the caller
+    (a program that trains next to other torch work and manages threads and seeds itself): a
+    run is then reproducible only if the caller seeds torch the same way, and a resume is exact
+    only if the caller restores the saved ``torch_rng``. The CLI and the Python API use the default.
     """
 
     def __init__(self, cfg: TrainConfig, resume_state: dict | None = None, env=None, eval_env=None,
                  write_files: bool = True, callbacks=None, allow_env_import: bool = True,
-                 output: str | None = None, tensorboard_dir: str | Path | None = None):
+                 output: str | None = None, tensorboard_dir: str | Path | None = None,
+                 set_process_state: bool = True):
         self.cfg = cfg
         self.output = output
         self.tensorboard_dir = None if tensorboard_dir is None else Path(tensorboard_dir)
         self.out = Path(cfg.out) if write_files else None
-        torch.set_num_threads(cfg.torch_threads)
-        torch.manual_seed(cfg.seed)  # network initialisation and torch-side sampling (documented: --seed)
+        self.set_process_state = set_process_state
+        if set_process_state:
+            torch.set_num_threads(cfg.torch_threads)
+            torch.manual_seed(cfg.seed)  # network initialisation and torch-side sampling (documented: --seed)
         self.device = resolve_device(cfg.device)
         self.env = prepare_env(env, cfg.env) if env is not None else make_env(cfg.env, seed=cfg.seed, kwargs=cfg.env_kwargs, allow_import=allow_env_import)
         check_compatible(cfg.algo, self.env, cfg.env)
+        obs_space, act_space = self.env.observation_space, self.env.action_space
+        # the action space decides how actions are counted, stored and drawn, not the algorithm's name
+        self.discrete_actions = isinstance(act_space, gym.spaces.Discrete)
+        continuous = not self.discrete_actions
         from .resources import check_memory  # with the env's real sizes, before anything is allocated
-        act = self.env.action_space
-        check_memory(cfg, int(np.prod(self.env.observation_space.shape)),
-                     int(act.n) if cfg.algo == "dqn" else int(np.prod(act.shape)))
+        check_memory(cfg, int(np.prod(obs_space.shape)),
+                     int(act_space.n) if self.discrete_actions else int(np.prod(act_space.shape)))
         self.eval_env = (prepare_env(eval_env, cfg.env) if eval_env is not None
                          else make_env(cfg.env, seed=cfg.seed + 10_000, kwargs=cfg.env_kwargs,
                                   allow_import=allow_env_import) if env is None
                          else self._copy_env(env))
         env_reset(self.eval_env, 0, "the evaluation env's", seed=cfg.seed + 10_000)
         self.method = make_method(cfg)
-        obs_space, act_space = self.env.observation_space, self.env.action_space
         widths = resume_state["architecture"] if resume_state else self.method.network_widths(cfg, obs_space, act_space)
         self.agent = make_agent(cfg, obs_space, act_space, widths, self.device)
         self.total_updates = planned_updates(cfg)
         self.method.attach(self.agent, self.total_updates)
-        # the action space decides how actions are stored and drawn, not the algorithm's name
-        continuous = not isinstance(act_space, gym.spaces.Discrete)
-        self.discrete_actions = not continuous
         self.rng, buffer_rng = rng_streams(cfg.seed, 2)
         self.buffer = ReplayBuffer(obs_space.shape, act_space.shape if continuous else (),
                                    np.float32 if continuous else np.int64,
@@ -447,9 +460,10 @@ class Trainer:
         self.agent.load_state_dict(state["agent"])
         self.buffer.load_state_dict(state["buffer"])
         self.method.load_state_dict(state["method"])
-        torch.set_rng_state(state["torch_rng"])
-        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if self.set_process_state:
+            torch.set_rng_state(state["torch_rng"])
+            if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.rng.bit_generator.state = rng_state_from_str(state["np_rng"])
         set_rng_state(self.eval_env, rng_state_from_str(state["eval_env_rng"]))
         # Put the training env back in its exact state: same reset RNG, same actions.

@@ -8,9 +8,11 @@ algorithm files never mention them.
 """
 from __future__ import annotations
 
+import abc
 import contextlib
-from typing import Iterator, Protocol
+from typing import ClassVar, Iterator, Protocol
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -19,30 +21,55 @@ from ..networks import MLP, init_weights_
 
 
 class NetworkPlugin(Protocol):
-    """Per-network hook (sparse masks, structured pruner...) driven by :meth:`Agent.optimize`."""
+    """Per-network hook (sparse masks, structured pruner...) attached by a method to
+    ``agent.plugins[name]``: :meth:`Agent.optimize` and :meth:`Agent.update_target` drive the
+    training hooks, the method's guard, metrics and summary the rest, and the agent's
+    ``state_dict`` carries the plugin's own state (exact resume)."""
 
     def penalty(self) -> torch.Tensor | float: ...            # added to the loss
     def before_optimizer_step(self) -> bool: ...             # False: skip this optimizer step
     def after_optimizer_step(self) -> bool: ...              # True: the network's shape/non-zeros changed
     def after_target_update(self) -> None: ...               # keep target networks consistent
+    def set_paused(self, paused: bool) -> None: ...          # the prune guard holds topology / pruning changes
     def extra_train_flops(self) -> float: ...                # FLOPs the plugin itself spent
+    def metrics(self, name: str) -> dict: ...                # metrics.csv columns of network ``name``
+    def add_summary(self, out: dict, name: str) -> None: ...  # its block(s) of summary.json, into ``out``
     def summary(self) -> dict: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class Agent:
-    """Base class: subclasses build ``networks``, ``targets`` and ``optimizers`` and
-    implement ``act``/``update``.  ``networks`` maps a name (``actor``, ``critic``, ``q``)
-    to the module whose weights that name's optimizer trains."""
+class Agent(abc.ABC):
+    """What the trainer, the methods (plugins, schedules) and export use of an algorithm.
 
+    A subclass calls ``super().__init__(cfg, obs_space, act_space, device)``, then builds
+    ``networks`` (name -> the module that name's optimizer trains: ``actor``, ``critic``,
+    ``q``), ``targets`` (name -> its target copy, only for networks that have one) and
+    ``optimizers`` (name -> optimizer), and implements the abstract methods below. What the
+    rest of the package needs before any network exists is declared on the class: how often
+    each network learns (:meth:`network_update_periods`: the methods' schedules and the plan
+    warnings), the sizes of its MLPs (:meth:`mlp_sizes`: the memory check) and the kind of
+    action space it acts in (:attr:`action_space_type`: the env check), so that no other
+    module branches on the algorithm's name and the algorithm that applies a rule states it.
+    """
+
+    #: name -> the module that name's optimizer trains (what plugins attach to, what is saved)
     networks: dict[str, nn.Module]
+    #: name -> its target copy, only for the networks that have one (see :meth:`targets_of`)
     targets: dict[str, nn.Module]
-    #: whether n-step minibatches must carry the window's intermediate states (SAC's soft return)
-    uses_mid_obs: bool = False
+    #: name -> the optimizer of ``networks[name]``, stepped only through :meth:`optimize`
     optimizers: dict[str, torch.optim.Optimizer]
+    #: the kind of action space the algorithm acts in (``gym.spaces.Discrete`` or ``Box``): the
+    #: env check asks this, and every other decision about actions is made on the space itself
+    action_space_type: ClassVar[type[gym.Space]]
+    #: whether n-step minibatches must carry the window's intermediate states (SAC's soft return)
+    uses_mid_obs: ClassVar[bool] = False
 
-    def __init__(self, device: torch.device | str | None = None):
+    def __init__(self, cfg, obs_space, act_space, device: torch.device | str | None = None):
+        self.cfg = cfg
+        #: (observation space, action space): the reference agent of :meth:`dense_reference_flops`
+        #: and export's observation shape are built from them
+        self.spaces = (obs_space, act_space)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.plugins: dict[str, list[NetworkPlugin]] = {}
         self.n_updates: dict[str, int] = {}
@@ -50,6 +77,58 @@ class Agent:
         self.train_flops_dense = 0.0
         self._flops_cache: dict[int, tuple[float, float]] = {}
         self._dense_flops: dict[int, float] = {}
+
+    # -- what each algorithm declares ---------------------------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def network_update_periods(cls, cfg) -> dict[str, int]:
+        """Critic (or Q-network) updates per gradient update of each network, by name, for a
+        run of ``cfg``: the one statement of how often each network learns, which the
+        algorithm's ``update``, the methods' schedules (:meth:`update_period`) and the plan
+        warnings (before any network exists) all read."""
+
+    @classmethod
+    @abc.abstractmethod
+    def mlp_sizes(cls, obs_dim: int, act_dim: int, hidden: list[int]) -> list[list[int]]:
+        """Layer sizes ``[input, *hidden, output]`` of every online MLP the algorithm builds
+        for these dimensions (``act_dim``: the number of discrete actions, or of action
+        components): what the memory check counts before anything is allocated."""
+
+    @abc.abstractmethod
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """The deployment action (greedy / deterministic) for one observation or a batch."""
+
+    @abc.abstractmethod
+    def explore(self, obs: np.ndarray, rng: np.random.Generator, progress: float) -> tuple[np.ndarray, np.ndarray]:
+        """(executed action, behaviour action stored with it) while training; ``rng`` is the
+        trainer's exploration generator, ``progress`` the fraction of the planned run done."""
+
+    @abc.abstractmethod
+    def update(self, batch) -> dict[str, float]:
+        """One gradient update (one critic / Q-network step, and whatever else is due) on
+        ``batch``; returns the logged scalars (``losses/*``, ...)."""
+
+    @abc.abstractmethod
+    def inference_network(self) -> nn.Module:
+        """The module that runs once per action at deployment (actor or Q-network)."""
+
+    @abc.abstractmethod
+    def policy_spec(self):
+        """The deployment policy as a :class:`sparserl.export.spec.PolicySpec` (export)."""
+
+    def policy_batch(self, obs: np.ndarray) -> np.ndarray:
+        """The current policy's actions on a batch of observations: what the dynamic buffer
+        compares stored behaviour actions with (the deployment action unless overridden)."""
+        return self.act(obs)
+
+    def update_period(self, network: str) -> int:
+        """Critic updates per gradient update of ``network`` (see :meth:`network_update_periods`)."""
+        return self.network_update_periods(self.cfg)[network]
+
+    def targets_of(self, network: str) -> list[nn.Module]:
+        """The target networks that follow ``network`` ([] if it has none): what a plugin
+        must keep consistent with it (masks, removed neurons)."""
+        return [self.targets[network]] if network in self.targets else []
 
     def place(self) -> None:
         """Move every network and target to ``self.device`` (in place: the Parameter objects
@@ -143,10 +222,6 @@ class Agent:
 
     def on_env_step(self, step: int) -> None:
         """Env-step clock hook (DQN's target updates); nothing by default."""
-
-    def inference_network(self) -> nn.Module:
-        """The module that runs once per action at deployment (actor or Q-network)."""
-        raise NotImplementedError
 
     @torch.no_grad()
     def initialize_weights(self, scheme: str) -> None:

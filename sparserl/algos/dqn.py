@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,15 +20,25 @@ from .td3 import widths_for
 
 
 class DQN(Agent):
+    action_space_type = gym.spaces.Discrete
+
     def __init__(self, cfg, obs_space, act_space, widths: dict | None = None, device=None):
-        super().__init__(device)
-        self.cfg, self.spaces = cfg, (obs_space, act_space)
+        super().__init__(cfg, obs_space, act_space, device)
         self.n_actions = int(act_space.n)
         self.q = MLP(int(np.prod(obs_space.shape)), self.n_actions, widths_for(widths, "q", cfg.hidden))
         self.networks = {"q": self.q}
         self.targets = {"q": copy.deepcopy(self.q).requires_grad_(False)}
         self.place()
         self.optimizers = {"q": adam(self.q.parameters(), cfg.lr)}
+
+    @classmethod
+    def network_update_periods(cls, cfg) -> dict[str, int]:
+        return {"q": 1}
+
+    @classmethod
+    def mlp_sizes(cls, obs_dim: int, act_dim: int, hidden: list[int]) -> list[list[int]]:
+        """The Q-network: one output per action."""
+        return [[obs_dim, *hidden, act_dim]]
 
     def epsilon(self, progress: float) -> float:
         """Linear decay from eps_start to eps_end over the first eps_fraction of the run."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from torch import nn
 from ..buffers import Batch
 from ..networks import MLP
 from .base import Agent, adam, frozen, to_numpy
-from .td3 import TwinQ, twin_q_step, widths_for
+from .td3 import TwinQ, delayed_actor_periods, twin_q_step, widths_for
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -52,10 +53,11 @@ class GaussianActor(nn.Module):
 
 
 class SAC(Agent):
+    action_space_type = gym.spaces.Box
     uses_mid_obs = True
+
     def __init__(self, cfg, obs_space, act_space, widths: dict | None = None, device=None):
-        super().__init__(device)
-        self.cfg, self.spaces = cfg, (obs_space, act_space)
+        super().__init__(cfg, obs_space, act_space, device)
         obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
         low, high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
         self.actor = GaussianActor(obs_dim, act_dim, widths_for(widths, "actor.net", cfg.hidden), low, high)
@@ -70,6 +72,15 @@ class SAC(Agent):
         self.log_alpha = torch.tensor(math.log(cfg.alpha), device=self.device, requires_grad=cfg.autotune)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.lr) if cfg.autotune else None
         self.n_critic_updates = 0
+
+    @classmethod
+    def network_update_periods(cls, cfg) -> dict[str, int]:
+        return delayed_actor_periods(cfg)
+
+    @classmethod
+    def mlp_sizes(cls, obs_dim: int, act_dim: int, hidden: list[int]) -> list[list[int]]:
+        """The actor (its output layer gives the mean and the log-std) and the two critics."""
+        return [[obs_dim, *hidden, 2 * act_dim], [obs_dim + act_dim, *hidden, 1], [obs_dim + act_dim, *hidden, 1]]
 
     @property
     def alpha(self) -> float:
@@ -96,8 +107,6 @@ class SAC(Agent):
             return mean_action, mean_action.copy()
         u = mean + std * rng.standard_normal(mean.shape)
         return (np.tanh(u) * scale + bias).astype(np.float32), mean_action
-
-    policy_batch = act
 
     def inference_network(self) -> nn.Module:
         return self.actor
@@ -127,7 +136,7 @@ class SAC(Agent):
         self.n_critic_updates += 1
         logs["losses/alpha"] = self.alpha
 
-        if self.n_critic_updates % self.cfg.policy_delay == 0:
+        if self.n_critic_updates % self.update_period("actor") == 0:
             action, log_prob = self.actor.sample(batch.obs)
             with frozen(self.critic):
                 q1_pi, q2_pi = self.critic(batch.obs, action)

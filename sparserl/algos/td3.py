@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -54,15 +55,22 @@ def twin_q_step(agent: Agent, batch: Batch, target: torch.Tensor) -> dict[str, f
     return {"losses/critic": critic_loss.item(), "values/q1": q1.mean().item()}
 
 
+def delayed_actor_periods(cfg) -> dict[str, int]:
+    """TD3's delayed policy update, kept by SAC: the actor (and TD3's targets) learns once
+    every ``policy_delay`` critic updates."""
+    return {"actor": cfg.policy_delay, "critic": 1}
+
+
 def widths_for(widths: dict | None, path: str, default) -> list[int]:
     """Hidden widths of one MLP: a shrunk checkpoint's, else the configured ones."""
     return list((widths or {}).get(path, default))
 
 
 class TD3(Agent):
+    action_space_type = gym.spaces.Box
+
     def __init__(self, cfg, obs_space, act_space, widths: dict | None = None, device=None):
-        super().__init__(device)
-        self.cfg, self.spaces = cfg, (obs_space, act_space)
+        super().__init__(cfg, obs_space, act_space, device)
         obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
         self.low, self.high = act_space.low.astype(np.float32), act_space.high.astype(np.float32)
         self.max_action_np = (self.high - self.low) / 2.0
@@ -78,6 +86,15 @@ class TD3(Agent):
         self.optimizers = {name: adam(net.parameters(), cfg.lr) for name, net in self.networks.items()}
         self.n_critic_updates = 0
 
+    @classmethod
+    def network_update_periods(cls, cfg) -> dict[str, int]:
+        return delayed_actor_periods(cfg)
+
+    @classmethod
+    def mlp_sizes(cls, obs_dim: int, act_dim: int, hidden: list[int]) -> list[list[int]]:
+        """The actor and the two critics."""
+        return [[obs_dim, *hidden, act_dim], [obs_dim + act_dim, *hidden, 1], [obs_dim + act_dim, *hidden, 1]]
+
     # -- acting -------------------------------------------------------------------------
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -89,10 +106,6 @@ class TD3(Agent):
         mean = self.act(obs)
         noise = rng.normal(0.0, self.cfg.exploration_noise * self.max_action_np, size=mean.shape)
         return np.clip(mean + noise, self.low, self.high).astype(np.float32), mean
-
-    @torch.no_grad()
-    def policy_batch(self, obs: np.ndarray) -> np.ndarray:
-        return self.act(obs)
 
     def inference_network(self) -> nn.Module:
         return self.actor
@@ -117,7 +130,7 @@ class TD3(Agent):
         self.count_flops(self.targets["critic"], b, 1)
         self.n_critic_updates += 1
 
-        if self.n_critic_updates % self.cfg.policy_delay == 0:
+        if self.n_critic_updates % self.update_period("actor") == 0:
             with frozen(self.critic):
                 actor_loss = -self.critic.q1_value(batch.obs, self.actor(batch.obs)).mean()
             self.optimize("actor", actor_loss)
