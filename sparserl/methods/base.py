@@ -149,9 +149,8 @@ class Method:
     def attach(self, agent, total_updates: int) -> None:
         """Attach to ``agent`` the plugin :meth:`build` makes for each of its networks."""
         for index, (name, net) in enumerate(agent.networks.items()):
-            targets = [agent.targets[name]] if name in agent.targets else []
-            period = agent.cfg.policy_delay if name == "actor" else 1
-            plugin = self.build(net, agent.optimizers[name], targets, period, total_updates, role=name, index=index)
+            plugin = self.build(net, agent.optimizers[name], agent.targets_of(name), agent.update_period(name),
+                                total_updates, role=name, index=index)
             if plugin is not None:
                 agent.plugins[name] = [plugin]
 
