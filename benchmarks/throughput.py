@@ -38,7 +38,7 @@ def run_ours(algo: str, env: str, steps: int, learning_starts: int, seed: int) -
         trainer = Trainer(cfg)
         t0 = time.perf_counter()
         trainer.train()
-        return time.perf_counter() - t0, trainer.agent.gradient_steps
+        return time.perf_counter() - t0, trainer.agent.critic_updates
 
 
 def run_sb3(algo: str, env: str, steps: int, learning_starts: int, seed: int) -> tuple[float, int]:

@@ -3,7 +3,7 @@
 Shaped like Stable-Baselines3's: subclass :class:`Callback` and override what you need, or
 pass a plain function ``fn(run) -> bool | None`` (called after every env step). ``run`` is
 the :class:`~sparserl.trainer.Trainer`: ``run.step`` (env steps so far),
-``run.agent`` (networks, ``run.agent.gradient_steps``), ``run.buffer``,
+``run.agent`` (networks, ``run.agent.critic_updates``), ``run.buffer``,
 ``run.last_eval`` / ``run.best_eval``, ``run.metrics.rows`` (one dict per evaluation),
 ``run.last_logs`` (latest losses). Returning ``False`` from :meth:`Callback.on_step` stops
 training; the run then ends normally (final checkpoint and summary when it has a run

@@ -204,7 +204,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------
     def nstep_now(self) -> int:
         """Delayed multi-step target: asked of the method (n = 1 for the first ``nstep_delay`` updates)."""
-        return self.method.nstep(self.agent.gradient_steps)
+        return self.method.nstep(self.agent.critic_updates)
 
     def progress(self) -> float:
         """Fraction of the planned run done (epsilon schedules); stays 1 past the plan."""
@@ -244,7 +244,7 @@ class Trainer:
                 for _ in range(cfg.gradient_steps):
                     self.last_logs = self.agent.update(self.buffer.sample(cfg.batch_size, self.nstep_now(),
                                                                            self.agent.uses_mid_obs))
-                    check_finite_losses(self.last_logs, self.agent.gradient_steps)
+                    check_finite_losses(self.last_logs, self.agent.critic_updates)
                 self.method.after_update(self)
             self.agent.on_env_step(self.step)
             self.step += 1
@@ -303,7 +303,7 @@ class Trainer:
         self.best_eval = max(self.best_eval, mean)
         self.method.after_eval(self, mean, self.best_eval)
         elapsed = time.time() - start_time
-        updates = self.agent.gradient_steps
+        updates = self.agent.critic_updates
         row = {"step": self.step, "eval_return": mean, "eval_return_std": std,
                "train_return": float(np.mean(self.recent_returns)) if self.recent_returns else float("nan"),
                "updates": updates, "wall_time_s": round(elapsed, 3), "sps": round(sps, 2),
@@ -364,7 +364,7 @@ class Trainer:
 
     def build_summary(self, wall: float) -> dict:
         cfg, agent = self.cfg, self.agent
-        updates = agent.gradient_steps
+        updates = agent.critic_updates
         policy = agent.inference_network()
         infer_sparse, infer_dense = forward_flops(policy)[1], agent.dense_reference_flops(policy)
         params = {name: count_parameters(net) for name, net in agent.networks.items()}

@@ -112,7 +112,7 @@ def _short_run(algo: str, **options):
 def test_counted_updates_follow_the_declared_periods(algo, options):
     cfg, trainer = _short_run(algo, **options)
     agent, total = trainer.agent, planned_updates(cfg)
-    assert agent.gradient_steps == total  # the run did all its planned updates
+    assert agent.critic_updates == total  # the run did all its planned updates
     periods = type(agent).network_update_periods(cfg)
     assert set(periods) == set(agent.networks) == set(agent.n_updates)
     predicted = {name: updates_of(agent, name, total) for name in agent.networks}

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from .base import Agent
-from .dqn import DQN
-from .sac import SAC
-from .td3 import TD3
+from .dqn import DQN, DQNAgent
+from .sac import SAC, SACAgent
+from .td3 import TD3, TD3Agent
 
-AGENTS = {"dqn": DQN, "td3": TD3, "sac": SAC}
+#: ``--algo`` value -> its agent class. The agents are named ``*Agent``, apart from the user-facing
+#: models of the Python API (``sparserl.TD3`` ...); ``DQN``, ``TD3``, ``SAC`` here are older aliases
+AGENTS = {"dqn": DQNAgent, "td3": TD3Agent, "sac": SACAgent}
 
 
 def make_agent(cfg, obs_space, act_space, widths: dict | None = None, device=None) -> Agent:
@@ -17,4 +19,4 @@ def make_agent(cfg, obs_space, act_space, widths: dict | None = None, device=Non
     return agent
 
 
-__all__ = ["Agent", "DQN", "TD3", "SAC", "AGENTS", "make_agent"]
+__all__ = ["Agent", "DQNAgent", "TD3Agent", "SACAgent", "DQN", "TD3", "SAC", "AGENTS", "make_agent"]

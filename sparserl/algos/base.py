@@ -195,9 +195,15 @@ class Agent(abc.ABC):
         self.train_flops_dense += passes * batch_size * dense
 
     @property
-    def gradient_steps(self) -> int:
+    def critic_updates(self) -> int:
         """Critic (or Q-network) updates so far: the clock of schedules and throughput."""
         return self.n_updates.get("critic", self.n_updates.get("q", 0))
+
+    @property
+    def gradient_steps(self) -> int:
+        """The older name of :attr:`critic_updates` (``gradient_steps`` in a config is the
+        updates per round, a different thing)."""
+        return self.critic_updates
 
     def dense_reference_flops(self, module: nn.Module) -> float:
         """Forward FLOPs of ``module`` in the dense network of the configured widths.

@@ -19,7 +19,7 @@ from .base import Agent, adam, to_numpy
 from .td3 import widths_for
 
 
-class DQN(Agent):
+class DQNAgent(Agent):
     action_space_type = gym.spaces.Discrete
 
     def __init__(self, cfg, obs_space, act_space, widths: dict | None = None, device=None):
@@ -89,3 +89,7 @@ class DQN(Agent):
         from ..export.spec import PolicySpec
         return PolicySpec.from_linears(self.q.linear_layers(), head="argmax", obs_shape=self.spaces[0].shape,
                                        reference_hidden=self.cfg.hidden)
+
+
+#: the older name of :class:`DQNAgent` (``sparserl.DQN`` is the user-facing model of :mod:`sparserl.api`)
+DQN = DQNAgent

@@ -52,7 +52,7 @@ class GaussianActor(nn.Module):
         return torch.tanh(self(obs)[0]) * self.scale + self.bias
 
 
-class SAC(Agent):
+class SACAgent(Agent):
     action_space_type = gym.spaces.Box
     uses_mid_obs = True
 
@@ -173,3 +173,7 @@ class SAC(Agent):
                                        keep_outputs=int(np.prod(self.spaces[1].shape)),
                                        action_scale=self.actor.scale, action_offset=self.actor.bias,
                                        reference_hidden=self.cfg.hidden)
+
+
+#: the older name of :class:`SACAgent` (``sparserl.SAC`` is the user-facing model of :mod:`sparserl.api`)
+SAC = SACAgent

@@ -66,7 +66,7 @@ def widths_for(widths: dict | None, path: str, default) -> list[int]:
     return list((widths or {}).get(path, default))
 
 
-class TD3(Agent):
+class TD3Agent(Agent):
     action_space_type = gym.spaces.Box
 
     def __init__(self, cfg, obs_space, act_space, widths: dict | None = None, device=None):
@@ -153,3 +153,7 @@ class TD3(Agent):
         return PolicySpec.from_linears(self.actor.net.linear_layers(), head="tanh", obs_shape=self.spaces[0].shape,
                                        action_scale=self.actor.scale, action_offset=self.actor.bias,
                                        reference_hidden=self.cfg.hidden)
+
+
+#: the older name of :class:`TD3Agent` (``sparserl.TD3`` is the user-facing model of :mod:`sparserl.api`)
+TD3 = TD3Agent

@@ -26,7 +26,7 @@ class GMPPlugin(SparsePlugin):
         super().__init__(sparse, targets, batch_size, count_topology_flops=False)
         self.final = final_sparsity
         self.window = PruneWindow(start, end, every)  # the events (the same rule as structured pruning)
-        self.step = 0
+        self.updates = 0   # this network's optimizer steps so far (the prune window's clock)
         self.current = 0.0
         self.paused = False
 
@@ -36,10 +36,10 @@ class GMPPlugin(SparsePlugin):
     @torch.no_grad()
     def after_optimizer_step(self) -> bool:
         super().after_optimizer_step()
-        self.step += 1
-        if self.paused or not self.window.is_due(self.step):  # the window's end event reaches s_f
+        self.updates += 1
+        if self.paused or not self.window.is_due(self.updates):  # the window's end event reaches s_f
             return False
-        target = gmp_sparsity(self.step, self.window.start, self.window.end, self.final)
+        target = gmp_sparsity(self.updates, self.window.start, self.window.end, self.final)
         if target <= self.current:
             return False
         self.sparse.prune_by_magnitude(target)
@@ -55,12 +55,13 @@ class GMPPlugin(SparsePlugin):
                 "layer_sparsity": self.sparse.layer_sparsities()}
 
     def state_dict(self) -> dict:
-        return {"sparse": self.sparse.state_dict(), "step": self.step, "current": self.current,
+        return {"sparse": self.sparse.state_dict(), "step": self.updates, "current": self.current,
                 "paused": self.paused}
 
     def load_state_dict(self, state: dict) -> None:
         self.sparse.load_state_dict(state["sparse"])
-        self.step, self.current, self.paused = int(state["step"]), float(state["current"]), bool(state["paused"])
+        # the key stays "step" so that older checkpoints resume
+        self.updates, self.current, self.paused = int(state["step"]), float(state["current"]), bool(state["paused"])
         self.after_target_update()
 
 

@@ -21,7 +21,7 @@ def test_training_switches_n_exactly_at_the_delay(tmp_path):
     sample = trainer.buffer.sample
 
     def recording_sample(batch_size, n=1, *args):
-        seen.append((trainer.agent.gradient_steps, n))
+        seen.append((trainer.agent.critic_updates, n))
         return sample(batch_size, n, *args)
 
     trainer.buffer.sample = recording_sample
