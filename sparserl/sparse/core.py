@@ -152,7 +152,8 @@ class SparseTraining:
         if t_end is None:
             if not self.is_static:
                 raise ValueError(f"planned_updates=None: a dynamic updater ({self.updater.name}) needs "
-                                 f"planned_updates, the total number of updates of this network")
+                                 f"planned_updates (or its older name t_end), the total number of updates "
+                                 f"of this network")
             t_end = 1
         self.schedule = TopologySchedule(delta, drop_fraction, t_end, stop_step)
 
