@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -18,7 +17,7 @@ from typing import Any, Optional
 import yaml
 
 from .errors import UserError
-from .methods import METHODS, REGISTRY, method_class
+from .methods import METHODS, method_class
 from .methods.options import BLOCKS as METHOD_BLOCKS, MAX_NSTEP, field_types  # noqa: F401 (MAX_NSTEP: as before)
 from .planning import planned_updates, update_rounds  # noqa: F401 (importable from here as before)
 from .validation import (NON_NEGATIVE, POSITIVE, POSITIVE_REAL, UNIT, UNIT_OPEN_BOTTOM,  # noqa: F401
@@ -124,7 +123,8 @@ class AlgoOptions:
 
 
 class _ConfigMethods:
-    """What a composed :class:`TrainConfig` can do besides holding its fields."""
+    """A run's whole configuration: the fields of every option block (:data:`CONFIG_BLOCKS`),
+    flat, so that a flag, a YAML key and a ``config.yaml`` key are the same name."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -153,25 +153,16 @@ def _compose() -> type:
     """``TrainConfig``: one flat dataclass of every block's fields, so the CLI offers one flag per
     option, YAML files and ``config.yaml`` keep flat keys, and old config files still load; the
     run reads a method's options through that method's own typed view (:meth:`method_block`)."""
-    specs = []
-    for block in CONFIG_BLOCKS:
-        hints = field_types(block)
-        for f in fields(block):
-            if f.name not in {name for name, _, _ in specs}:
-                specs.append((f.name, hints[f.name], field(default=f.default, metadata=f.metadata)))
+    specs = [(f.name, field_types(block)[f.name], field(default=f.default, metadata=f.metadata))
+             for block in CONFIG_BLOCKS for f in fields(block)]  # each option is declared once (tested)
     cls = dataclasses.make_dataclass("TrainConfig", specs, bases=(_ConfigMethods,))
-    cls.__module__, cls.__doc__ = __name__, _ConfigMethods.__doc__.replace("What a composed", "A run's whole")
+    cls.__module__, cls.__doc__ = __name__, _ConfigMethods.__doc__
     return cls
 
 
 TrainConfig = _compose()
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in fields(TrainConfig)}
 FIELD_TYPES: dict[str, Any] = {name: hint for block in CONFIG_BLOCKS for name, hint in field_types(block).items()}
-#: the section (``train --help``) of each field: its block's ``SECTION``
-FIELD_BLOCK: dict[str, type] = {}
-for _block in CONFIG_BLOCKS:
-    for _field in fields(_block):
-        FIELD_BLOCK.setdefault(_field.name, _block)
 
 
 def check_option(name: str, value: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .algos import AGENTS
 from .config import TrainConfig, planned_updates
+from .methods.base import network_updates
 
 #: fewer prune events than this with the ramp rule cannot remove the target fraction: each event
 #: removes only neurons below ``p(t)`` times the mean importance, so the cap is reached step by step
@@ -27,7 +28,8 @@ def _network_updates(cfg: TrainConfig) -> dict[str, int]:
     SAC's actor learns once every ``policy_delay`` critic updates); the same count as
     :func:`sparserl.methods.base.updates_of` gives the built agent's schedules."""
     total = planned_updates(cfg)
-    return {name: max(1, total // period) for name, period in AGENTS[cfg.algo].network_update_periods(cfg).items()}
+    periods = AGENTS[cfg.algo].network_update_periods(cfg)
+    return {name: network_updates(total, period) for name, period in periods.items()}
 
 
 def prune_events(total: int, start_fraction: float, end_fraction: float, every: int) -> int:

@@ -232,7 +232,7 @@ def updates_of(agent, network: str, total_updates: int) -> int:
     """Planned gradient updates of one network out of ``total_updates`` critic updates: the
     agent says how often the network learns (:meth:`sparserl.algos.base.Agent.update_period`;
     TD3's and SAC's actor once every ``policy_delay``)."""
-    return max(1, total_updates // agent.update_period(network))
+    return network_updates(total_updates, agent.update_period(network))
 
 
 def guard_paused(guard: float | None, mean_return: float, best_return: float) -> bool:

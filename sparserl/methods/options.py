@@ -129,10 +129,13 @@ class PruneWindowOptions(OptionBlock):
 
     SECTION = "structured pruning"
     DESCRIPTION = "options of --method structured and neuron-magnitude, and of gmp"
-    prune_every: int = option(_PRUNER["prune_every"], "updates between prune events", check=POSITIVE)
-    prune_start: float = option(_PRUNER["prune_start"], "fraction of updates when pruning starts (below --prune-end)",
+    prune_every: int = option(_PRUNER["prune_every"],
+                              "updates between prune events", check=POSITIVE)
+    prune_start: float = option(_PRUNER["prune_start"],
+                                "fraction of updates when pruning starts (below --prune-end)",
                                 check=UNIT_OPEN_TOP)
-    prune_end: float = option(_PRUNER["prune_end"], "fraction of updates when pruning ends (the rest of the run recovers)",
+    prune_end: float = option(_PRUNER["prune_end"],
+                              "fraction of updates when pruning ends (the rest of the run recovers)",
                               check=UNIT_OPEN_BOTTOM)
     prune_guard: Optional[float] = option(None, "pause pruning while eval return is this fraction below its best",
                                           check=NON_NEGATIVE, default_doc="off")
@@ -141,18 +144,23 @@ class PruneWindowOptions(OptionBlock):
 @dataclass
 class StructuredOptions(OptionBlock):
     SECTION = "structured pruning"
-    importance: str = option(_PRUNER["importance"], "neuron importance estimator", IMPORTANCE_METHODS)
-    regularizer: str = option(_PRUNER["regularizer"], "group penalty", REGULARIZERS)
-    reg_lambda: float = option(_PRUNER["reg_lambda"], "group-sparse regulariser strength lambda; with --reg-mode loss the weight of "
+    importance: str = option(_PRUNER["importance"],
+                             "neuron importance estimator", IMPORTANCE_METHODS)
+    regularizer: str = option(_PRUNER["regularizer"],
+                              "group penalty", REGULARIZERS)
+    reg_lambda: float = option(_PRUNER["reg_lambda"],
+                               "group-sparse regulariser strength lambda; with --reg-mode loss the weight of "
                                "lambda * sum_j c_j ||g_j|| in each network's loss (its pull depends on the loss scale "
                                "and Adam), with --reg-mode proximal the shrink of a neuron group's L2 norm per unit "
                                "learning rate per update (times c_j), the same meaning for every network",
                                check=NON_NEGATIVE)
-    reg_mode: str = option(_PRUNER["reg_mode"], "structured: how the group penalty acts: loss (added to the loss, through Adam; "
+    reg_mode: str = option(_PRUNER["reg_mode"],
+                           "structured: how the group penalty acts: loss (added to the loss, through Adam; "
                            "never exactly zero) or proximal (group soft-threshold g_j *= max(0, 1 - "
                            "lr*lambda*c_j/||g_j||) after each optimizer step; exact zeros, independent of loss scale "
                            "and Adam)", REG_MODES)
-    min_width: int = option(_PRUNER["min_width"], "minimum neurons kept per hidden layer", check=POSITIVE)
+    min_width: int = option(_PRUNER["min_width"],
+                            "minimum neurons kept per hidden layer", check=POSITIVE)
     target_neuron_fraction: float = option(0.93, "structured: fraction of hidden neurons to remove by prune_end "
                                            "(the actor's; DQN's Q-network's)", check=UNIT_OPEN_TOP)
     critic_target_neuron_fraction: Optional[float] = option(None, "structured: fraction of hidden neurons to remove "
@@ -161,15 +169,18 @@ class StructuredOptions(OptionBlock):
                                                             default_doc="--target-neuron-fraction")
     prune_networks: str = option("all", "structured: which networks are pruned: actor, critic (TD3/SAC only) or "
                                  "all (DQN: all, its one Q-network)", ("actor", "critic", "all"))
-    threshold_scope: str = option(_PRUNER["scope"], "structured: prune each hidden layer to the target on its own (layer), "
+    threshold_scope: str = option(_PRUNER["scope"],
+                                  "structured: prune each hidden layer to the target on its own (layer), "
                                   "or pool layer-normalised importance and the neuron budget over all hidden layers "
                                   "of an MLP (global; each layer keeps --min-width)", THRESHOLD_SCOPES)
-    threshold_rule: str = option(_PRUNER["rule"], "structured: prune below a ramping multiple of the mean importance, capped "
+    threshold_rule: str = option(_PRUNER["rule"],
+                                 "structured: prune below a ramping multiple of the mean importance, capped "
                                  "by the cubic target (ramp); exactly the cubic target's least important (cubic); or "
                                  "below the ramping threshold capped only by the final target, which the last event "
                                  "then meets (threshold: importance sets the pace and, with --threshold-scope global, "
                                  "the widths)", THRESHOLD_RULES)
-    recovery_reg_scale: float = option(_PRUNER["recovery_reg_scale"], "structured: --reg-lambda multiplier after --prune-end (the recovery "
+    recovery_reg_scale: float = option(_PRUNER["recovery_reg_scale"],
+                                       "structured: --reg-lambda multiplier after --prune-end (the recovery "
                                        "phase; 0 = fine-tune the pruned network without the regulariser)",
                                        check=NON_NEGATIVE)
 

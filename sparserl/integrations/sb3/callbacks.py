@@ -328,10 +328,10 @@ class StructuredPruningCallback(_ModelCallback):
         keywords = dict(importance=importance, regularizer=regularizer, reg_lambda=reg_lambda, reg_mode=reg_mode,
                         prune_every=prune_every, min_width=min_width, target_fraction=target_fraction, rule=rule,
                         threshold_scope=threshold_scope, recovery_reg_scale=recovery_reg_scale)
-        # an absolute update count (an int above 1) is the pruner's, not a run option's, value
-        window = {k: v for k, v in (("prune_start", prune_start), ("prune_end", prune_end))
-                  if isinstance(v, int) and not isinstance(v, bool) and v > 1}
-        keywords.update({k: v for k, v in (("prune_start", prune_start), ("prune_end", prune_end)) if k not in window})
+        window = {}  # an absolute update count (an int above 1) is the pruner's, not a run option's, value
+        for key, value in (("prune_start", prune_start), ("prune_end", prune_end)):
+            absolute = isinstance(value, int) and not isinstance(value, bool) and value > 1
+            (window if absolute else keywords)[key] = value
         given = {self.OPTION_NAMES.get(k, k): v for k, v in keywords.items()}
         labels = {self.OPTION_NAMES.get(k, k): k for k in keywords}
         self.method = method
