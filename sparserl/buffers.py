@@ -47,11 +47,16 @@ class Batch:
     mid_obs: Optional[torch.Tensor] = None
     behaviour: Optional[torch.Tensor] = None
 
+    @property
+    def size(self) -> int:
+        """Windows per agent (B; a stacked group's batch has a leading agent axis before it)."""
+        return self.rewards.shape[-2]
+
     def discounted_reward(self, gamma: float) -> torch.Tensor:
         """sum_{k<m} gamma^k r_{t+k}, shape (B,)."""
-        n = self.rewards.shape[1]
+        n = self.rewards.shape[-1]
         powers = gamma ** torch.arange(n, dtype=self.rewards.dtype, device=self.rewards.device)
-        return (self.rewards * powers).sum(dim=1)
+        return (self.rewards * powers).sum(dim=-1)
 
     def bootstrap_discount(self, gamma: float) -> torch.Tensor:
         """gamma^m * (1 - terminated), shape (B,): the weight of the bootstrapped value."""

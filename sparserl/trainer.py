@@ -212,69 +212,101 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------
     def train(self) -> dict:
+        """Run to ``cfg.steps`` (or until a callback stops it); returns the summary. The loop is
+        split into the pieces below so that a stacked group of runs (:mod:`sparserl.vectorised`)
+        drives each of its members through the very same steps, replacing only the updates."""
         cfg = self.cfg
-        if self.out is not None:
-            save_yaml(cfg, self.out / "config.yaml")
-        writer = self._tensorboard()
-        bar = self._progress_bar()
-        start_time = time.time() - self.elapsed_before
-        last_print_time, last_print_step = time.time(), self.step
-        self.callback.on_training_start(self)
+        self.begin()
         while self.step < cfg.steps:
-            if self.step < cfg.learning_starts:
-                action = self._random_action()
-                behaviour = action
-            else:
-                action, behaviour = self.agent.explore(self.obs, self.rng, self.progress())
-            next_obs, reward, terminated, truncated, _ = checked_env_step(self.env, action, self.step)
-            self.buffer.add(self.obs, action, reward, next_obs, terminated, truncated, behaviour)
-            self.episode_actions.append(np.asarray(action).copy())
-            self.episode_return += float(reward)
-            self.episode_len += 1
-            self.obs = next_obs
-            if terminated or truncated:
-                self.recent_returns = (self.recent_returns + [self.episode_return])[-20:]
-                if writer:
-                    writer.add_scalar("charts/episodic_return", self.episode_return, self.step)
-                self.episode_rng_state = {"state": get_rng_state(self.env)}
-                self.obs, _ = checked_env_reset(self.env, self.step)
-                self.episode_actions, self.episode_return, self.episode_len = [], 0.0, 0
-
-            if self.step >= cfg.learning_starts and (self.step + 1) % cfg.train_freq == 0:
+            self.collect_step()
+            if self.updates_due():
                 for _ in range(cfg.gradient_steps):
-                    self.last_logs = self.agent.update(self.buffer.sample(cfg.batch_size, self.nstep_now(),
-                                                                           self.agent.uses_mid_obs))
-                    check_finite_losses(self.last_logs, self.agent.critic_updates)
+                    self.record_update(self.agent.update(self.sample_batch()))
                 self.method.after_update(self)
-            self.agent.on_env_step(self.step)
-            self.step += 1
-            record = self.method.after_env_step(self, self.step)
-            if record and writer:
-                for k, v in record.items():
-                    writer.add_scalar(k, v, self.step)
-
-            if writer and self.last_logs and self.step % 1000 == 0:
-                for k, v in self.last_logs.items():
-                    writer.add_scalar(k, v, self.step)
-            if bar is not None:
-                bar.update(1)
-            if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
-                now = time.time()
-                sps = (self.step - last_print_step) / max(now - last_print_time, 1e-9)
-                last_print_time, last_print_step = now, self.step
-                self._evaluate_and_log(writer, start_time, sps, bar)
-            if (self.out is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
-                    and self.step < cfg.steps):
-                self.elapsed_before = time.time() - start_time
-                self.save_resume()
-            if self.callback.on_step(self) is False:
+            if self.end_step():
                 self.stopped_by_callback = True
                 break
-        wall = time.time() - start_time
-        if bar is not None:
-            bar.close()
-        if writer:
-            writer.close()
+        return self.finish()
+
+    def begin(self) -> None:
+        """Before the first step of a (resumed) run: config file, logs, progress bar, clock."""
+        if self.out is not None:
+            save_yaml(self.cfg, self.out / "config.yaml")
+        self._writer = self._tensorboard()
+        self._bar = self._progress_bar()
+        self._start_time = time.time() - self.elapsed_before
+        self._last_print_time, self._last_print_step = time.time(), self.step
+        self.callback.on_training_start(self)
+
+    def collect_step(self) -> None:
+        """Act once in the training env and store the transition (episode ends handled)."""
+        if self.step < self.cfg.learning_starts:
+            action = self._random_action()
+            behaviour = action
+        else:
+            action, behaviour = self.agent.explore(self.obs, self.rng, self.progress())
+        next_obs, reward, terminated, truncated, _ = checked_env_step(self.env, action, self.step)
+        self.buffer.add(self.obs, action, reward, next_obs, terminated, truncated, behaviour)
+        self.episode_actions.append(np.asarray(action).copy())
+        self.episode_return += float(reward)
+        self.episode_len += 1
+        self.obs = next_obs
+        if terminated or truncated:
+            self.recent_returns = (self.recent_returns + [self.episode_return])[-20:]
+            if self._writer:
+                self._writer.add_scalar("charts/episodic_return", self.episode_return, self.step)
+            self.episode_rng_state = {"state": get_rng_state(self.env)}
+            self.obs, _ = checked_env_reset(self.env, self.step)
+            self.episode_actions, self.episode_return, self.episode_len = [], 0.0, 0
+
+    def updates_due(self) -> bool:
+        """Whether this env step is followed by ``gradient_steps`` updates."""
+        return self.step >= self.cfg.learning_starts and (self.step + 1) % self.cfg.train_freq == 0
+
+    def sample_batch(self):
+        """One minibatch for the next update (n-step windows at the method's current n)."""
+        return self.buffer.sample(self.cfg.batch_size, self.nstep_now(), self.agent.uses_mid_obs)
+
+    def record_update(self, logs: dict) -> None:
+        """Keep one update's scalar logs; a non-finite loss stops the run here, before anything
+        is saved (:class:`~sparserl.faults.NonFiniteError`)."""
+        self.last_logs = logs
+        check_finite_losses(self.last_logs, self.agent.critic_updates)
+
+    def end_step(self) -> bool:
+        """After the step's updates: clocks, method hooks, logs, evaluation, checkpoints.
+        Returns True when a callback asked to stop."""
+        cfg, writer = self.cfg, self._writer
+        self.agent.on_env_step(self.step)
+        self.step += 1
+        record = self.method.after_env_step(self, self.step)
+        if record and writer:
+            for k, v in record.items():
+                writer.add_scalar(k, v, self.step)
+
+        if writer and self.last_logs and self.step % 1000 == 0:
+            for k, v in self.last_logs.items():
+                writer.add_scalar(k, v, self.step)
+        if self._bar is not None:
+            self._bar.update(1)
+        if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
+            now = time.time()
+            sps = (self.step - self._last_print_step) / max(now - self._last_print_time, 1e-9)
+            self._last_print_time, self._last_print_step = now, self.step
+            self._evaluate_and_log(writer, self._start_time, sps, self._bar)
+        if (self.out is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+                and self.step < cfg.steps):
+            self.elapsed_before = time.time() - self._start_time
+            self.save_resume()
+        return self.callback.on_step(self) is False
+
+    def finish(self) -> dict:
+        """Close the logs and write the final artifacts; returns the summary."""
+        wall = time.time() - self._start_time
+        if self._bar is not None:
+            self._bar.close()
+        if self._writer:
+            self._writer.close()
         self.elapsed_before = wall
         self.callback.on_training_end(self)
         if self.out is None:

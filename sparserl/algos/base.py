@@ -140,6 +140,20 @@ class Agent(abc.ABC):
         """An observation (or a batch) as a float32 tensor on the agent's device."""
         return torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
 
+    # -- what the update code asks of its agent (a stacked group answers per agent) ------
+    def randn(self, shape) -> torch.Tensor:
+        """Standard normal noise of ``shape`` on the agent's device, from torch's global
+        generator (seeded by ``--seed``). A stacked group (:mod:`sparserl.vectorised`) draws
+        each agent's slice from that agent's own stream, so an agent's noise does not depend on
+        the other agents."""
+        return torch.randn(shape, device=self.device)
+
+    def report(self, logs: dict) -> dict[str, float]:
+        """The scalar logs of one update as Python floats (``losses/*``, ``values/*``): the
+        update code leaves them as tensors and reads them here once, so a stacked group can
+        split them per agent instead."""
+        return {k: (v.item() if torch.is_tensor(v) else v) for k, v in logs.items()}
+
     # -- the optimisation seam ----------------------------------------------------------
     def optimize(self, name: str, loss: torch.Tensor) -> None:
         plugins = self.plugins.get(name, ())

@@ -64,20 +64,22 @@ class DQNAgent(Agent):
         next_q = self.targets["q"](batch.next_obs)
         if self.cfg.double_q:
             best = self.q(batch.next_obs).argmax(-1, keepdim=True)
-            next_value = next_q.gather(1, best).squeeze(1)
+            next_value = next_q.gather(-1, best).squeeze(-1)
         else:
             next_value = next_q.max(-1).values
         return batch.discounted_reward(self.cfg.gamma) + batch.bootstrap_discount(self.cfg.gamma) * next_value
 
     def update(self, batch: Batch) -> dict[str, float]:
-        b = batch.obs.shape[0]
+        """One Q-network step. Axes are counted from the end so that a group of agents stacked
+        on a leading axis (:mod:`sparserl.vectorised`) runs the same code: one loss per agent."""
+        b = batch.size
         target = self.q_target(batch)
-        q = self.q(batch.obs).gather(1, batch.actions.long().view(-1, 1)).squeeze(1)
-        loss = F.smooth_l1_loss(q, target)
+        q = self.q(batch.obs).gather(-1, batch.actions.long().unsqueeze(-1)).squeeze(-1)
+        loss = F.smooth_l1_loss(q, target, reduction="none").mean(-1)
         self.optimize("q", loss)
         self.count_flops(self.targets["q"], b, 1)
         self.count_flops(self.q, b, 3 + (1 if self.cfg.double_q else 0))  # + online argmax pass
-        return {"losses/q": loss.item(), "values/q": q.mean().item()}
+        return self.report({"losses/q": loss.detach(), "values/q": q.detach().mean(-1)})
 
     def on_env_step(self, step: int) -> None:
         """Target update on the env-step clock, as in the DQN papers."""

@@ -128,7 +128,7 @@ class SACAgent(Agent):
         return target
 
     def update(self, batch: Batch) -> dict[str, float]:
-        b = batch.obs.shape[0]
+        b = batch.size
         logs = twin_q_step(self, batch, self.critic_target(batch))
         self.count_flops(self.actor, b, 1)
         self.count_flops(self.targets["critic"], b, 1)
@@ -150,7 +150,7 @@ class SACAgent(Agent):
                 self.alpha_optimizer.zero_grad()
                 alpha_loss.backward()
                 self.alpha_optimizer.step()
-        return logs
+        return self.report(logs)
 
     def extra_state(self) -> dict:
         state = {"n_critic_updates": self.n_critic_updates, "log_alpha": self.log_alpha.detach().clone()}

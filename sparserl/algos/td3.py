@@ -46,13 +46,18 @@ class TwinQ(nn.Module):
         return self.q1(torch.cat([obs, act], dim=-1)).squeeze(-1)
 
 
-def twin_q_step(agent: Agent, batch: Batch, target: torch.Tensor) -> dict[str, float]:
-    """One clipped-double-Q critic update toward ``target`` (shared by TD3 and SAC)."""
+def twin_q_step(agent: Agent, batch: Batch, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One clipped-double-Q critic update toward ``target`` (shared by TD3 and SAC); returns
+    the logs as tensors (the caller's :meth:`Agent.report` reads them).
+
+    Means are taken over the last (sample) axis so that the same code serves a group of
+    agents stacked on a leading axis (:mod:`sparserl.vectorised`): one loss per agent."""
     q1, q2 = agent.critic(batch.obs, batch.actions)
-    critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+    critic_loss = (F.mse_loss(q1, target, reduction="none").mean(-1)
+                   + F.mse_loss(q2, target, reduction="none").mean(-1))
     agent.optimize("critic", critic_loss)
-    agent.count_flops(agent.critic, batch.obs.shape[0], 3)
-    return {"losses/critic": critic_loss.item(), "values/q1": q1.mean().item()}
+    agent.count_flops(agent.critic, batch.size, 3)
+    return {"losses/critic": critic_loss.detach(), "values/q1": q1.detach().mean(-1)}
 
 
 def delayed_actor_periods(cfg) -> dict[str, int]:
@@ -115,7 +120,7 @@ class TD3Agent(Agent):
     def critic_target(self, batch: Batch) -> torch.Tensor:
         """y = sum_{k<m} g^k r_{t+k} + g^m (1 - terminal) min_i Q'_i(s_{t+m}, pi'(s_{t+m}) + clipped noise)."""
         gamma = self.cfg.gamma
-        noise = (torch.randn(batch.actions.shape, device=self.device) * self.cfg.policy_noise * self.max_action)
+        noise = self.randn(batch.actions.shape) * self.cfg.policy_noise * self.max_action
         noise = torch.maximum(torch.minimum(noise, self.cfg.noise_clip * self.max_action),
                               -self.cfg.noise_clip * self.max_action)
         next_action = self.targets["actor"](batch.next_obs) + noise
@@ -124,7 +129,7 @@ class TD3Agent(Agent):
         return batch.discounted_reward(gamma) + batch.bootstrap_discount(gamma) * torch.minimum(q1, q2)
 
     def update(self, batch: Batch) -> dict[str, float]:
-        b = batch.obs.shape[0]
+        b = batch.size
         logs = twin_q_step(self, batch, self.critic_target(batch))
         self.count_flops(self.targets["actor"], b, 1)
         self.count_flops(self.targets["critic"], b, 1)
@@ -132,14 +137,14 @@ class TD3Agent(Agent):
 
         if self.n_critic_updates % self.update_period("actor") == 0:
             with frozen(self.critic):
-                actor_loss = -self.critic.q1_value(batch.obs, self.actor(batch.obs)).mean()
+                actor_loss = -self.critic.q1_value(batch.obs, self.actor(batch.obs)).mean(-1)
             self.optimize("actor", actor_loss)
             self.count_flops(self.actor, b, 3)
             self.count_flops(self.critic.q1, b, 2)  # forward + input gradient (critic frozen)
             self.update_target("actor", self.cfg.tau)
             self.update_target("critic", self.cfg.tau)
-            logs["losses/actor"] = actor_loss.item()
-        return logs
+            logs["losses/actor"] = actor_loss.detach()
+        return self.report(logs)
 
     def extra_state(self) -> dict:
         return {"n_critic_updates": self.n_critic_updates}
