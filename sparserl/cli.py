@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR (with it only "
                      "--steps, --progress, --device and --tensorboard may be given)")
     run.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --out")
+    run.add_argument("--seeds", metavar="LIST", help="train one run per seed in one process, their updates "
+                     "batched as one stacked program (e.g. 0-7 or 0,3,5; td3 and dqn); seed S's run is the "
+                     "directory OUT/seed_S, and --resume OUT continues the group")
     _add_trust_flag(run)
     _add_config_flags(train, groups)
 
@@ -201,6 +204,8 @@ def cmd_train(ns: argparse.Namespace) -> int:
     from .terminal import choose_output
     from .trainer import RESUME_KEYS, Trainer
 
+    if ns.seeds is not None or (ns.resume is not None and (Path(ns.resume) / GROUP_FILE).is_file()):
+        return cmd_train_group(ns)
     if ns.resume is not None:
         extra = [f for f in dataclasses.fields(TrainConfig) if hasattr(ns, f.name) and f.name not in RESUME_OPTIONS]
         if extra or ns.config or ns.overwrite:
@@ -276,6 +281,76 @@ def cmd_train(ns: argparse.Namespace) -> int:
     print(f"checkpoint: {out / 'checkpoint.pt'}")
     print(f"summary:    {out / 'summary.json'}")
     return 0
+
+
+GROUP_FILE = "group.json"
+
+
+def cmd_train_group(ns: argparse.Namespace) -> int:
+    """``sparserl train --seeds LIST`` (and ``--resume`` of such a group): one process, one
+    stacked update per step for all seeds (:mod:`sparserl.vectorised`); each seed's run is a
+    normal run directory ``OUT/seed_S`` that ``eval``, ``export``, ``flops`` and ``report`` read."""
+    import contextlib
+    import json
+
+    from . import checkpoint
+    from .atomic import atomic_write_text
+    from .rundir import open_run_dir
+    from .terminal import choose_output
+    from .vectorised import GroupTrainer, check_group, parse_seeds
+
+    if ns.resume is not None:
+        if ns.seeds is not None or ns.config or ns.overwrite:
+            raise UserError("--resume of a group continues its stored seeds and configs; --seeds, --config "
+                            "and --overwrite may not be given with it")
+        out = Path(ns.resume)
+        try:
+            record = json.loads((out / GROUP_FILE).read_text())
+            dirs = [out / name for name in record["runs"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{out / GROUP_FILE} is not a sparserl group record ({exc})") from None
+        states, cfgs = [], []
+        for run_dir in dirs:
+            state = checkpoint.load(run_dir / "resume.pt", overwrite_hint="; the group cannot be resumed")
+            cfg = TrainConfig.from_dict(state["config"], source=str(run_dir / "resume.pt"))
+            for name in RESUME_OPTIONS:
+                if hasattr(ns, name):
+                    setattr(cfg, name, getattr(ns, name))
+            cfg.out = str(run_dir)
+            cfgs.append(resolve(cfg))
+            states.append(state)
+        resuming = True
+    else:
+        seeds = parse_seeds(ns.seeds)
+        notes: list = []
+        base = config_from_args(ns, notes)
+        for note in notes:
+            print(note)
+        from .plan import plan_warnings
+        for warning in plan_warnings(base):
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+        out = Path(base.out)
+        cfgs = [resolve(dataclasses.replace(base, seed=seed, out=str(out / f"seed_{seed}"))) for seed in seeds]
+        states, resuming = None, False
+    check_group(cfgs)
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for cfg in cfgs:
+            stack.enter_context(open_run_dir(cfg.out, overwrite=ns.overwrite, resuming=resuming))
+        if not resuming:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / GROUP_FILE, json.dumps(
+                {"seeds": [c.seed for c in cfgs], "runs": [Path(c.out).name for c in cfgs]}, indent=1) + "\n")
+        group = GroupTrainer(cfgs, states, output=choose_output(cfgs[0].progress))
+        summaries, failures = group.train()
+    for k, cfg in enumerate(cfgs):
+        if k in summaries:
+            s = summaries[k]
+            print(f"seed {cfg.seed}: final eval return {s['final_eval_return']:.2f} (best {s['best_eval_return']:.2f})"
+                  f"  {cfg.out}")
+    for k, message in sorted(failures.items()):
+        print(f"error: seed {cfgs[k].seed} stopped: {' '.join(message.split())}", file=sys.stderr)
+    return 2 if failures else 0
 
 
 def _remove_if_unused(out: Path, created: bool) -> None:

@@ -178,6 +178,9 @@ class Trainer:
         self.last_logs: dict = {}
         self.elapsed_before = 0.0
         self.stopped_by_callback = False
+        #: a group (:mod:`sparserl.vectorised`) saves its members' resume states together: a due
+        #: checkpoint then only sets ``checkpoint_due``
+        self.defer_checkpoints, self.checkpoint_due = False, False
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsLog(self.out / "metrics.csv" if self.out is not None else None)
@@ -297,7 +300,10 @@ class Trainer:
         if (self.out is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
                 and self.step < cfg.steps):
             self.elapsed_before = time.time() - self._start_time
-            self.save_resume()
+            if self.defer_checkpoints:
+                self.checkpoint_due = True
+            else:
+                self.save_resume()
         return self.callback.on_step(self) is False
 
     def finish(self) -> dict:

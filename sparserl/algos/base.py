@@ -156,22 +156,40 @@ class Agent(abc.ABC):
 
     # -- the optimisation seam ----------------------------------------------------------
     def optimize(self, name: str, loss: torch.Tensor) -> None:
-        plugins = self.plugins.get(name, ())
-        for plugin in plugins:
-            loss = loss + plugin.penalty()
+        """One gradient step of network ``name`` on ``loss``, through its plugins."""
+        loss = self.penalised(name, loss)
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        take_step = True
-        for plugin in plugins:
-            take_step = plugin.before_optimizer_step() and take_step
-        if take_step:
-            if self.cfg.max_grad_norm is not None:  # after masking: the sparse gradient is what is clipped
-                params = [p for group in optimizer.param_groups for p in group["params"]]
-                torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm, foreach=True)
+        if self.before_step(name):
             optimizer.step()
+        self.after_step(name)
+
+    # The three pieces of :meth:`optimize` around the backward pass and the optimizer step: a
+    # stacked group (:mod:`sparserl.vectorised`) runs one backward and one optimizer kernel for
+    # all its agents and calls these per agent in between.
+    def penalised(self, name: str, loss: torch.Tensor) -> torch.Tensor:
+        """``loss`` plus the plugins' penalties (structured pruning's group-sparse term)."""
+        for plugin in self.plugins.get(name, ()):
+            loss = loss + plugin.penalty()
+        return loss
+
+    def before_step(self, name: str) -> bool:
+        """After the backward pass: the plugins' hooks (gradient masks, topology updates), then
+        gradient clipping; False when a plugin asks to skip this optimizer step."""
+        take_step = True
+        for plugin in self.plugins.get(name, ()):
+            take_step = plugin.before_optimizer_step() and take_step
+        if take_step and self.cfg.max_grad_norm is not None:  # after masking: the sparse gradient is clipped
+            optimizer = self.optimizers[name]
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm, foreach=True)
+        return take_step
+
+    def after_step(self, name: str) -> None:
+        """After the optimizer step: the plugins re-impose masks / shapes; counts the update."""
         changed = False
-        for plugin in plugins:
+        for plugin in self.plugins.get(name, ()):
             changed = plugin.after_optimizer_step() or changed
         if changed:
             self._flops_cache.clear()

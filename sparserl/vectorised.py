@@ -1,0 +1,461 @@
+"""Many seeds in one process: K runs of one configuration stepped in lockstep, their networks
+updated as one stacked program.
+
+Why: every claim of a sparse-training paper rests on a handful of seeds, and one process per
+seed pays the per-update fixed costs (Python, autograd, optimizer kernels) K times. Here each
+*member* of a group is a complete :class:`~sparserl.trainer.Trainer` of its own seed (its env,
+replay buffer, method, schedules, evaluation, run directory and checkpoints are exactly those of
+a single run), and only the gradient updates are batched:
+
+* the K agents' minibatches are stacked on a leading agent axis and the algorithm's own update
+  code runs once on the stack (the update code takes its means over the last axis, so one loss
+  per agent comes out; see :meth:`sparserl.algos.base.Agent.report`);
+* each MLP of the stack runs as batched products (``baddbmm``) over the members' weights while
+  every member's layers are plain ``Linear`` layers of one shape (dense, or masked-sparse: the
+  masked backend keeps inactive weights at exactly 0); otherwise (compressed csr layers,
+  structured pruning's hooks or different widths) each member's MLP runs on its slice;
+* one backward pass for the group, then each member's plugins (gradient masks, topology updates,
+  structured pruning) run on that member alone, and one multi-tensor Adam kernel steps every
+  member whose plugins allow it (element-wise, so it equals each member's own ``step()``);
+* one multi-tensor kernel for all members' target updates.
+
+Reproducibility contract (tested in tests/test_vectorised.py):
+
+* every random draw of a member comes from that member's own streams: its numpy generators and
+  env seeds are those of the single run of its seed, and the torch global generator is swapped
+  to the member's own state around everything the member does, so a member's results do not
+  depend on the other members (changing one member's seed leaves the others bit-identical);
+* a group of one (K = 1) is the single run, bit for bit (same summary, same weights);
+* for K > 1 a member is *not* bit-identical to the single run of its seed: the batched product
+  rounds differently from the per-agent one (a few ulps per layer), and over thousands of updates
+  such differences grow as they do between two machines. The test checks that the first updates
+  agree within float tolerance and that every member of a small group learns.
+
+Not yet batched (each member does it on its own): acting in the env (one small forward per
+member per step), replay sampling, evaluation. SAC is not supported yet (its temperature is a
+separate optimizer per agent).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import re
+from dataclasses import fields
+from typing import Iterator, Sequence
+
+import torch
+from torch.optim.adam import adam as adam_kernel
+from torch import nn
+
+from .buffers import Batch
+from .errors import UserError
+from .faults import NonFiniteError
+from .networks import MLP
+
+#: config keys that may differ between the members of one group
+MEMBER_KEYS = ("seed", "out")
+#: algorithms whose update code runs on a stacked batch
+SUPPORTED_ALGOS = ("td3", "dqn")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-7"``, ``"0,3,5"`` or ``"0-3,10"`` as a list of distinct seeds in the given order."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match or (match.group(2) is not None and int(match.group(2)) < int(match.group(1))):
+            raise UserError(f"--seeds {text!r}: bad part {part!r}; allowed: seeds and ranges like 0-7 or 0,3,5")
+        lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
+        seeds.extend(range(lo, hi + 1))
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds {text!r} names a seed twice; allowed: distinct seeds")
+    return seeds
+
+
+# -- random streams ------------------------------------------------------------------------
+class TorchStreams:
+    """One state of torch's global generator per member: ``with streams.use(k):`` runs a block
+    on member ``k``'s stream (what that member's single run would have drawn next)."""
+
+    def __init__(self, states: Sequence[torch.Tensor]):
+        self.states = [s.clone() for s in states]
+
+    @contextlib.contextmanager
+    def use(self, k: int) -> Iterator[None]:
+        outer = torch.get_rng_state()
+        torch.set_rng_state(self.states[k])
+        try:
+            yield
+        finally:
+            self.states[k] = torch.get_rng_state()
+            torch.set_rng_state(outer)
+
+
+# -- stacked modules -----------------------------------------------------------------------
+class NotVectorisable(UserError):
+    """A network the stacked update cannot represent."""
+
+
+class StackedMLP(nn.Module):
+    """K members' MLPs of one role as one module on inputs ``(K, B, in)``.
+
+    The members stay the owners of their parameters (registered here as children, so
+    ``parameters()`` and :func:`~sparserl.algos.base.frozen` reach them); the stacked weights are
+    built from them at every forward pass, so gradients flow back to each member's own tensors and
+    anything that replaces a member's layers (compression, neuron surgery) is seen at once."""
+
+    def __init__(self, mlps: Sequence[MLP]):
+        super().__init__()
+        self.members = nn.ModuleList(mlps)
+
+    def batchable(self) -> bool:
+        """Batched products apply: several members, every layer a plain hook-free Linear with a
+        bias, the same shapes everywhere, ReLU between layers."""
+        members = list(self.members)
+        if len(members) < 2:
+            return False
+        first = members[0]
+        for mlp in members:
+            if (type(mlp) is not MLP or mlp._forward_hooks or mlp._forward_pre_hooks
+                    or type(mlp.activation) is not nn.ReLU or len(mlp.layers) != len(first.layers)):
+                return False
+            for layer, ref in zip(mlp.layers, first.layers):
+                if (type(layer) is not nn.Linear or layer._forward_hooks or layer._forward_pre_hooks
+                        or layer.bias is None or layer.weight.shape != ref.weight.shape):
+                    return False
+        return True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.batchable():
+            return torch.stack([mlp(x[k]) for k, mlp in enumerate(self.members)])
+        chains = [mlp.layers for mlp in self.members]
+        last = len(chains[0]) - 1
+        for i in range(last + 1):
+            weight = torch.stack([chain[i].weight for chain in chains])
+            bias = torch.stack([chain[i].bias for chain in chains]).unsqueeze(1)
+            x = torch.baddbmm(bias, x, weight.transpose(1, 2))
+            if i < last:
+                x = torch.relu(x)
+        return x
+
+
+def stack_modules(modules: Sequence[nn.Module], index: dict[int, list[nn.Module]]) -> nn.Module:
+    """A module of the members' common structure whose MLPs are :class:`StackedMLP` s.
+
+    Non-MLP containers (an actor's tanh head, a twin critic) are shallow copies of the first
+    member's that keep its forward code and its buffers (the action box: equal for all members,
+    checked) and hold the stacked children. ``index`` gets, for every stacked node, the members'
+    corresponding modules (what FLOP counting is charged to)."""
+    first = modules[0]
+    if isinstance(first, MLP):
+        stacked: nn.Module = StackedMLP(modules)
+    else:
+        if any(p is not None for p in first._parameters.values()):
+            raise NotVectorisable(f"{type(first).__name__} holds parameters outside an MLP; allowed in a "
+                                  f"vectorised run: networks built of MLPs")
+        for name, buf in first._buffers.items():
+            if buf is not None and not all(torch.equal(buf, m._buffers[name]) for m in modules[1:]):
+                raise NotVectorisable(f"the members' {type(first).__name__}.{name} differ; allowed in a "
+                                      f"vectorised run: members of one env and config")
+        stacked = copy.copy(first)
+        stacked.__dict__ = dict(first.__dict__)
+        stacked._parameters = {}
+        stacked._modules = {name: (None if child is None else stack_modules([m._modules[name] for m in modules], index))
+                            for name, child in first._modules.items()}
+    index[id(stacked)] = list(modules)
+    return stacked
+
+
+def stack_batches(batches: Sequence[Batch]) -> Batch:
+    """The members' minibatches on a leading agent axis."""
+    values = {}
+    for f in fields(Batch):
+        parts = [getattr(b, f.name) for b in batches]
+        values[f.name] = None if parts[0] is None else torch.stack(parts)
+    return Batch(**values)
+
+
+# -- the stacked agent ---------------------------------------------------------------------
+def _adam_compatible(optimizers: Sequence[torch.optim.Optimizer]) -> bool:
+    """Whether one multi-tensor Adam call can stand for each optimizer's own ``step()``: plain
+    Adam everywhere, one set of hyper-parameters, no step hooks."""
+    def settings(group: dict) -> dict:
+        return {k: v for k, v in group.items() if k != "params"}
+
+    ref = settings(optimizers[0].param_groups[0])
+    for opt in optimizers:
+        if type(opt) is not torch.optim.Adam or opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks:
+            return False
+        if any(settings(group) != ref for group in opt.param_groups):
+            return False
+    return not ref.get("fused") and not ref.get("capturable") and not ref.get("differentiable")
+
+
+@torch.no_grad()
+def step_together(optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    """Step several Adam optimizers as one multi-tensor kernel over all their parameters. Adam is
+    element-wise, so this equals calling each one's ``step()`` (same state, same values); each
+    optimizer keeps its own state (what its member's checkpoint saves)."""
+    if len(optimizers) <= 1 or not _adam_compatible(optimizers):
+        for opt in optimizers:
+            opt.step()
+        return
+    lists: tuple[list, ...] = ([], [], [], [], [], [])
+    has_complex = False
+    for opt in optimizers:
+        for group in opt.param_groups:
+            has_complex |= bool(opt._init_group(group, *lists))
+    if not lists[0]:
+        return
+    g = optimizers[0].param_groups[0]
+    beta1, beta2 = g["betas"]
+    adam_kernel(*lists, amsgrad=g["amsgrad"], has_complex=has_complex, beta1=beta1, beta2=beta2,
+                lr=g["lr"], weight_decay=g["weight_decay"], eps=g["eps"], maximize=g["maximize"],
+                foreach=g["foreach"], capturable=False, differentiable=False, fused=None,
+                grad_scale=None, found_inf=None, decoupled_weight_decay=g["decoupled_weight_decay"])
+
+
+class StackedAgentMixin:
+    """The parts of :class:`~sparserl.algos.base.Agent` a stack of member agents answers
+    differently; the algorithm's own update code runs unchanged on top of it."""
+
+    members: list
+    streams: TorchStreams
+    stream_ids: list[int]
+    stacked_index: dict[int, list[nn.Module]]
+
+    def randn(self, shape) -> torch.Tensor:
+        draws = []
+        for k in self.stream_ids:
+            with self.streams.use(k):
+                draws.append(torch.randn(tuple(shape)[1:], device=self.device))
+        return torch.stack(draws)
+
+    def report(self, logs: dict) -> dict[str, list[float]]:
+        """Each log as one float per member."""
+        out = {}
+        for name, value in logs.items():
+            if torch.is_tensor(value):
+                out[name] = [float(v) for v in value.reshape(len(self.members)).tolist()]
+            else:
+                out[name] = [float(value)] * len(self.members)
+        return out
+
+    def optimize(self, name: str, loss: torch.Tensor) -> None:
+        """One backward pass for the group; each member's plugins on that member alone; one
+        Adam kernel for every member whose plugins allow the step."""
+        total = loss.sum()
+        for k, member in zip(self.stream_ids, self.members):
+            if member.plugins.get(name):
+                with self.streams.use(k):
+                    total = member.penalised(name, total)
+        for member in self.members:
+            member.optimizers[name].zero_grad(set_to_none=True)
+        total.backward()
+        stepping = []
+        for k, member in zip(self.stream_ids, self.members):
+            with self.streams.use(k):
+                if member.before_step(name):
+                    stepping.append(member.optimizers[name])
+        step_together(stepping)
+        for k, member in zip(self.stream_ids, self.members):
+            with self.streams.use(k):
+                member.after_step(name)
+
+    @torch.no_grad()
+    def update_target(self, name: str, tau: float) -> None:
+        online = [p for m in self.members for p in m.networks[name].parameters()]
+        target = [p for m in self.members for p in m.targets[name].parameters()]
+        if tau >= 1.0:
+            torch._foreach_copy_(target, online)
+        else:
+            torch._foreach_lerp_(target, online, tau)
+        for k, member in zip(self.stream_ids, self.members):
+            if member.plugins.get(name):
+                with self.streams.use(k):
+                    for plugin in member.plugins[name]:
+                        plugin.after_target_update()
+
+    def count_flops(self, module: nn.Module, batch_size: int, passes: int) -> None:
+        for member, part in zip(self.members, self.stacked_index[id(module)]):
+            member.count_flops(part, batch_size, passes)
+
+
+_STACKED_CLASSES: dict[type, type] = {}
+
+
+def stacked_agent(members: Sequence, streams: TorchStreams, stream_ids: Sequence[int]):
+    """An agent of the members' class whose networks are the members' networks stacked (see
+    :func:`stack_modules`) and whose optimisation seam drives the members (see
+    :class:`StackedAgentMixin`). Cheap to build (no tensor is copied): the group builds one per
+    update round, so a member's replaced layers or removed members are always current."""
+    proto = members[0]
+    cls = type(proto)
+    if cls not in _STACKED_CLASSES:
+        _STACKED_CLASSES[cls] = type(f"Stacked{cls.__name__}", (StackedAgentMixin, cls), {})
+    agent = object.__new__(_STACKED_CLASSES[cls])
+    agent.__dict__.update(proto.__dict__)
+    index: dict[int, list[nn.Module]] = {}
+    networks = {n: stack_modules([m.networks[n] for m in members], index) for n in proto.networks}
+    targets = {n: stack_modules([m.targets[n] for m in members], index) for n in proto.targets}
+    by_identity = {id(proto.networks[n]): networks[n] for n in networks}
+    by_identity.update({id(proto.targets[n]): targets[n] for n in targets})
+    for attr, value in proto.__dict__.items():
+        if isinstance(value, nn.Module):
+            if id(value) not in by_identity:
+                raise NotVectorisable(f"{cls.__name__}.{attr} is a network outside networks/targets; allowed in "
+                                      f"a vectorised run: agents whose modules are all named networks")
+            setattr(agent, attr, by_identity[id(value)])
+    agent.networks, agent.targets = networks, targets
+    agent.members, agent.streams, agent.stream_ids = list(members), streams, list(stream_ids)
+    agent.stacked_index = index
+    agent.plugins, agent.optimizers = {}, {}
+    return agent
+
+
+# -- the group of runs ---------------------------------------------------------------------
+def check_group(cfgs: Sequence) -> None:
+    """The members may differ only in their seed and run directory."""
+    if not cfgs:
+        raise UserError("a vectorised run needs at least one seed")
+    if cfgs[0].algo not in SUPPORTED_ALGOS:
+        raise UserError(f"--algo {cfgs[0].algo} cannot run vectorised yet; allowed with --seeds: "
+                        f"{', '.join(SUPPORTED_ALGOS)}")
+    ref = {k: v for k, v in cfgs[0].to_dict().items() if k not in MEMBER_KEYS}
+    for cfg in cfgs[1:]:
+        other = {k: v for k, v in cfg.to_dict().items() if k not in MEMBER_KEYS}
+        differ = sorted(k for k in ref if ref[k] != other.get(k))
+        if differ:
+            raise UserError(f"the members of a vectorised run differ in {', '.join(differ)}; allowed to differ: "
+                            f"{', '.join(MEMBER_KEYS)}")
+
+
+class GroupTrainer:
+    """K :class:`~sparserl.trainer.Trainer` s of one config (different seeds), stepped in
+    lockstep with stacked updates (see the module docstring).
+
+    ``resume_states``: one ``resume.pt`` state per member (or None) to continue an interrupted
+    group exactly. A member whose loss turns non-finite stops alone (its last good checkpoint is
+    kept, as in a single run); the others go on. :meth:`train` returns ``(summaries, failures)``:
+    member index -> summary, and member index -> the error line of a member that stopped."""
+
+    def __init__(self, cfgs: Sequence, resume_states: Sequence | None = None, output: str = "none"):
+        from .trainer import Trainer
+        check_group(cfgs)
+        states = list(resume_states) if resume_states is not None else [None] * len(cfgs)
+        self.members: list[Trainer] = []
+        stream_states = []
+        for cfg, state in zip(cfgs, states):
+            # each member is built exactly as its single run: torch seeded with its seed (or its
+            # saved generator on resume), then its networks, masks and buffers
+            member = Trainer(cfg, resume_state=state, output="none")
+            member.defer_checkpoints = True
+            self.members.append(member)
+            stream_states.append(torch.get_rng_state())
+        self.streams = TorchStreams(stream_states)
+        self.output = output
+        self.failures: dict[int, str] = {}
+
+    def _progress_bar(self, active: list[int]):
+        if self.output != "bar":
+            return None
+        from tqdm import tqdm
+        lead = self.members[active[0]]
+        cfg = lead.cfg
+        return tqdm(total=cfg.steps, initial=lead.step, unit="step", dynamic_ncols=True,
+                    desc=f"{cfg.algo}/{cfg.method} {cfg.env} x{len(self.members)} seeds")
+
+    def _stop(self, k: int, error: Exception) -> None:
+        member = self.members[k]
+        self.failures[k] = str(error)
+        if member._writer:
+            member._writer.close()
+
+    def _each(self, active: list[int], work) -> list[int]:
+        """``work(member)`` for every active member on its own stream; a member whose run
+        faults (a non-finite value, an env error) stops alone. Returns the members still active."""
+        from .faults import RunFault
+        still = []
+        for k in active:
+            try:
+                with self.streams.use(k):
+                    work(self.members[k])
+                still.append(k)
+            except RunFault as exc:
+                self._stop(k, exc)
+        return still
+
+    def train(self) -> tuple[dict[int, dict], dict[int, str]]:
+        members = self.members
+        active = self._each(list(range(len(members))), lambda m: m.begin())
+        bar = self._progress_bar(active) if active else None
+        cfg = members[0].cfg
+        while active:
+            # the members furthest behind step together: all of them, except after a resume from
+            # a group checkpoint that a hard kill cut in half (the others wait until they catch up)
+            lag = min(members[k].step for k in active)
+            if lag >= cfg.steps:
+                break
+            due = [k for k in active if members[k].step == lag]
+            due = self._each(due, lambda m: m.collect_step())
+            if due and members[due[0]].updates_due():
+                for _ in range(cfg.gradient_steps):
+                    due = self._update(due)
+                    if not due:
+                        break
+                due = self._each(due, lambda m: m.method.after_update(m))
+            due = self._each(due, lambda m: m.end_step())
+            self._checkpoint(due)
+            active = [k for k in active if k not in self.failures]
+            if bar is not None and len(due) == len(active):
+                bar.update(1)
+                if active and cfg.eval_every and members[active[0]].step % cfg.eval_every == 0:
+                    evals = [members[k].last_eval for k in active]
+                    bar.set_postfix(eval=f"{sum(evals) / len(evals):.1f}", seeds=len(active))
+        if bar is not None:
+            bar.close()
+        summaries: dict[int, dict] = {}
+
+        def finish(member) -> None:
+            summaries[members.index(member)] = member.finish()
+
+        self._each(active, finish)
+        return summaries, dict(self.failures)
+
+    def _checkpoint(self, due: list[int]) -> None:
+        """The members' due resume states, all of them even if Ctrl-C arrives in between (it is
+        raised once all are written), so an interrupted group resumes at one step."""
+        interrupted = None
+        for k in due:
+            member = self.members[k]
+            if not member.checkpoint_due:
+                continue
+            member.checkpoint_due = False
+            try:
+                with self.streams.use(k):
+                    member.save_resume()
+            except KeyboardInterrupt as exc:
+                interrupted = exc
+        if interrupted is not None:
+            raise interrupted
+
+    def _update(self, active: list[int]) -> list[int]:
+        """One stacked update of the active members; returns those still active."""
+        members, streams = self.members, self.streams
+        batches = []
+        for k in active:
+            with streams.use(k):
+                batches.append(members[k].sample_batch())
+        group = stacked_agent([members[k].agent for k in active], streams, active)
+        logs = group.update(stack_batches(batches))
+        for member in (members[k] for k in active):  # counters the update code keeps on the agent
+            member.agent.load_extra_state(group.extra_state())
+        still = []
+        for i, k in enumerate(active):
+            try:
+                members[k].record_update({name: values[i] for name, values in logs.items()})
+                still.append(k)
+            except NonFiniteError as exc:
+                self._stop(k, exc)
+        return still
