@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in --out")
     run.add_argument("--seeds", metavar="LIST", help="train one run per seed in one process, their updates "
                      "batched as one stacked program (e.g. 0-7 or 0,3,5; td3 and dqn); seed S's run is the "
-                     "directory OUT/seed_S, and --resume OUT continues the group")
+                     "directory OUT/seedS, and --resume OUT continues the group")
     _add_trust_flag(run)
     _add_config_flags(train, groups)
 
@@ -289,7 +289,7 @@ GROUP_FILE = "group.json"
 def cmd_train_group(ns: argparse.Namespace) -> int:
     """``sparserl train --seeds LIST`` (and ``--resume`` of such a group): one process, one
     stacked update per step for all seeds (:mod:`sparserl.vectorised`); each seed's run is a
-    normal run directory ``OUT/seed_S`` that ``eval``, ``export``, ``flops`` and ``report`` read."""
+    normal run directory ``OUT/seedS`` that ``eval``, ``export``, ``flops`` and ``report`` read."""
     import contextlib
     import json
 
@@ -330,7 +330,7 @@ def cmd_train_group(ns: argparse.Namespace) -> int:
         for warning in plan_warnings(base):
             print(f"warning: {warning}", file=sys.stderr, flush=True)
         out = Path(base.out)
-        cfgs = [resolve(dataclasses.replace(base, seed=seed, out=str(out / f"seed_{seed}"))) for seed in seeds]
+        cfgs = [resolve(dataclasses.replace(base, seed=seed, out=str(out / f"seed{seed}"))) for seed in seeds]
         states, resuming = None, False
     check_group(cfgs)
     out.mkdir(parents=True, exist_ok=True)

@@ -181,6 +181,7 @@ class Trainer:
         #: a group (:mod:`sparserl.vectorised`) saves its members' resume states together: a due
         #: checkpoint then only sets ``checkpoint_due``
         self.defer_checkpoints, self.checkpoint_due = False, False
+        self._writer = self._bar = None  # made by begin()
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsLog(self.out / "metrics.csv" if self.out is not None else None)

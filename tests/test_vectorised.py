@@ -36,13 +36,13 @@ def config(out, **kw):
 
 
 def group(tmp_path, seeds, name="g", **kw):
-    cfgs = [config(tmp_path / name / f"seed_{s}", seed=s, **kw) for s in seeds]
+    cfgs = [config(tmp_path / name / f"seed{s}", seed=s, **kw) for s in seeds]
     summaries, failures = GroupTrainer(cfgs).train()
     return cfgs, summaries, failures
 
 
 def single(tmp_path, seed, name="s", **kw):
-    cfg = config(tmp_path / name / f"seed_{seed}", seed=seed, **kw)
+    cfg = config(tmp_path / name / f"seed{seed}", seed=seed, **kw)
     return cfg, Trainer(cfg).train()
 
 
@@ -88,7 +88,7 @@ def test_group_of_one_is_the_single_run(tmp_path, kw):
     _, alone = single(tmp_path, 3, **kw)
     assert not failures
     assert same_summary(summaries[0], alone), (summaries[0], alone)
-    assert same_weights(tmp_path / "g" / "seed_3", tmp_path / "s" / "seed_3")
+    assert same_weights(tmp_path / "g" / "seed3", tmp_path / "s" / "seed3")
 
 
 def test_members_are_independent(tmp_path):
@@ -98,7 +98,7 @@ def test_members_are_independent(tmp_path):
     _, second, _ = group(tmp_path, [1, 2, 3, 9], name="b", **kw)
     for i, seed in enumerate([1, 2, 3]):
         assert same_summary(first[i], second[i]), f"seed {seed} changed with another member's seed"
-        assert same_weights(tmp_path / "a" / f"seed_{seed}", tmp_path / "b" / f"seed_{seed}")
+        assert same_weights(tmp_path / "a" / f"seed{seed}", tmp_path / "b" / f"seed{seed}")
     assert not same_summary(first[3], second[3])
 
 
@@ -108,7 +108,7 @@ def test_stacked_update_is_the_single_update_within_float_tolerance(tmp_path):
     group(tmp_path, [5, 6], **kw)
     for seed in (5, 6):
         single(tmp_path, seed, **kw)
-        wg, ws = weights(tmp_path / "g" / f"seed_{seed}"), weights(tmp_path / "s" / f"seed_{seed}")
+        wg, ws = weights(tmp_path / "g" / f"seed{seed}"), weights(tmp_path / "s" / f"seed{seed}")
         assert wg.keys() == ws.keys()
         for k in wg:
             assert torch.allclose(wg[k], ws[k], rtol=1e-4, atol=1e-6), (k, (wg[k] - ws[k]).abs().max())
@@ -161,7 +161,7 @@ def test_members_follow_their_own_schedules(tmp_path):
         assert summary["seed"] == cfgs[k].seed
         assert math.isclose(summary["sparsity"]["actor"], 0.9, abs_tol=0.02), summary["sparsity"]
         assert summary["nstep_final"] == summaries[0]["nstep_final"] > 1  # the same delay rule for all
-        w = weights(tmp_path / "g" / f"seed_{cfgs[k].seed}")
+        w = weights(tmp_path / "g" / f"seed{cfgs[k].seed}")
         masks.append((w[".actor.net.layers.1.weight"] != 0))
     assert any(not torch.equal(masks[0], m) for m in masks[1:]), "every member has the same mask"
     # each member's buffer keeps its own capacity record (the single-run field of its summary)
@@ -169,7 +169,7 @@ def test_members_follow_their_own_schedules(tmp_path):
 
 
 def test_a_non_finite_member_stops_alone_and_keeps_its_checkpoint(tmp_path):
-    cfgs = [config(tmp_path / "g" / f"seed_{s}", seed=s, steps=400, checkpoint_every=200) for s in (1, 2, 3)]
+    cfgs = [config(tmp_path / "g" / f"seed{s}", seed=s, steps=400, checkpoint_every=200) for s in (1, 2, 3)]
     trainer = GroupTrainer(cfgs)
     victim = trainer.members[1]
     collect = victim.collect_step
@@ -183,12 +183,12 @@ def test_a_non_finite_member_stops_alone_and_keeps_its_checkpoint(tmp_path):
     summaries, failures = trainer.train()
     assert set(summaries) == {0, 2} and set(failures) == {1}
     assert "non-finite" in failures[1]
-    stopped = tmp_path / "g" / "seed_2"
+    stopped = tmp_path / "g" / "seed2"
     assert not (stopped / "summary.json").exists()
     resume = checkpoint.load(stopped / "resume.pt")
     assert resume["step"] == 200
     for k in (0, 2):
-        assert (tmp_path / "g" / f"seed_{cfgs[k].seed}" / "summary.json").exists()
+        assert (tmp_path / "g" / f"seed{cfgs[k].seed}" / "summary.json").exists()
 
 
 def test_group_resume_is_exact(tmp_path, monkeypatch):
@@ -208,14 +208,14 @@ def test_group_resume_is_exact(tmp_path, monkeypatch):
         patch.setattr(Trainer, "save_resume", save_then_interrupt)
         assert main([*flags, "--out", str(tmp_path / "part")]) == 130
     for seed in (1, 2):  # both members were saved at the same step
-        assert checkpoint.load(tmp_path / "part" / f"seed_{seed}" / "resume.pt")["step"] == 350
-        assert not (tmp_path / "part" / f"seed_{seed}" / "summary.json").exists()
+        assert checkpoint.load(tmp_path / "part" / f"seed{seed}" / "resume.pt")["step"] == 350
+        assert not (tmp_path / "part" / f"seed{seed}" / "summary.json").exists()
     assert main(["train", "--resume", str(tmp_path / "part")]) == 0
     for seed in (1, 2):
-        a = json.loads((tmp_path / "whole" / f"seed_{seed}" / "summary.json").read_text())
-        b = json.loads((tmp_path / "part" / f"seed_{seed}" / "summary.json").read_text())
+        a = json.loads((tmp_path / "whole" / f"seed{seed}" / "summary.json").read_text())
+        b = json.loads((tmp_path / "part" / f"seed{seed}" / "summary.json").read_text())
         assert same_summary(a, b)
-        assert same_weights(tmp_path / "whole" / f"seed_{seed}", tmp_path / "part" / f"seed_{seed}")
+        assert same_weights(tmp_path / "whole" / f"seed{seed}", tmp_path / "part" / f"seed{seed}")
 
 
 def test_member_runs_are_normal_run_directories(tmp_path, capsys):
@@ -227,7 +227,7 @@ def test_member_runs_are_normal_run_directories(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "seed 0:" in out and "seed 1:" in out
     for seed in (0, 1):
-        run = tmp_path / "g" / f"seed_{seed}"
+        run = tmp_path / "g" / f"seed{seed}"
         for name in ("config.yaml", "metrics.csv", "summary.json", "checkpoint.pt"):
             assert (run / name).exists(), name
         summary = json.loads((run / "summary.json").read_text())
