@@ -300,15 +300,24 @@ def cmd_train_group(ns: argparse.Namespace) -> int:
     from .vectorised import GroupTrainer, check_group, parse_seeds
 
     if ns.resume is not None:
-        if ns.seeds is not None or ns.config or ns.overwrite:
-            raise UserError("--resume of a group continues its stored seeds and configs; --seeds, --config "
-                            "and --overwrite may not be given with it")
+        extra = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(TrainConfig)
+                 if hasattr(ns, f.name) and f.name not in RESUME_OPTIONS]
+        if extra or ns.config or ns.overwrite:
+            raise UserError(f"--resume of a group continues its stored configs; only "
+                            f"{', '.join('--' + o for o in RESUME_OPTIONS)} and --seeds may be given with it, "
+                            f"got {', '.join(extra + (['--config'] if ns.config else []) + (['--overwrite'] if ns.overwrite else []))}")
         out = Path(ns.resume)
-        try:
-            record = json.loads((out / GROUP_FILE).read_text())
-            dirs = [out / name for name in record["runs"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{out / GROUP_FILE} is not a sparserl group record ({exc})") from None
+        if ns.seeds is not None:  # these seeds of OUT (the bench resumes its groups so)
+            dirs = [out / f"seed{seed}" for seed in parse_seeds(ns.seeds)]
+        else:
+            try:
+                record = json.loads((out / GROUP_FILE).read_text())
+                dirs = [out / name for name in record["runs"]]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise UserError(f"{out / GROUP_FILE} is not a sparserl group record ({exc})") from None
+        for run_dir in dirs:
+            if not (run_dir / "resume.pt").is_file():
+                raise UserError(f"--resume {out}: {run_dir} has no resume.pt to continue")
         states, cfgs = [], []
         for run_dir in dirs:
             state = checkpoint.load(run_dir / "resume.pt", overwrite_hint="; the group cannot be resumed")

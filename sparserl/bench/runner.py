@@ -98,27 +98,15 @@ def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
     return "\n".join(data.splitlines()[-lines:])
 
 
-def execute_cell(command: Sequence[str], cell_dir: str, timeout: float | None = None,
-                 procs: set | None = None, resume_command: Sequence[str] | None = None) -> dict:
-    """Run one cell process to completion and record its outcome in ``cell_dir``.
-
-    If ``resume_command`` is given and the cell directory is resumable (:func:`is_resumable`),
-    that command continues it; otherwise leftovers of an earlier attempt are deleted and
-    ``command`` starts afresh.  Returns ``{"ok", "returncode", "stderr_tail",
-    "wall_s", "resumed"}``.  Used by both backends (on Ray it runs inside the task).
-    """
-    cdir = Path(cell_dir)
-    resumed = bool(resume_command) and is_resumable(cdir)
-    if resumed:
-        command = list(resume_command)
-        (cdir / "error.txt").unlink(missing_ok=True)
-    elif cdir.exists():  # leftovers of a killed or failed attempt
-        shutil.rmtree(cdir)
-    cdir.mkdir(parents=True, exist_ok=True)
+def _run_process(command: Sequence[str], log_dir: Path, append: bool, timeout: float | None,
+                 procs: set | None, log_name: str = "") -> tuple[int, float, bool]:
+    """Run one process with its stdout/stderr in ``log_dir`` (``{log_name}stdout.log``...);
+    returns (exit code, wall seconds, timed out)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     timed_out = False
-    mode = "ab" if resumed else "wb"
-    with open(cdir / "stdout.log", mode) as out, open(cdir / "stderr.log", mode) as err:
+    mode = "ab" if append else "wb"
+    with open(log_dir / f"{log_name}stdout.log", mode) as out, open(log_dir / f"{log_name}stderr.log", mode) as err:
         try:
             proc = subprocess.Popen(list(command), stdout=out, stderr=err,
                                     stdin=subprocess.DEVNULL, env=child_env())
@@ -139,12 +127,17 @@ def execute_cell(command: Sequence[str], cell_dir: str, timeout: float | None = 
                     procs.discard(proc)
         else:
             returncode = 127
-    wall = time.time() - t0
+    return returncode, time.time() - t0, timed_out
+
+
+def _outcome(cdir: Path, command: Sequence[str], returncode: int, wall: float, timed_out: bool,
+             timeout: float | None, resumed: bool, stderr_path: Path) -> dict:
+    """A cell's result dict; a cell that did not finish gets its ``error.txt``."""
     ok = returncode == 0 and is_done(cdir)
     result = {"ok": ok, "returncode": returncode, "wall_s": round(wall, 3), "stderr_tail": "",
               "resumed": resumed}
     if not ok:
-        tail = _tail(cdir / "stderr.log")
+        tail = _tail(stderr_path)
         if timed_out:
             reason = f"killed after the cell timeout of {timeout:g} s"
         elif returncode == 0:
@@ -153,11 +146,74 @@ def execute_cell(command: Sequence[str], cell_dir: str, timeout: float | None = 
         else:
             reason = f"exited with code {returncode}"
         result.update(stderr_tail=tail, reason=reason)
+        cdir.mkdir(parents=True, exist_ok=True)
         (cdir / "error.txt").write_text(
             f"{reason}\ncommand: {' '.join(map(str, command))}\nexit code: {returncode}\n"
             f"wall time: {wall:.1f} s\n--- last {STDERR_TAIL_LINES} lines of stderr ---\n{tail}\n"
         )
     return result
+
+
+def execute_cell(command: Sequence[str], cell_dir: str, timeout: float | None = None,
+                 procs: set | None = None, resume_command: Sequence[str] | None = None) -> dict:
+    """Run one cell process to completion and record its outcome in ``cell_dir``.
+
+    If ``resume_command`` is given and the cell directory is resumable (:func:`is_resumable`),
+    that command continues it; otherwise leftovers of an earlier attempt are deleted and
+    ``command`` starts afresh.  Returns ``{"ok", "returncode", "stderr_tail",
+    "wall_s", "resumed"}``.  Used by both backends (on Ray it runs inside the task).
+    """
+    cdir = Path(cell_dir)
+    resumed = bool(resume_command) and is_resumable(cdir)
+    if resumed:
+        command = list(resume_command)
+        (cdir / "error.txt").unlink(missing_ok=True)
+    elif cdir.exists():  # leftovers of a killed or failed attempt
+        shutil.rmtree(cdir)
+    returncode, wall, timed_out = _run_process(command, cdir, resumed, timeout, procs)
+    return _outcome(cdir, command, returncode, wall, timed_out, timeout, resumed, cdir / "stderr.log")
+
+
+def execute_group(command: Sequence[str], cell_dirs: Sequence[str], timeout: float | None = None,
+                  procs: set | None = None, resumed: bool = False) -> list[dict]:
+    """Run one ``sparserl train --seeds`` process for several cells (see :func:`group_jobs`).
+
+    Its logs are ``seeds-A,B.stdout.log`` / ``.stderr.log`` in the cells' common parent
+    directory; each cell gets its own result (and ``error.txt`` if it did not finish)."""
+    dirs = [Path(d) for d in cell_dirs]
+    for cdir in dirs:
+        if resumed:
+            (cdir / "error.txt").unlink(missing_ok=True)
+        elif cdir.exists():
+            shutil.rmtree(cdir)
+    parent = dirs[0].parent
+    name = "seeds-" + ",".join(d.name[len("seed"):] for d in dirs) + "."
+    returncode, wall, timed_out = _run_process(command, parent, resumed, timeout, procs, log_name=name)
+    return [_outcome(cdir, command, returncode, wall, timed_out, timeout, resumed, parent / f"{name}stderr.log")
+            for cdir in dirs]
+
+
+def group_jobs(todo: "Todo") -> list:
+    """The cells still to run as jobs: a cell alone ``(cell, command, resume)``, or, for cells
+    of one configuration with ``vectorise`` > 1, groups of up to ``vectorise`` seeds
+    ``([cells], command, resumed)`` -- the resumable ones and the fresh ones apart (a group
+    steps its members in lockstep, so they start from one step)."""
+    from .suite import group_command  # noqa: PLC0415
+    jobs: list = []
+    by_config: dict = {}
+    for item in todo:
+        cell = item[0]
+        if cell.vectorise <= 1:
+            jobs.append(item)
+            continue
+        resumable = is_resumable(cell.out_dir)
+        by_config.setdefault((cell.out_dir.parent, resumable), []).append(cell)
+    for (_, resumable), cells in by_config.items():
+        size = cells[0].vectorise
+        for i in range(0, len(cells), size):
+            chunk = cells[i:i + size]
+            jobs.append((chunk, [str(a) for a in group_command(chunk, resume=resumable)], resumable))
+    return jobs
 
 
 # --------------------------------------------------------------------------- bookkeeping
@@ -234,12 +290,20 @@ def _run_local(todo: Todo, workers: int, on_result) -> None:
             while queue or pending:
                 while queue and len(pending) < workers and not stop.is_set():
                     cell, cmd, resume = queue.pop(0)
-                    fut = pool.submit(execute_cell, cmd, str(cell.out_dir), cell.timeout, procs,
-                                      resume)
+                    if isinstance(cell, list):  # a vectorised group of seeds (group_jobs)
+                        fut = pool.submit(execute_group, cmd, [str(c.out_dir) for c in cell], cell[0].timeout,
+                                          procs, resume)
+                    else:
+                        fut = pool.submit(execute_cell, cmd, str(cell.out_dir), cell.timeout, procs, resume)
                     pending[fut] = cell
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    on_result(pending.pop(fut), fut.result())
+                    cell = pending.pop(fut)
+                    if isinstance(cell, list):
+                        for member, result in zip(cell, fut.result()):
+                            on_result(member, result)
+                    else:
+                        on_result(cell, fut.result())
         except BaseException:
             stop.set()
             for proc in list(procs):  # do not leave orphans behind on Ctrl-C / SIGTERM
@@ -364,6 +428,9 @@ def run_suite(suite_path: str | Path, out_dir: str | Path, workers: int | None =
         _import_ray()  # fail fast, before anything is written
     run_dir = Path(out_dir).resolve()
     suite = load_suite(suite_path, run_dir, trust_env_module=trust_env_module)
+    if backend == "ray" and any(c.vectorise > 1 for c in suite.cells):
+        raise UserError(f"{suite_path}: 'vectorise' groups seeds on the local backend only; allowed with "
+                        f"--backend ray: vectorise 1")
     build = command_builder or default_command
     resume_build = resume_builder or (default_resume_command if command_builder is None else None)
     with RunDirLock(run_dir, "--out"):  # creates OUT; a second bench on it fails here
@@ -443,7 +510,8 @@ def run_suite(suite_path: str | Path, out_dir: str | Path, workers: int | None =
                 if backend == "ray":
                     extra = _run_ray(todo, n_workers, ray_address, on_result)
                 else:
-                    _run_local(todo, n_workers, on_result)
+                    # a custom command builder maps single cells only: its cells are not grouped
+                    _run_local(group_jobs(todo) if command_builder is None else todo, n_workers, on_result)
         finally:
             if old_handler is not None:
                 signal.signal(signal.SIGTERM, old_handler)
@@ -479,5 +547,5 @@ def dump_suite_cells(suite_path: str | Path, out_dir: str | Path,
             for c in suite.cells]
 
 
-__all__ = ["run_suite", "execute_cell", "is_done", "child_env", "machine_info",
+__all__ = ["run_suite", "execute_cell", "execute_group", "group_jobs", "is_done", "child_env", "machine_info",
            "dump_suite_cells", "BACKENDS"]

@@ -9,6 +9,7 @@ A suite is a YAML mapping::
     eval_every: 300             # default evaluation period (env steps)
     eval_episodes: 2            # default episodes per evaluation
     timeout: 3600               # optional: seconds before a cell is killed and counted as failed
+    vectorise: 4                # optional: train up to 4 seeds of one configuration in one process
     overrides: {}               # optional: extra train options for every cell (not in dir names)
     score_floor: {Pendulum-v1: -1600}   # optional, per env: the "0 %" score of % of dense
     cells:                      # groups; each expands over its lists (cartesian product)
@@ -18,7 +19,7 @@ A suite is a YAML mapping::
         overrides: {learning_starts: 200}   # fixed extra options; NOT part of the dir name
         sweep: {sparsity: [0.5, 0.9]}       # varied options (cartesian); part of the dir name
         tag: ""                 # optional explicit dir-name tag (replaces the sweep-derived one)
-        steps / seeds / eval_every / eval_episodes / timeout: per-group overrides of the defaults
+        steps / seeds / eval_every / eval_episodes / timeout / vectorise: per-group overrides of the defaults
 
 Each cell runs in ``OUT/<algo>/<env>/<method>[-<tag>]/seed<k>/``.  Every part is one directory
 level: names may not contain ``/`` (nor ``..`` as a part, NUL, or a leading ``.``/``-``), except
@@ -30,6 +31,11 @@ name (``ALE+Pong-v5``; see :func:`env_dir_name`).  The resolved cell directory m
 ``overrides`` are deliberately kept out of the directory name: they are settings, not
 experimental factors, so a suite-wide ``learning_starts`` does not rename every method column.
 Two groups that produce the same cell directory with different settings are an error.
+
+``vectorise: K`` (default 1): the cells of one configuration that differ only in their seed run
+K at a time as one ``sparserl train --seeds`` process (:mod:`sparserl.vectorised`): each seed
+still gets its own cell directory, so reports read them unchanged; a timeout then applies to
+the whole group. Only the local backend groups cells (td3 and dqn).
 
 Override values become command-line options (see :func:`option_args`):
 ``learning_starts: 200`` -> ``--learning-starts 200``; ``tensorboard: false`` ->
@@ -53,11 +59,11 @@ from sparserl.errors import UserError
 
 SUITE_KEYS = {
     "name", "description", "steps", "seeds", "eval_every", "eval_episodes", "timeout",
-    "overrides", "score_floor", "cells",
+    "overrides", "score_floor", "cells", "vectorise",
 }
 GROUP_KEYS = {
     "algo", "env", "method", "overrides", "sweep", "tag", "steps", "seeds", "eval_every",
-    "eval_episodes", "timeout",
+    "eval_episodes", "timeout", "vectorise",
 }
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+-]*")  # one directory level: no '/'
 _ENV_PART = r"[A-Za-z0-9][A-Za-z0-9_.:-]*"  # no '+': it stands for '/' in directory names
@@ -81,6 +87,8 @@ class Cell:
     tag: str = ""
     overrides: tuple[tuple[str, Any], ...] = ()
     timeout: float | None = None
+    #: seeds of this configuration trained together in one process (``vectorise`` of the suite)
+    vectorise: int = 1
     #: ``sparserl bench --trust-env-module`` was given: the child may import a module:Class env
     trust_env_module: bool = False
 
@@ -178,6 +186,23 @@ def default_resume_command(cell: Cell) -> list[str]:
     """Continue an interrupted cell from its ``resume.pt``: ``sparserl train --resume DIR``."""
     return [sys.executable, "-m", "sparserl", "train", "--resume", str(cell.out_dir),
             "--steps", str(cell.steps), *(["--trust-env-module"] if cell.trust_env_module else [])]
+
+
+def group_command(cells: Sequence[Cell], resume: bool = False) -> list[str]:
+    """One ``sparserl train --seeds`` process for cells that differ only in their seed: the first
+    cell's command with ``--seeds`` and the configuration's directory (the seeds' cell
+    directories ``seedK`` lie in it) in place of ``--seed`` and ``--out``; ``resume``: continue
+    those seeds from their ``resume.pt`` files."""
+    seeds = ",".join(str(c.seed) for c in cells)
+    parent = str(cells[0].out_dir.parent)
+    if resume:
+        return [sys.executable, "-m", "sparserl", "train", "--resume", parent, "--seeds", seeds,
+                "--steps", str(cells[0].steps), *(["--trust-env-module"] if cells[0].trust_env_module else [])]
+    args = train_args(cells[0])
+    for flag, value in (("--seed", None), ("--out", parent)):
+        i = args.index(flag)
+        args[i:i + 2] = ["--seeds", seeds] if value is None else [flag, value]
+    return [sys.executable, "-m", "sparserl", "train", *args]
 
 
 def prefix_command_builder(prefix: Sequence[str]) -> Callable[[Cell], list[str]]:
@@ -303,6 +328,7 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
         "eval_every": _as_pos_int(raw.get("eval_every", 5_000), "eval_every", source),
         "eval_episodes": _as_pos_int(raw.get("eval_episodes", 10), "eval_episodes", source),
         "timeout": raw.get("timeout"),
+        "vectorise": _as_pos_int(raw.get("vectorise", 1), "vectorise", source),
     }
     global_overrides = _as_options(raw.get("overrides"), "overrides", source)
     score_floor = raw.get("score_floor") or {}
@@ -341,6 +367,7 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
         eval_every = _as_pos_int(group.get("eval_every", defaults["eval_every"]), "eval_every", where)
         eval_episodes = _as_pos_int(group.get("eval_episodes", defaults["eval_episodes"]),
                                     "eval_episodes", where)
+        vectorise = _as_pos_int(group.get("vectorise", defaults["vectorise"]), "vectorise", where)
         timeout = group.get("timeout", defaults["timeout"])
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                     or not math.isfinite(timeout) or timeout <= 0):  # .nan <= 0 is False
@@ -372,7 +399,7 @@ def parse_suite(raw: Any, out_dir: str | Path, source: str = "<suite>",
                 algo=algo, env=env, method=method, seed=seed, steps=steps,
                 eval_every=eval_every, eval_episodes=eval_episodes,
                 out_dir=out_dir, tag=tag, overrides=tuple(sorted(opts.items())), timeout=timeout,
-                trust_env_module=trust_env_module,
+                vectorise=vectorise, trust_env_module=trust_env_module,
             )
             cell = dataclasses.replace(cell, out_dir=out_dir / cell.key)
             if not cell.out_dir.resolve().is_relative_to(root):  # e.g. a symlink inside OUT
