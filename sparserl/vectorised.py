@@ -101,46 +101,90 @@ class StackedMLP(nn.Module):
     """K members' MLPs of one role as one module on inputs ``(K, B, in)``.
 
     The members stay the owners of their parameters (registered here as children, so
-    ``parameters()`` and :func:`~sparserl.algos.base.frozen` reach them); the stacked weights are
-    built from them at every forward pass, so gradients flow back to each member's own tensors and
-    anything that replaces a member's layers (compression, neuron surgery) is seen at once."""
+    ``parameters()`` and :func:`~sparserl.algos.base.frozen` reach them); the stacked operands
+    are built from them at every forward pass, so gradients flow back to each member's own
+    tensors and anything that replaces a member's layers (compression, neuron surgery) is seen
+    at once. Per layer, when every member's layer is
 
-    def __init__(self, mlps: Sequence[MLP]):
+    * a plain ``Linear`` (dense or masked) of one shape: one batched product (``baddbmm``);
+    * a compressed :class:`~sparserl.sparse.csr.SparseLinear` of one shape (csr backend): one
+      block-diagonal CSR product over the concatenated values (layout cached across updates);
+
+    activations are kept feature-major (the CSR kernels' fast layout). Anything else (hooks,
+    different widths, a layer asked for its dense gradient at a topology update, a target layer
+    still holding dropped weights) runs each member's MLP on its slice."""
+
+    def __init__(self, mlps: Sequence[MLP], layout_cache: dict | None = None):
         super().__init__()
         self.members = nn.ModuleList(mlps)
+        self._layout_cache = {} if layout_cache is None else layout_cache
 
-    def batchable(self) -> bool:
-        """Batched products apply: several members, every layer a plain hook-free Linear with a
-        bias, the same shapes everywhere, ReLU between layers."""
+    def _plan(self) -> list[str] | None:
+        """Per layer ``"dense"`` or ``"csr"``, or None when the members run one by one."""
+        from .sparse.csr import SparseLinear
         members = list(self.members)
         if len(members) < 2:
-            return False
+            return None
         first = members[0]
+        plan = []
         for mlp in members:
             if (type(mlp) is not MLP or mlp._forward_hooks or mlp._forward_pre_hooks
                     or type(mlp.activation) is not nn.ReLU or len(mlp.layers) != len(first.layers)):
-                return False
-            for layer, ref in zip(mlp.layers, first.layers):
-                if (type(layer) is not nn.Linear or layer._forward_hooks or layer._forward_pre_hooks
-                        or layer.bias is None or layer.weight.shape != ref.weight.shape):
-                    return False
-        return True
+                return None
+        for i, ref in enumerate(first.layers):
+            kind = "dense" if type(ref) is nn.Linear else "csr" if type(ref) is SparseLinear else None
+            if kind is None or ref.bias is None:
+                return None
+            for mlp in members:
+                layer = mlp.layers[i]
+                if (type(layer) is not type(ref) or layer._forward_hooks or layer._forward_pre_hooks
+                        or layer.bias is None or layer.in_features != ref.in_features
+                        or layer.out_features != ref.out_features):
+                    return None
+                if kind == "csr" and (layer.residual is not None or layer.capture_dense_grad):
+                    return None
+            plan.append(kind)
+        return plan
+
+    def batchable(self) -> bool:
+        return self._plan() is not None
+
+    def _block_operand(self, layers):
+        from .sparse.csr import CsrOperand, block_diagonal
+        layouts = [layer.layout for layer in layers]
+        key = tuple(id(layout) for layout in layouts)
+        hit = self._layout_cache.get(key)
+        if hit is None or any(a is not b for a, b in zip(hit[0], layouts)):
+            if len(self._layout_cache) >= 64:
+                self._layout_cache.pop(next(iter(self._layout_cache)))
+            hit = self._layout_cache[key] = (layouts, CsrOperand(block_diagonal(layouts)))
+        return hit[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.batchable():
+        plan = self._plan()
+        if plan is None:
             return torch.stack([mlp(x[k]) for k, mlp in enumerate(self.members)])
-        chains = [mlp.layers for mlp in self.members]
-        last = len(chains[0]) - 1
-        for i in range(last + 1):
-            weight = torch.stack([chain[i].weight for chain in chains])
-            bias = torch.stack([chain[i].bias for chain in chains]).unsqueeze(1)
-            x = torch.baddbmm(bias, x, weight.transpose(1, 2))
-            if i < last:
-                x = torch.relu(x)
-        return x
+        from .sparse.csr import csr_linear
+        k_members, batch = x.shape[0], x.shape[1]
+        xt = x.transpose(1, 2)  # (K, in, B): feature-major
+        last = len(plan) - 1
+        for i, kind in enumerate(plan):
+            layers = [mlp.layers[i] for mlp in self.members]
+            bias = torch.cat([layer.bias for layer in layers])
+            if kind == "dense":
+                weight = torch.stack([layer.weight for layer in layers])
+                yt = torch.baddbmm(bias.view(k_members, -1, 1), weight, xt)
+            else:
+                operand = self._block_operand(layers)
+                values = torch.cat([layer.values for layer in layers])
+                rows = xt.reshape(k_members * xt.shape[1], batch)  # the members' inputs stacked
+                yt = csr_linear(rows.t(), values, bias, operand).t().reshape(k_members, -1, batch)
+            xt = torch.relu(yt) if i < last else yt
+        return xt.transpose(1, 2)
 
 
-def stack_modules(modules: Sequence[nn.Module], index: dict[int, list[nn.Module]]) -> nn.Module:
+def stack_modules(modules: Sequence[nn.Module], index: dict[int, list[nn.Module]],
+                  layout_cache: dict | None = None) -> nn.Module:
     """A module of the members' common structure whose MLPs are :class:`StackedMLP` s.
 
     Non-MLP containers (an actor's tanh head, a twin critic) are shallow copies of the first
@@ -149,7 +193,7 @@ def stack_modules(modules: Sequence[nn.Module], index: dict[int, list[nn.Module]
     corresponding modules (what FLOP counting is charged to)."""
     first = modules[0]
     if isinstance(first, MLP):
-        stacked: nn.Module = StackedMLP(modules)
+        stacked: nn.Module = StackedMLP(modules, layout_cache)
     else:
         if any(p is not None for p in first._parameters.values()):
             raise NotVectorisable(f"{type(first).__name__} holds parameters outside an MLP; allowed in a "
@@ -161,7 +205,8 @@ def stack_modules(modules: Sequence[nn.Module], index: dict[int, list[nn.Module]
         stacked = copy.copy(first)
         stacked.__dict__ = dict(first.__dict__)
         stacked._parameters = {}
-        stacked._modules = {name: (None if child is None else stack_modules([m._modules[name] for m in modules], index))
+        stacked._modules = {name: (None if child is None else
+                                   stack_modules([m._modules[name] for m in modules], index, layout_cache))
                             for name, child in first._modules.items()}
     index[id(stacked)] = list(modules)
     return stacked
@@ -285,7 +330,8 @@ class StackedAgentMixin:
 _STACKED_CLASSES: dict[type, type] = {}
 
 
-def stacked_agent(members: Sequence, streams: TorchStreams, stream_ids: Sequence[int]):
+def stacked_agent(members: Sequence, streams: TorchStreams, stream_ids: Sequence[int],
+                  layout_cache: dict | None = None):
     """An agent of the members' class whose networks are the members' networks stacked (see
     :func:`stack_modules`) and whose optimisation seam drives the members (see
     :class:`StackedAgentMixin`). Cheap to build (no tensor is copied): the group builds one per
@@ -297,8 +343,8 @@ def stacked_agent(members: Sequence, streams: TorchStreams, stream_ids: Sequence
     agent = object.__new__(_STACKED_CLASSES[cls])
     agent.__dict__.update(proto.__dict__)
     index: dict[int, list[nn.Module]] = {}
-    networks = {n: stack_modules([m.networks[n] for m in members], index) for n in proto.networks}
-    targets = {n: stack_modules([m.targets[n] for m in members], index) for n in proto.targets}
+    networks = {n: stack_modules([m.networks[n] for m in members], index, layout_cache) for n in proto.networks}
+    targets = {n: stack_modules([m.targets[n] for m in members], index, layout_cache) for n in proto.targets}
     by_identity = {id(proto.networks[n]): networks[n] for n in networks}
     by_identity.update({id(proto.targets[n]): targets[n] for n in targets})
     for attr, value in proto.__dict__.items():
@@ -356,6 +402,7 @@ class GroupTrainer:
         self.streams = TorchStreams(stream_states)
         self.output = output
         self.failures: dict[int, str] = {}
+        self._layout_cache: dict = {}  # block-diagonal CSR layouts, kept across update rounds
 
     def _progress_bar(self, active: list[int]):
         if self.output != "bar":
@@ -447,7 +494,7 @@ class GroupTrainer:
         for k in active:
             with streams.use(k):
                 batches.append(members[k].sample_batch())
-        group = stacked_agent([members[k].agent for k in active], streams, active)
+        group = stacked_agent([members[k].agent for k in active], streams, active, self._layout_cache)
         logs = group.update(stack_batches(batches))
         for member in (members[k] for k in active):  # counters the update code keeps on the agent
             member.agent.load_extra_state(group.extra_state())

@@ -263,3 +263,30 @@ def test_four_dense_dqn_agents_learn_cartpole(tmp_path):
     final = [summaries[k]["final_eval_return"] for k in range(4)]
     assert min(best) >= 195.0, best
     assert min(final) >= 100.0, final
+
+
+def test_stacked_csr_layers_run_as_one_block_diagonal_product():
+    from sparserl.sparse import SparseTraining
+    from sparserl.sparse.csr import SparseLinear
+    torch.manual_seed(1)
+    mlps = [MLP(6, 3, [16, 16]) for _ in range(3)]
+    for mlp in mlps:
+        SparseTraining(mlp, None, 0.8, backend="csr", planned_updates=100, delta=10, init="random")
+    assert any(isinstance(layer, SparseLinear) for layer in mlps[0].layers)
+    stacked = StackedMLP(mlps)
+    assert stacked.batchable()
+    x = torch.randn(3, 5, 6, requires_grad=True)
+    got = stacked(x)
+    got.square().sum().backward()
+    grads = [[p.grad.clone() for p in m.parameters()] for m in mlps]
+    gx = x.grad.clone()
+    for m in mlps:
+        m.zero_grad()
+    x.grad = None
+    expected = torch.stack([m(x[k]) for k, m in enumerate(mlps)])
+    expected.square().sum().backward()
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(gx, x.grad, atol=1e-5)
+    for m, before in zip(mlps, grads):
+        for p, g in zip(m.parameters(), before):
+            assert torch.allclose(p.grad, g, atol=1e-5)

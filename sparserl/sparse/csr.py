@@ -103,6 +103,17 @@ class CsrLayout:
         return out.view(self.shape)
 
 
+def block_diagonal(layouts) -> CsrLayout:
+    """The layout of ``diag(W_1, ..., W_K)`` (shape ``(K n_out, K n_in)`` for K layouts of one
+    shape): its row-major entries are the layouts' entries in order, so its values are
+    ``torch.cat`` of theirs. Why: K small sparse products as one kernel call cost far less fixed
+    overhead than K calls (several networks trained side by side, e.g. many seeds at once)."""
+    layouts = list(layouts)
+    if not layouts or any(l.shape != layouts[0].shape for l in layouts):
+        raise ValueError(f"block_diagonal needs layouts of one shape, got {[l.shape for l in layouts]}")
+    return CsrLayout(torch.block_diag(*[l.mask() for l in layouts]))
+
+
 def _row_pointers(rows: torch.Tensor, n_rows: int) -> torch.Tensor:
     pointers = torch.zeros(n_rows + 1, dtype=torch.int64)
     pointers[1:] = torch.bincount(rows, minlength=n_rows).cumsum(0)
