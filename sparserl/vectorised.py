@@ -76,20 +76,28 @@ def parse_seeds(text: str) -> list[int]:
 # -- random streams ------------------------------------------------------------------------
 class TorchStreams:
     """One state of torch's global generator per member: ``with streams.use(k):`` runs a block
-    on member ``k``'s stream (what that member's single run would have drawn next)."""
+    on member ``k``'s stream (what that member's single run would have drawn next).
+
+    Swaps are lazy: the generator holds the last used member's state until another member
+    needs it, so consecutive blocks of one member cost nothing. Only code inside ``use`` may
+    draw from the global generator while a group runs (the group's own code draws nothing)."""
 
     def __init__(self, states: Sequence[torch.Tensor]):
         self.states = [s.clone() for s in states]
+        self.current: int | None = None
 
     @contextlib.contextmanager
     def use(self, k: int) -> Iterator[None]:
-        outer = torch.get_rng_state()
-        torch.set_rng_state(self.states[k])
-        try:
-            yield
-        finally:
-            self.states[k] = torch.get_rng_state()
-            torch.set_rng_state(outer)
+        if self.current != k:
+            if self.current is not None:
+                self.states[self.current] = torch.get_rng_state()
+            torch.set_rng_state(self.states[k])
+            self.current = k
+        yield
+
+    def state(self, k: int) -> torch.Tensor:
+        """Member ``k``'s generator state now."""
+        return torch.get_rng_state() if self.current == k else self.states[k]
 
 
 # -- stacked modules -----------------------------------------------------------------------
@@ -118,33 +126,67 @@ class StackedMLP(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(mlps)
         self._layout_cache = {} if layout_cache is None else layout_cache
+        self._seen: list = []
+        self._static_plan = self._structure()  # checked against the members' layers at each call
 
-    def _plan(self) -> list[str] | None:
-        """Per layer ``"dense"`` or ``"csr"``, or None when the members run one by one."""
+    def _structure(self):
+        """(per layer ``"dense"``/``"csr"``, per layer the members' layers), or None when the
+        members' structures differ (then they run one by one)."""
         from .sparse.csr import SparseLinear
         members = list(self.members)
+        self._seen = [list(mlp._modules["layers"]._modules.values()) if isinstance(mlp, MLP) else None
+                      for mlp in members]
         if len(members) < 2:
             return None
-        first = members[0]
-        plan = []
+        chains = []
         for mlp in members:
-            if (type(mlp) is not MLP or mlp._forward_hooks or mlp._forward_pre_hooks
-                    or type(mlp.activation) is not nn.ReLU or len(mlp.layers) != len(first.layers)):
+            if type(mlp) is not MLP or mlp._forward_hooks or mlp._forward_pre_hooks \
+                    or type(mlp.activation) is not nn.ReLU:
                 return None
-        for i, ref in enumerate(first.layers):
+            chains.append(list(mlp._modules["layers"]._modules.values()))
+        if len({len(chain) for chain in chains}) != 1:
+            return None
+        kinds, by_layer = [], []
+        for layers in zip(*chains):
+            ref = layers[0]
             kind = "dense" if type(ref) is nn.Linear else "csr" if type(ref) is SparseLinear else None
-            if kind is None or ref.bias is None:
+            if kind is None:
                 return None
-            for mlp in members:
-                layer = mlp.layers[i]
+            for layer in layers:
                 if (type(layer) is not type(ref) or layer._forward_hooks or layer._forward_pre_hooks
                         or layer.bias is None or layer.in_features != ref.in_features
                         or layer.out_features != ref.out_features):
                     return None
-                if kind == "csr" and (layer.residual is not None or layer.capture_dense_grad):
-                    return None
-            plan.append(kind)
+            kinds.append(kind)
+            by_layer.append(layers)
+        return kinds, by_layer
+
+    def _plan(self):
+        """The structure, unless a compressed layer must run on its own this time: asked for its
+        dense gradient (a topology update) or, in a target, still holding dropped weights."""
+        if not self._current():  # a member's layers were replaced (neuron surgery) since
+            self._static_plan = self._structure()
+        plan = self._static_plan
+        if plan is None:
+            return None
+        for kind, layers in zip(*plan):
+            if kind == "csr" and any(layer.residual is not None or layer.operand.request.active
+                                     for layer in layers):
+                return None
         return plan
+
+    def _current(self) -> bool:
+        """Whether the plan still describes the members: the same layer objects, and no hook
+        added since (structured pruning's importance hooks come and go)."""
+        seen = [list(mlp._modules["layers"]._modules.values()) if isinstance(mlp, MLP) else None
+                for mlp in self.members]
+        if len(seen) != len(self._seen) or any(
+                a is None or len(a) != len(b) or any(x is not y for x, y in zip(a, b))
+                for a, b in zip(seen, self._seen)):
+            return False
+        return self._static_plan is None or not any(
+            layer._forward_hooks or layer._forward_pre_hooks or mlp._forward_hooks or mlp._forward_pre_hooks
+            for mlp, layers in zip(self.members, seen) for layer in layers)
 
     def batchable(self) -> bool:
         return self._plan() is not None
@@ -167,9 +209,9 @@ class StackedMLP(nn.Module):
         from .sparse.csr import csr_linear
         k_members, batch = x.shape[0], x.shape[1]
         xt = x.transpose(1, 2)  # (K, in, B): feature-major
-        last = len(plan) - 1
-        for i, kind in enumerate(plan):
-            layers = [mlp.layers[i] for mlp in self.members]
+        kinds, by_layer = plan
+        last = len(kinds) - 1
+        for i, (kind, layers) in enumerate(zip(kinds, by_layer)):
             bias = torch.cat([layer.bias for layer in layers])
             if kind == "dense":
                 weight = torch.stack([layer.weight for layer in layers])
