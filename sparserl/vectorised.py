@@ -134,8 +134,7 @@ class StackedMLP(nn.Module):
         members' structures differ (then they run one by one)."""
         from .sparse.csr import SparseLinear
         members = list(self.members)
-        self._seen = [list(mlp._modules["layers"]._modules.values()) if isinstance(mlp, MLP) else None
-                      for mlp in members]
+        self._seen = self._chains()
         if len(members) < 2:
             return None
         chains = []
@@ -175,11 +174,15 @@ class StackedMLP(nn.Module):
                 return None
         return plan
 
+    def _chains(self) -> list:
+        """Each member's layer objects now (None for a member that is not an MLP)."""
+        return [list(mlp._modules["layers"]._modules.values()) if isinstance(mlp, MLP) else None
+                for mlp in self.members]
+
     def _current(self) -> bool:
         """Whether the plan still describes the members: the same layer objects, and no hook
         added since (structured pruning's importance hooks come and go)."""
-        seen = [list(mlp._modules["layers"]._modules.values()) if isinstance(mlp, MLP) else None
-                for mlp in self.members]
+        seen = self._chains()
         if len(seen) != len(self._seen) or any(
                 a is None or len(a) != len(b) or any(x is not y for x, y in zip(a, b))
                 for a, b in zip(seen, self._seen)):
@@ -377,7 +380,7 @@ def stacked_agent(members: Sequence, streams: TorchStreams, stream_ids: Sequence
     """An agent of the members' class whose networks are the members' networks stacked (see
     :func:`stack_modules`) and whose optimisation seam drives the members (see
     :class:`StackedAgentMixin`). Cheap to build (no tensor is copied): the group builds one per
-    update round, so a member's replaced layers or removed members are always current."""
+    update round, so a member's replaced or resized layers or removed members are always current."""
     proto = members[0]
     cls = type(proto)
     if cls not in _STACKED_CLASSES:
@@ -536,6 +539,8 @@ class GroupTrainer:
         for k in active:
             with streams.use(k):
                 batches.append(members[k].sample_batch())
+        # built per update (no tensor is copied): neuron surgery resizes layers in place, which a
+        # kept plan would not see
         group = stacked_agent([members[k].agent for k in active], streams, active, self._layout_cache)
         logs = group.update(stack_batches(batches))
         for member in (members[k] for k in active):  # counters the update code keeps on the agent
